@@ -1,0 +1,36 @@
+"""Building the one boto3 session and the clients made from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:
+    import boto3
+
+# Adaptive mode paces requests after throttling, which MTurk and Ground Truth both do under bursts.
+RETRY_CONFIG = {"mode": "adaptive", "max_attempts": 10}
+
+
+def make_session(profile: str | None = None, region: str | None = None) -> boto3.Session:
+    """The session every AWS call of one CLI run goes through."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        return boto3.Session(profile_name=profile or None, region_name=region or None)
+    except ProfileNotFound as exc:
+        raise ConfigError(
+            str(exc), hint="list profiles with `aws configure list-profiles`, or unset AWS_PROFILE"
+        ) from None
+
+
+def client(service: str, boto3_session: boto3.Session | None = None, **kwargs):
+    """A client of `service` with adaptive retries; endpoint overrides come from AWS_ENDPOINT_URL_*."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3_session or boto3.Session()
+    config = Config(retries=dict(RETRY_CONFIG), **kwargs.pop("config_kwargs", {}))
+    return session.client(service, config=config, **kwargs)

@@ -1,0 +1,109 @@
+"""The one output sink: data to stdout as a table or JSON, messages to stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+class Output:
+    """Prints command results in the chosen format; `json` prints exactly one JSON document."""
+
+    def __init__(self, format: str = "table", quiet: bool = False) -> None:
+        self.format = format
+        self.quiet = quiet
+        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+    @property
+    def json(self) -> bool:
+        return self.format == "json"
+
+    def data(self, obj: Any, *, columns: list[str] | None = None, title: str | None = None) -> None:
+        """Print a result: a list of rows as a table, a mapping as key/value lines, or JSON."""
+        if self.json:
+            sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            return
+        if self.quiet:
+            return
+        if isinstance(obj, list):
+            self.table(obj, columns=columns, title=title)
+        elif isinstance(obj, dict):
+            table = Table(title=title, show_header=False, box=None, pad_edge=False)
+            table.add_column(style="bold")
+            table.add_column()
+            for key, value in obj.items():
+                table.add_row(str(key), _cell(value))
+            self.out.print(table)
+        else:
+            self.out.print(str(obj))
+
+    def table(self, rows: Iterable[dict], *, columns: list[str] | None = None, title: str | None = None) -> None:
+        rows = list(rows)
+        columns = columns or (list(rows[0]) if rows else [])
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+        self.out.print(table)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"Warning: {text}", markup=False, style="yellow")
+
+    def error(self, text: str, hint: str | None = None) -> None:
+        self.err.print(f"Error: {text}", markup=False, style="red")
+        if hint:
+            self.err.print(f"Hint: {hint}", markup=False)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None = None) -> Iterator:
+        """A progress bar on a terminal; a silent stand-in in JSON mode, quiet mode or a pipe."""
+        if self.json or self.quiet or not self.err.is_terminal:
+            yield _NoProgress()
+            return
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield _Advance(bar, task)
+
+
+class _NoProgress:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, **_: Any) -> None:
+        pass
+
+
+class _Advance:
+    def __init__(self, bar: Progress, task) -> None:
+        self.bar, self.task = bar, task
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def update(self, **fields: Any) -> None:
+        self.bar.update(self.task, **fields)
