@@ -68,8 +68,8 @@ class GroundTruthSpec(_Model):
     role_arn: str
     consolidation: Literal["aws", "labeljob"] = "aws"
     consolidation_lambda_arn: str | None = None
-    content_classifiers: list[Literal["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]] = Field(
-        default_factory=list
+    content_classifiers: list[Literal["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]] = (
+        Field(default_factory=list)
     )
 
 

@@ -206,7 +206,8 @@ def _map_client_error(exc: Exception, what: str) -> StorageError:
     if code in _DENIED_CODES or status == "403":
         return AccessDenied(
             f"{what}: access denied ({code or status})",
-            hint="check the credentials (--profile) and the bucket policy; `labeljob iam-policy` lists what is needed",
+            hint="check the credentials (--profile) and the bucket policy; "
+            "`labeljob iam-policy` lists what is needed",
         )
     message = getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
     return StorageError(f"{what}: {code or status}: {message}")
@@ -372,11 +373,15 @@ def open_store(uri: str | os.PathLike, boto3_session: boto3.Session | None = Non
     if text.startswith("file://"):
         return LocalStore(unquote(urlparse(text).path))
     if "://" in text:
-        raise StorageError(f"{text}: unsupported location", hint="use s3://BUCKET/PREFIX, file:///PATH or a path")
+        raise StorageError(
+            f"{text}: unsupported location", hint="use s3://BUCKET/PREFIX, file:///PATH or a path"
+        )
     return LocalStore(text)
 
 
-def open_object(uri: str | os.PathLike, boto3_session: boto3.Session | None = None) -> tuple[ObjectStore, str]:
+def open_object(
+    uri: str | os.PathLike, boto3_session: boto3.Session | None = None
+) -> tuple[ObjectStore, str]:
     """The store holding the object at `uri` and the object's key in it."""
     text = str(uri)
     if is_s3_uri(text):

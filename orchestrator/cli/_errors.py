@@ -38,7 +38,9 @@ def describe(exc: BaseException) -> CliError | None:
         code = error.get("Code", "ClientError")
         hint = None
         if code in {"ThrottlingException", "Throttling", "TooManyRequestsException"}:
-            hint = "AWS is throttling requests; wait a minute and run the command again (it is safe to repeat)"
+            hint = (
+                "AWS is throttling requests; wait a minute and run the command again (it is safe to repeat)"
+            )
         elif code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             hint = "`labeljob iam-policy` prints the permissions labeljob needs"
         operation = getattr(exc, "operation_name", "")

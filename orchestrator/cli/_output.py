@@ -56,7 +56,9 @@ class Output:
         else:
             self.out.print(str(obj))
 
-    def table(self, rows: Iterable[dict], *, columns: list[str] | None = None, title: str | None = None) -> None:
+    def table(
+        self, rows: Iterable[dict], *, columns: list[str] | None = None, title: str | None = None
+    ) -> None:
         rows = list(rows)
         columns = columns or (list(rows[0]) if rows else [])
         table = Table(title=title)

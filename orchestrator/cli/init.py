@@ -16,7 +16,9 @@ from orchestrator.spec import example_spec_toml
 def init(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Project folder to write into.")] = Path("."),
-    workspace: Annotated[str, typer.Option(help="s3://BUCKET/PREFIX or a local folder.")] = "labeljob-workspace",
+    workspace: Annotated[
+        str, typer.Option(help="s3://BUCKET/PREFIX or a local folder.")
+    ] = "labeljob-workspace",
     backend: Annotated[str, typer.Option(help="Default backend: portal, groundtruth or mturk.")] = "portal",
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
 ) -> None:
@@ -36,4 +38,6 @@ def init(
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    out.data({"config": str(directory / CONFIG_FILE), "job_spec": str(directory / "manifests/examples/job.toml")})
+    out.data(
+        {"config": str(directory / CONFIG_FILE), "job_spec": str(directory / "manifests/examples/job.toml")}
+    )

@@ -1,0 +1,216 @@
+"""Job commands shared by every backend: estimate, launch, status, poll, wait, stop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.backends import get_backend
+from orchestrator.cli._state import State, state
+from orchestrator.errors import UsageError
+from orchestrator.finish import finish_job
+from orchestrator.jobs import (
+    JobRecord,
+    JobStore,
+    check_spec,
+    launch_job,
+    new_record,
+    poll_job,
+    read_items,
+    status_row,
+    wait_job,
+)
+from orchestrator.spec import JobSpec, load_spec
+from orchestrator.storage import is_s3_uri, open_store
+
+SpecPath = Annotated[Path, typer.Argument(help="The job spec (TOML).", metavar="JOB.toml")]
+
+
+def _job_store(st: State) -> JobStore:
+    return JobStore(open_store(st.settings.workspace, st.session))
+
+
+def _backend(st: State, name: str):
+    workspace = open_store(st.settings.workspace, st.session)
+    return get_backend(name, boto3_session=st.session, workspace=workspace)
+
+
+def _poller(st: State, name: str, reconsolidate: bool = False):
+    jobs = _job_store(st)
+    record = jobs.load(name)[0]
+    backend = _backend(st, record.backend)
+
+    def finish(spec: JobSpec, rec: JobRecord) -> dict[str, str]:
+        return finish_job(spec, rec, boto3_session=st.session, reconsolidate=reconsolidate)
+
+    return lambda: poll_job(name, backend, jobs, boto3_session=st.session, finish=finish)
+
+
+def estimate(ctx: typer.Context, spec_path: SpecPath) -> None:
+    """Estimate what the job will cost: objects x workers x price, plus per-object fees."""
+    st = state(ctx)
+    spec = load_spec(spec_path)
+    backend = _backend(st, spec.backend)
+    n_objects = len(read_items(spec, st.session))
+    cost = backend.estimate(spec, n_objects)
+    result = {"job": spec.name, "backend": spec.backend, "objects": n_objects, **cost.as_dict()}
+    if st.output.json:
+        st.output.data(result)
+        return
+    st.output.table(result["lines"], columns=["item", "quantity", "unit_usd", "total_usd"], title=spec.name)
+    st.output.data({"total_usd": cost.total_usd})
+    for note in cost.notes:
+        st.output.info(note)
+
+
+def launch(
+    ctx: typer.Context,
+    spec_path: SpecPath,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact requests and cost; call nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending money.")] = False,
+) -> None:
+    """Launch a labeling job; running it again with the same spec reports the existing job."""
+    st = state(ctx)
+    spec = load_spec(spec_path)
+    backend = _backend(st, spec.backend)
+    # A dry run makes no remote call at all, not even to count the objects of an s3:// manifest.
+    items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)
+    if dry_run:
+        check_spec(spec, backend)
+        plan = backend.plan(spec, items, new_record(spec, len(items or ())))
+        st.output.data(
+            {
+                "job": spec.name,
+                "backend": spec.backend,
+                "requests": plan.requests,
+                "estimate": plan.estimate.as_dict(),
+                "warnings": plan.warnings,
+            }
+        )
+        return
+    cost = backend.estimate(spec, len(items))
+    if cost.total_usd > 0 and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"this job may cost about ${cost.total_usd:.2f}",
+                hint="check `labeljob estimate`, then run again with --yes",
+            )
+        typer.confirm(f"This job may cost about ${cost.total_usd:.2f}. Launch it?", abort=True)
+    outcome = launch_job(spec, backend, _job_store(st), items)
+    row = status_row(outcome.record)
+    row["created"] = outcome.created
+    if not outcome.created:
+        st.output.info(f"job {spec.name} already exists with the same spec; nothing was launched")
+    st.output.data(row)
+
+
+def status(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A job name; all jobs when omitted.")] = None,
+) -> None:
+    """Show jobs: status, counters, age, time since progress, and a hint when a job looks stuck."""
+    st = state(ctx)
+    jobs = _job_store(st)
+    names = [name] if name else jobs.names()
+    rows = [status_row(jobs.load(n)[0]) for n in names]
+    if name:
+        st.output.data(rows[0])
+        return
+    st.output.data(
+        rows,
+        columns=[
+            "name",
+            "backend",
+            "status",
+            "labeled",
+            "total",
+            "age_hours",
+            "hours_since_progress",
+            "hint",
+        ],
+    )
+
+
+def poll(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="The job to poll.")] = None,
+    all_jobs: Annotated[
+        bool, typer.Option("--all", help="Poll every unfinished job in the workspace.")
+    ] = False,
+    reconsolidate: Annotated[
+        bool, typer.Option(help="Re-consolidate raw worker responses with labeljob's IoU voting.")
+    ] = False,
+) -> None:
+    """Poll once, store new answers, and write the outputs of jobs that have ended."""
+    st = state(ctx)
+    if bool(name) == all_jobs:
+        raise UsageError("give a job NAME or --all")
+    jobs = _job_store(st)
+    names = jobs.names() if all_jobs else [name]
+    rows, errors = [], 0
+    for job_name in names:
+        record = jobs.load(job_name)[0]
+        if all_jobs and record.terminal and record.outputs:
+            continue
+        try:
+            rows.append(status_row(_poller(st, record.name, reconsolidate)()))
+        except Exception as exc:
+            if not all_jobs:
+                raise
+            # A scheduler polling many jobs must not let one broken job starve the others.
+            from orchestrator.cli._errors import describe
+
+            mapped = describe(exc)
+            if mapped is None:
+                raise
+            errors += 1
+            st.output.error(f"{job_name}: {mapped.message}", mapped.hint)
+            rows.append({"name": job_name, "status": "error", "error": mapped.message})
+    st.output.data(rows if all_jobs else rows[0])
+    if errors:
+        raise typer.Exit(1)
+
+
+def wait(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job to wait for.")],
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 4).")] = None,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between the first polls; grows to 2 minutes.")
+    ] = 10.0,
+    reconsolidate: Annotated[
+        bool, typer.Option(help="Re-consolidate raw worker responses with labeljob.")
+    ] = False,
+) -> None:
+    """Wait for a job to end: exit 0 completed, 3 failed or stopped, 4 timed out."""
+    st = state(ctx)
+
+    def report(record: JobRecord) -> None:
+        st.output.info(
+            f"{record.name}: {record.status} {record.counters.labeled}/{record.counters.total} labeled"
+        )
+
+    record = wait_job(
+        name, _poller(st, name, reconsolidate), timeout=timeout, interval=interval, on_poll=report
+    )
+    st.output.data(status_row(record))
+
+
+def stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job to stop.")]) -> None:
+    """Stop a job; answers already given are kept and consolidated by the next poll."""
+    st = state(ctx)
+    jobs = _job_store(st)
+    record = jobs.load(name)[0]
+    if record.terminal:
+        st.output.info(f"job {name} has already ended ({record.status})")
+    else:
+        _backend(st, record.backend).stop(record.job_spec, record)
+        st.output.info(
+            f"asked the {record.backend} backend to stop {name}; `labeljob poll {name}` collects the rest"
+        )
+    st.output.data(status_row(jobs.load(name)[0]))
