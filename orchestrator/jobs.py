@@ -144,10 +144,15 @@ class JobStore:
 
     def names(self) -> list[str]:
         names = set()
-        for info in self.workspace.list("jobs/"):
-            parts = info.key.split("/")
-            if len(parts) == 3 and parts[2] == "job.json":
-                names.add(parts[1])
+        try:
+            for info in self.workspace.list("jobs/"):
+                parts = info.key.split("/")
+                if len(parts) == 3 and parts[2] == "job.json":
+                    names.add(parts[1])
+        except NotFound:
+            # A local workspace folder appears with its first job; a missing bucket is an error.
+            if not self.workspace.root_uri.startswith("file://"):
+                raise
         return sorted(names)
 
     def put_file(self, name: str, filename: str, data: bytes, content_type: str | None = None) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.backends import get_backend
+from orchestrator.chaining import chain_spec
 from orchestrator.cli._state import State, state
 from orchestrator.errors import UsageError
 from orchestrator.finish import finish_job
@@ -44,7 +45,7 @@ def _poller(st: State, name: str, reconsolidate: bool = False):
     backend = _backend(st, record.backend)
 
     def finish(spec: JobSpec, rec: JobRecord) -> dict[str, str]:
-        return finish_job(spec, rec, boto3_session=st.session, reconsolidate=reconsolidate)
+        return finish_job(spec, rec, jobs, boto3_session=st.session, reconsolidate=reconsolidate)
 
     return lambda: poll_job(name, backend, jobs, boto3_session=st.session, finish=finish)
 
@@ -73,10 +74,21 @@ def launch(
         bool, typer.Option("--dry-run", help="Print the exact requests and cost; call nothing.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending money.")] = False,
+    adjust_from: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Adjust the boxes of an earlier job (Ground Truth).")
+    ] = None,
+    verify_from: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Verify the boxes of an earlier job (Ground Truth).")
+    ] = None,
 ) -> None:
     """Launch a labeling job; running it again with the same spec reports the existing job."""
     st = state(ctx)
     spec = load_spec(spec_path)
+    if adjust_from and verify_from:
+        raise UsageError("give --adjust-from or --verify-from, not both")
+    if adjust_from or verify_from:
+        earlier = _job_store(st).load(adjust_from or verify_from)[0]
+        spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
     backend = _backend(st, spec.backend)
     # A dry run makes no remote call at all, not even to count the objects of an s3:// manifest.
     items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)

@@ -1,0 +1,107 @@
+"""Settings precedence, `init`, and the CLI's one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli.app import app
+from orchestrator.config import load_settings
+from orchestrator.errors import ConfigError
+
+runner = CliRunner()
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path, monkeypatch):
+    config = tmp_path / "labeljob.toml"
+    config.write_text('[labeljob]\nworkspace = "ws-from-file"\nregion = "eu-west-1"\nbackend = "mturk"\n')
+    assert load_settings(config_file=config).region == "eu-west-1"
+    assert load_settings(config_file=config).workspace == str(tmp_path / "ws-from-file")
+    monkeypatch.setenv("LABELJOB_REGION", "us-west-2")
+    settings = load_settings(config_file=config)
+    assert (settings.region, settings.backend) == ("us-west-2", "mturk")
+    settings = load_settings({"region": "ap-south-1", "profile": None}, config_file=config)
+    assert settings.region == "ap-south-1"
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    monkeypatch.delenv("LABELJOB_REGION")
+    defaults = load_settings(config_file=empty)
+    assert (defaults.workspace, defaults.backend, defaults.region) == ("labeljob-workspace", "portal", None)
+
+
+def test_bad_config_values_name_their_source_and_key(tmp_path, monkeypatch):
+    config = tmp_path / "labeljob.toml"
+    config.write_text('backend = "crowdflower"\n')
+    with pytest.raises(ConfigError, match=r"labeljob.toml: backend"):
+        load_settings(config_file=config)
+    config.write_text("backend = [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_file=config)
+    config.write_text("")
+    monkeypatch.setenv("LABELJOB_FORMAT", "yaml")
+    with pytest.raises(ConfigError, match="environment: format"):
+        load_settings(config_file=config)
+
+
+def test_init_writes_config_and_example_spec_that_validates(tmp_path):
+    result = runner.invoke(app, ["--format", "json", "init", str(tmp_path), "--backend", "mturk"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert (tmp_path / "labeljob.toml").read_text().count('backend = "mturk"') == 1
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(written["job_spec"])
+    assert spec.backend == "mturk" and spec.mturk is not None and spec.mturk.sandbox is True
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path):
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["init", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "already exist" in result.stderr and "--force" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert runner.invoke(app, ["init", str(tmp_path), "--force"]).exit_code == 0
+
+
+def test_unknown_format_is_a_usage_error():
+    result = runner.invoke(app, ["--format", "xml", "status"])
+    assert result.exit_code == 2 and "table" in result.output
+
+
+def test_expected_errors_are_one_line_with_a_hint_and_no_traceback(tmp_path):
+    result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "status", "no-such-job"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: no job named 'no-such-job'")
+    assert "Hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_spec_errors_name_every_bad_key(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(
+        'name = "bad_name"\nlabels = []\nlabel_attribute = "bbox-metadata"\ninput_manifest = "in.manifest"\n'
+        'output = "out"\ncolour = "red"\n[task]\nworkers_per_object = 0\ntime_limit = "soon"\n'
+    )
+    result = runner.invoke(app, ["launch", str(spec), "--dry-run"])
+    assert result.exit_code == 1
+    for key in (
+        "name:",
+        "labels:",
+        "label_attribute:",
+        "colour:",
+        "task.workers_per_object:",
+        "task.time_limit:",
+    ):
+        assert key in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_status_lists_no_jobs_in_a_new_workspace(tmp_path):
+    result = runner.invoke(app, ["--format", "json", "--workspace", str(tmp_path / "new"), "status"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_poll_needs_a_name_or_all(tmp_path):
+    result = runner.invoke(app, ["--workspace", str(tmp_path), "poll"])
+    assert result.exit_code == 2 and "--all" in result.stderr
