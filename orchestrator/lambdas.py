@@ -1,0 +1,136 @@
+"""AWS Lambda entry points.
+
+`consolidation_handler` is a Ground Truth post-annotation (consolidation) Lambda: Ground Truth
+sends `{"labelCategories", "labelAttributeName", "payload": {"s3Uri"}, ...}`, the payload file
+holds the workers' answers, and the handler returns, for every object of the payload,
+
+    {"datasetObjectId": "0", "consolidatedAnnotation": {"content": {"<attr>": {
+        "image_size": [{"width", "height", "depth"}], "annotations": [{"class_id", "left", ...}]}}}}
+
+Ground Truth adds `<attr>-metadata` itself. The same parser, IoUVote and output code as
+`labeljob consolidate` run here. Tuning comes from the function's environment:
+`LABELJOB_IOU_THRESHOLD`, `LABELJOB_MIN_SUPPORT`, `LABELJOB_COORDINATES`, `LABELJOB_WEIGHTING`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.answers import AnswerReport, parse_consolidation_payload
+from orchestrator.consolidation import IoUVote, ObjectResult
+from orchestrator.errors import ConfigError, StorageError
+from orchestrator.layout import consolidation_entry
+from orchestrator.output import label_value
+from orchestrator.spec import ConsolidationSpec
+from orchestrator.storage import open_object
+
+logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)
+
+_ENV_PARAMS = {
+    "iou_threshold": "LABELJOB_IOU_THRESHOLD",
+    "min_support": "LABELJOB_MIN_SUPPORT",
+    "coordinates": "LABELJOB_COORDINATES",
+    "weighting": "LABELJOB_WEIGHTING",
+}
+
+
+def consolidation_params(environ: dict[str, str] | None = None) -> ConsolidationSpec:
+    """IoUVote's settings from the Lambda's environment; unset ones keep their defaults."""
+    environ = os.environ if environ is None else environ
+    given = {name: environ[var] for name, var in _ENV_PARAMS.items() if environ.get(var)}
+    try:
+        return ConsolidationSpec.model_validate(given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{_ENV_PARAMS[str(err['loc'][0])]}: {err['msg']}") from None
+
+
+def consolidation_handler(event: dict, context: Any) -> list[dict]:
+    """Ground Truth's post-annotation Lambda: consolidate each object's boxes by IoU voting.
+
+    Malformed worker content never fails the call: it is repaired or dropped and counted in the
+    log line. An object whose boxes all fail the vote gets empty `annotations`.
+    """
+    import boto3
+
+    session = boto3.Session()  # the Lambda's role, from its environment
+    labels = list(event["labelCategories"])
+    attr = event["labelAttributeName"]
+    store, key = open_object(event["payload"]["s3Uri"], session)
+
+    def fetch(uri: str) -> bytes:
+        # Ground Truth may put an answer in S3 instead of inline; a missing one counts as bad JSON.
+        try:
+            content_store, content_key = open_object(uri, session)
+            return content_store.get(content_key)
+        except StorageError as exc:
+            logger.warning("cannot read answer content %s: %s", uri, exc.message)
+            return b""
+
+    report = AnswerReport()
+    objects = parse_consolidation_payload(store.get(key), labels, report, fetch=fetch)
+    params = consolidation_params()
+    answered = [obj for obj in objects if obj.answers]
+    results = {
+        r.dataset_object_id: r for r in IoUVote(**params.model_dump()).fit_predict(answered, labels=labels)
+    }
+    response = []
+    for obj in objects:
+        result = results.get(obj.dataset_object_id) or ObjectResult(
+            obj.dataset_object_id, obj.source_ref, None, None, boxes=[], n_workers=0
+        )
+        label, _, _ = label_value(result, labels)
+        response.append(consolidation_entry(obj.dataset_object_id, {attr: label.model_dump(mode="json")}))
+    logger.info(
+        json.dumps(
+            {
+                "labelingJobArn": event.get("labelingJobArn"),
+                "objects": len(objects),
+                "answers": sum(len(obj.answers) for obj in objects),
+                "boxes": sum(len(r.boxes) for r in results.values()),
+                "repairs": dict(sorted(report.counts.items())),
+            }
+        )
+    )
+    return response
+
+
+def poll_handler(event: dict, context: Any) -> dict[str, str]:
+    """The scheduled poll (EventBridge Scheduler): poll every unfinished job of `LABELJOB_WORKSPACE`.
+
+    Ended jobs get their outputs written, as `labeljob poll --all` does. One failing job is
+    logged and skipped, so it cannot starve the others. Returns each polled job's status.
+    """
+    import boto3
+
+    # Imported here so the consolidation Lambda's cold start does not pay for the job layer.
+    from orchestrator.backends import get_backend
+    from orchestrator.finish import finish_job
+    from orchestrator.jobs import JobStore, poll_job
+    from orchestrator.storage import open_store
+
+    session = boto3.Session()  # the Lambda's role, from its environment
+    jobs = JobStore(open_store(os.environ["LABELJOB_WORKSPACE"], session))
+
+    def finish(spec, record):
+        return finish_job(spec, record, jobs, boto3_session=session)
+
+    statuses: dict[str, str] = {}
+    for name in jobs.names():
+        record = jobs.get(name)
+        if record is None or (record.terminal and record.outputs):
+            continue
+        try:
+            backend = get_backend(record.backend, boto3_session=session, workspace=jobs.workspace)
+            statuses[name] = poll_job(name, backend, jobs, boto3_session=session, finish=finish).status
+        except Exception as exc:
+            logger.exception("polling job %s failed", name)
+            statuses[name] = f"error: {type(exc).__name__}: {exc}"
+    logger.info(json.dumps({"polled": statuses}))
+    return statuses

@@ -1,0 +1,315 @@
+"""The augmented manifest in Ground Truth's bounding-box format, and the per-worker report.
+
+One output line is the input line, untouched, plus two keys:
+
+    "<attr>":          {"image_size": [{"width", "height", "depth"}],
+                        "annotations": [{"class_id", "left", "top", "width", "height"}]}
+    "<attr>-metadata": {"objects": [{"confidence"}], "class-map": {"0": "car"},
+                        "type": "groundtruth/object-detection", "human-annotated": "yes",
+                        "creation-date": "2026-11-23T12:00:00.000000", "job-name": "labeling-job/<name>"}
+
+Pixels are integers, top-left origin; `class_id` is the index in the job's label list;
+`class-map` holds the used classes only; `objects[i]` belongs to `annotations[i]`. The models
+below check this on write and on read. Reading also accepts real Ground Truth output: a
+`job-name` without `labeling-job/` and extra metadata keys (`adjustment-status`, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.consolidation import ObjectResult, WorkerQuality
+from orchestrator.errors import InputError
+from orchestrator.storage import ObjectStore
+
+OBJECT_DETECTION = "groundtruth/object-detection"
+JOB_NAME_PREFIX = "labeling-job/"
+# Ground Truth writes depth 3 for every image; we never open the image, so we do the same.
+IMAGE_DEPTH = 3
+# Ground Truth reports confidences with two decimals ("0.00 with one worker").
+CONFIDENCE_DIGITS = 2
+
+
+class ImageSize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+    depth: int = Field(IMAGE_DEPTH, ge=1)
+
+
+class Annotation(BaseModel):
+    """One box: integer pixels, top-left origin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_id: int = Field(ge=0)
+    left: int
+    top: int
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+
+
+class BoundingBoxLabel(BaseModel):
+    """The value under `<attr>`. `image_size` is empty when no worker reported the image's size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: list[ImageSize] = Field(max_length=1)
+    annotations: list[Annotation]
+
+
+class ObjectConfidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(ge=0, le=1)
+
+
+class BoundingBoxMetadata(BaseModel):
+    """The value under `<attr>-metadata`; open, because Ground Truth adds keys to it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    objects: list[ObjectConfidence]
+    class_map: dict[str, str] = Field(alias="class-map")
+    type: Literal["groundtruth/object-detection"]
+    human_annotated: Literal["yes", "no"] = Field(alias="human-annotated")
+    creation_date: str = Field(alias="creation-date")
+    job_name: str = Field(alias="job-name")
+
+    @property
+    def job(self) -> str:
+        """The job name without Ground Truth's `labeling-job/` prefix."""
+        return self.job_name.removeprefix(JOB_NAME_PREFIX)
+
+
+class AugmentedLine(BaseModel):
+    """One output manifest line: the pass-through input keys, the label and its metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attr: str
+    source_ref: str
+    label: BoundingBoxLabel
+    metadata: BoundingBoxMetadata
+    other: dict = Field(default_factory=dict, description="input keys other than source-ref, in order")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AugmentedLine:
+        if len(self.metadata.objects) != len(self.label.annotations):
+            raise ValueError(
+                f"{len(self.label.annotations)} annotations but {len(self.metadata.objects)} "
+                "objects in the metadata"
+            )
+        missing = sorted({a.class_id for a in self.label.annotations} - set(self._class_ids()))
+        if missing:
+            raise ValueError(f"class_id {missing[0]} is not in the class-map")
+        return self
+
+    def _class_ids(self) -> list[int]:
+        try:
+            return [int(key) for key in self.metadata.class_map]
+        except ValueError:
+            raise ValueError('class-map keys must be class ids like "0"') from None
+
+    @classmethod
+    def from_json(cls, line: Mapping, attr: str) -> AugmentedLine:
+        """Validate a parsed JSON line; ValidationError or ValueError says what is wrong."""
+        if "source-ref" not in line:
+            raise ValueError("no source-ref")
+        if attr not in line or f"{attr}-metadata" not in line:
+            raise ValueError(f"no {attr!r} and {attr + '-metadata'!r} keys")
+        other = {k: v for k, v in line.items() if k not in ("source-ref", attr, f"{attr}-metadata")}
+        return cls(
+            attr=attr,
+            source_ref=line["source-ref"],
+            label=line[attr],
+            metadata=line[f"{attr}-metadata"],
+            other=other,
+        )
+
+    def to_json(self) -> dict:
+        """The line as Ground Truth writes it: source-ref first, input keys, then the label."""
+        return {
+            "source-ref": self.source_ref,
+            **self.other,
+            self.attr: self.label.model_dump(mode="json"),
+            f"{self.attr}-metadata": self.metadata.model_dump(mode="json", by_alias=True),
+        }
+
+    def class_name(self, class_id: int) -> str:
+        return self.metadata.class_map[str(class_id)]
+
+
+def creation_date(when: datetime) -> str:
+    """Ground Truth's timestamp: UTC, microseconds, no timezone suffix."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def label_value(result: ObjectResult, labels: list[str]) -> tuple[BoundingBoxLabel, list[float], dict]:
+    """The `<attr>` value of one consolidated object, its confidences and its class-map.
+
+    Edges are rounded (not width and height), so two boxes that touch still touch.
+    """
+    annotations, confidences, class_map = [], [], {}
+    for box in result.boxes:
+        try:
+            class_id = labels.index(box.label)
+        except ValueError:
+            raise ValueError(f"label {box.label!r} is not in the label list {labels}") from None
+        left, top = round(box.left), round(box.top)
+        right, bottom = round(box.left + box.width), round(box.top + box.height)
+        annotations.append(
+            Annotation(class_id=class_id, left=left, top=top, width=right - left, height=bottom - top)
+        )
+        confidences.append(round(box.confidence, CONFIDENCE_DIGITS))
+        class_map[str(class_id)] = box.label
+    sizes = []
+    if result.image_width is not None and result.image_height is not None:
+        sizes.append(ImageSize(width=result.image_width, height=result.image_height))
+    class_map = dict(sorted(class_map.items(), key=lambda item: int(item[0])))
+    return BoundingBoxLabel(image_size=sizes, annotations=annotations), confidences, class_map
+
+
+def augmented_line(
+    source_line: Mapping,
+    result: ObjectResult,
+    labels: list[str],
+    attr: str,
+    job_name: str,
+    created: datetime,
+) -> dict:
+    """The output manifest line for one object: its input line plus `<attr>` and `<attr>-metadata`.
+
+    An existing `<attr>`/`<attr>-metadata` in the input (a re-consolidated job's own output) is
+    replaced; every other input key passes through untouched, in order.
+    """
+    label, confidences, class_map = label_value(result, labels)
+    metadata = BoundingBoxMetadata(
+        objects=[ObjectConfidence(confidence=c) for c in confidences],
+        class_map=class_map,
+        type=OBJECT_DETECTION,
+        human_annotated="yes",
+        creation_date=creation_date(created),
+        job_name=job_name if job_name.startswith(JOB_NAME_PREFIX) else JOB_NAME_PREFIX + job_name,
+    )
+    other = {k: v for k, v in source_line.items() if k not in ("source-ref", attr, f"{attr}-metadata")}
+    line = AugmentedLine(
+        attr=attr,
+        source_ref=source_line.get("source-ref", result.source_ref),
+        label=label,
+        metadata=metadata,
+        other=other,
+    )
+    return line.to_json()
+
+
+def dump_lines(lines: Iterable[Mapping]) -> bytes:
+    """JSON Lines, one compact object a line, UTF-8, as Ground Truth writes manifests."""
+    return "".join(
+        json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines
+    ).encode()
+
+
+def write_augmented_manifest(store: ObjectStore, key: str, lines: Iterable[Mapping]) -> str:
+    """Write the output manifest; returns its URI."""
+    store.put(key, dump_lines(lines), "application/jsonlines")
+    return store.uri(key)
+
+
+def detect_attr(line: Mapping) -> str | None:
+    """The label attribute of a line: the key whose `-metadata` says `groundtruth/object-detection`."""
+    for key, value in line.items():
+        if key.endswith("-metadata") and isinstance(value, Mapping) and value.get("type") == OBJECT_DETECTION:
+            return key.removesuffix("-metadata")
+    return None
+
+
+def read_augmented_manifest(
+    store: ObjectStore, key: str, attr: str | None = None, errors: list[InputError] | None = None
+) -> Iterator[tuple[int, AugmentedLine]]:
+    """The valid lines of an augmented manifest with their 1-based line numbers.
+
+    `attr` is detected from the first line that has an object-detection `-metadata` key when not
+    given. A bad line raises InputError naming the file and line, or, when `errors` is a list, is
+    appended to it and skipped. Blank lines are ignored.
+    """
+    uri = store.uri(key)
+    text = store.get(key).decode("utf-8-sig", errors="replace")
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            attr = attr or detect_attr(data)
+            if attr is None:
+                raise ValueError("no <attr>-metadata key of type groundtruth/object-detection")
+            line = AugmentedLine.from_json(data, attr)
+        except (ValueError, ValidationError) as exc:
+            problem = InputError(f"{uri}:{line_no}: {_describe(exc)}")
+            if errors is None:
+                raise problem from None
+            errors.append(problem)
+            continue
+        yield line_no, line
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} (column {exc.colno})"
+    return str(exc)
+
+
+# ----------------------------------------------------------------------------- worker report
+
+WORKER_REPORT_COLUMNS = [
+    "worker_id",
+    "answers",
+    "boxes",
+    "matched",
+    "recall",
+    "precision",
+    "mean_iou",
+    "weight",
+    "low_quality",
+]
+
+
+def workers_report_rows(workers: Mapping[str, WorkerQuality]) -> list[dict]:
+    """One row per worker, sorted by worker id, floats rounded to 4 digits."""
+    rows = []
+    for worker_id in sorted(workers):
+        row = asdict(workers[worker_id])
+        rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    return rows
+
+
+def workers_report_csv(rows: Iterable[Mapping]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=WORKER_REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_workers_report(store: ObjectStore, key: str, workers: Mapping[str, WorkerQuality]) -> str:
+    """Write the per-worker agreement CSV; returns its URI."""
+    store.put(key, workers_report_csv(workers_report_rows(workers)), "text/csv")
+    return store.uri(key)
