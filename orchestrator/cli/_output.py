@@ -47,12 +47,12 @@ class Output:
         if isinstance(obj, list):
             self.table(obj, columns=columns, title=title)
         elif isinstance(obj, dict):
-            table = Table(title=title, show_header=False, box=None, pad_edge=False)
-            table.add_column(style="bold")
-            table.add_column()
+            # Plain aligned lines, not a table: values such as URIs must never be cut short.
+            if title:
+                self.out.print(title, style="bold", markup=False)
+            width = max((len(str(key)) for key in obj), default=0)
             for key, value in obj.items():
-                table.add_row(str(key), _cell(value))
-            self.out.print(table)
+                self.out.print(f"{str(key).ljust(width)}  {_cell(value)}", markup=False)
         else:
             self.out.print(str(obj))
 
