@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.answers import AnswerReport
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, NotFound
 from orchestrator.exports import export_lines
 from orchestrator.jobs import JobStore, job_output_prefix
 from orchestrator.layout import OUTPUT_MANIFEST_KEY, WORKERS_REPORT_KEY, read_worker_responses
@@ -53,11 +53,20 @@ def finish_job(
 
     if uses_aws_consolidation(spec, reconsolidate):
         manifest_store, manifest_key = _groundtruth_manifest(record, job_folder, boto3_session)
-        paths["manifest"] = manifest_store.uri(manifest_key)
+        if not manifest_store.exists(manifest_key):
+            if record.status == "completed":
+                raise NotFound(
+                    f"{manifest_store.uri(manifest_key)}: Ground Truth reported the job Completed "
+                    "but its output manifest is not there",
+                    hint="output files appear minutes after the job ends; poll again later",
+                )
+            # A job that failed or was stopped before labeling anything writes no manifest.
+            return _write_remaining(spec, jobs, source_lines, labeled=set(), paths=paths)
     else:
         report = AnswerReport()
         refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
         objects = read_worker_responses(job_folder, refs, spec.labels, report)
+        manifest_store = job_folder
         manifest_key = RECONSOLIDATED_MANIFEST_KEY if spec.backend == "groundtruth" else OUTPUT_MANIFEST_KEY
         targets = OutputTargets(
             manifest=(job_folder, manifest_key),
@@ -75,7 +84,7 @@ def finish_job(
             report=report,
         )
         paths.update(outputs.paths)
-        manifest_store = job_folder
+    paths["manifest"] = manifest_store.uri(manifest_key)
 
     errors: list[InputError] = []
     lines = [
@@ -85,20 +94,24 @@ def finish_job(
     if errors:
         # A few bad lines from the service must not hold back the good ones; they are relaunched.
         paths["manifest_errors"] = f"{len(errors)} invalid line(s); first: {errors[0].message}"
-
     paths["workspace_manifest"] = jobs.put_file(
         spec.name, "output.manifest", manifest_store.get(manifest_key), "application/jsonl"
     )
-    labeled = {line.source_ref for line in lines}
+    if lines:
+        coco = export_lines(lines, "coco", open_store(job_folder.uri(COCO_EXPORT_PREFIX), boto3_session))
+        paths["coco"] = coco.destination
+    return _write_remaining(spec, jobs, source_lines, {line.source_ref for line in lines}, paths)
+
+
+def _write_remaining(
+    spec: JobSpec, jobs: JobStore, source_lines: dict[str, dict], labeled: set[str], paths: dict[str, str]
+) -> dict[str, str]:
+    """Write `remaining.manifest` beside the job record when some objects got no label."""
     remaining = [line for line in source_lines.values() if line["source-ref"] not in labeled]
     if remaining:
-        workspace = jobs.workspace
         key = JobStore.key(spec.name, "remaining.manifest")
-        write_jsonl(workspace, key, remaining)
-        paths["remaining_manifest"] = workspace.uri(key)
-
-    coco = export_lines(lines, "coco", open_store(job_folder.uri(COCO_EXPORT_PREFIX), boto3_session))
-    paths["coco"] = coco.destination
+        write_jsonl(jobs.workspace, key, remaining)
+        paths["remaining_manifest"] = jobs.workspace.uri(key)
     return paths
 
 

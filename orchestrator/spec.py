@@ -71,6 +71,14 @@ class GroundTruthSpec(_Model):
     content_classifiers: list[Literal["FreeOfPersonallyIdentifiableInformation", "FreeOfAdultContent"]] = (
         Field(default_factory=list)
     )
+    # The job's region; the session's (--region, AWS_REGION, profile) when omitted.
+    region: str | None = None
+    # Overrides the built-in table of Ground Truth's per-labeled-object fee.
+    per_object_fee_usd: float | None = Field(None, ge=0)
+    # Chained jobs (`launch --adjust-from/--verify-from`): the earlier job and its label attribute.
+    chain: Literal["adjust", "verify"] | None = None
+    chain_from: str | None = None
+    chain_attribute: str | None = None
 
 
 class MTurkSpec(_Model):
@@ -85,6 +93,8 @@ class MTurkSpec(_Model):
     external_url: str | None = None
     review_policy: Literal["approve_all", "agreement"] = "approve_all"
     block_after_rejections: int | None = Field(None, ge=1)
+    # How many times a HIT that expired with answers missing is extended by task.lifetime.
+    max_extensions: int = Field(1, ge=0)
 
     @field_validator("reward_usd", mode="before")
     @classmethod

@@ -209,6 +209,7 @@ def render_task(
         raise ValueError(f"unknown target {target!r}; expected groundtruth, mturk or portal")
     return _compiled().render(
         standalone=target != "groundtruth",
+        element_name="boundingBox" if target == "groundtruth" else "annotatedResult",
         element_script_url=PORTAL_ELEMENT_URL if target == "portal" else CROWD_ELEMENTS_URL,
         image_src=image_src,
         header=_escape(text.header),

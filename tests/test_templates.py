@@ -78,7 +78,7 @@ def test_each_target_renders_the_bounding_box_element(target):
     page = render(make_spec(), target)
     elements = _Elements(page)
     box = elements.first("crowd-bounding-box")
-    assert box["name"] == "annotatedResult"
+    assert box["name"] == ("boundingBox" if target == "groundtruth" else "annotatedResult")
     assert box["header"] == "Draw a box around each object"
     assert json.loads(box["labels"]) == ["car", "pedestrian", "sign"]
     assert "initial-value" not in box

@@ -1,0 +1,87 @@
+"""`labeljob workforce ...`: work teams, invitations and the worker portal of a private workforce."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from orchestrator import private_workforce
+from orchestrator.aws import client
+from orchestrator.cli import mturk as mturk_cmd
+from orchestrator.cli._state import state
+
+app = typer.Typer(
+    help="Private workforce: work teams, invitations, the worker portal.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@app.command("create-team")
+def create_team(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Work team name; also the Cognito group's name.")],
+    description: Annotated[str | None, typer.Option(help="Shown to workers; 1-200 characters.")] = None,
+    user_pool: Annotated[
+        str | None, typer.Option(help="Cognito user pool id; read from the workforce when omitted.")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Cognito app client id; read from the workforce when omitted.")
+    ] = None,
+    workforce: Annotated[str, typer.Option(help="The private workforce's name.")] = "default",
+) -> None:
+    """Create a work team backed by a Cognito group of the same name."""
+    st = state(ctx)
+    result = private_workforce.create_team(
+        client("sagemaker", st.session),
+        client("cognito-idp", st.session),
+        name,
+        description=description,
+        user_pool=user_pool,
+        client_id=client_id,
+        workforce=workforce,
+    )
+    if not result["created"]:
+        st.output.info(f"work team {name} already exists; nothing was created")
+    st.output.data(result)
+
+
+@app.command("invite")
+def invite(
+    ctx: typer.Context,
+    emails: Annotated[list[str], typer.Argument(help="E-mail addresses to invite.", metavar="EMAIL...")],
+    team: Annotated[str, typer.Option("--team", help="The work team to add them to.")],
+) -> None:
+    """E-mail each person a sign-in invitation and add them to the team."""
+    st = state(ctx)
+    rows = private_workforce.invite(
+        client("sagemaker", st.session), client("cognito-idp", st.session), team, emails
+    )
+    st.output.data(rows, columns=["email", "team", "status"])
+
+
+@app.command("list")
+def list_teams(ctx: typer.Context) -> None:
+    """List the work teams of the region."""
+    st = state(ctx)
+    rows = private_workforce.list_teams(client("sagemaker", st.session))
+    st.output.data(rows, columns=["team", "cognito_group", "portal", "arn"])
+
+
+@app.command("portal-url")
+def portal_url(
+    ctx: typer.Context,
+    team: Annotated[
+        str | None, typer.Option("--team", help="A work team; the first one when omitted.")
+    ] = None,
+) -> None:
+    """Print the worker portal's address, where invited workers sign in."""
+    st = state(ctx)
+    url = private_workforce.portal_url(client("sagemaker", st.session), team)
+    st.output.data({"portal_url": url} if st.output.json else url)
+
+
+# A private MTurk workforce: the team's pool is a qualification type granted to worker ids.
+app.command("grant")(mturk_cmd.grant)
+app.command("revoke")(mturk_cmd.revoke)

@@ -1,0 +1,407 @@
+"""Preflight checks before launching a job: each one a small function returning a `Check`.
+
+`run_checks` dispatches on the spec's backend through `BACKEND_CHECKS`; a backend adds its
+checks by adding an entry there. A check never raises for what it checks: an AWS error becomes
+a `fail` with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote
+
+from orchestrator.aws import client
+from orchestrator.backends.groundtruth import GroundTruthBackend, render_template
+from orchestrator.errors import LabeljobError
+from orchestrator.storage import is_s3_uri, open_object
+
+if TYPE_CHECKING:
+    import boto3
+
+    from orchestrator.spec import JobSpec
+
+Status = Literal["ok", "warn", "fail"]
+
+# The rule Ground Truth's worker UI needs on every bucket holding images (DG sms-cors-update).
+GROUNDTRUTH_CORS_RULE = {
+    "AllowedHeaders": [],
+    "AllowedMethods": ["GET"],
+    "AllowedOrigins": ["*"],
+    "ExposeHeaders": ["Access-Control-Allow-Origin"],
+}
+SAMPLE_OBJECTS = 3
+SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+GROUNDTRUTH_MANAGED_POLICY = "AmazonSageMakerGroundTruthExecution"
+# The managed policy only reaches buckets whose names contain one of these.
+MANAGED_POLICY_BUCKET_WORDS = ("groundtruth", "sagemaker")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    hint: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _error(exc: Exception) -> tuple[str, str]:
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Code", type(exc).__name__)), str(error.get("Message", exc))
+
+
+def _bucket(uri: str) -> str:
+    return uri.removeprefix("s3://").split("/", 1)[0]
+
+
+# ------------------------------------------------------------------------------- the checks
+
+
+def check_spec(spec: JobSpec, backend: GroundTruthBackend) -> Check:
+    problems = backend.validate(spec)
+    if problems:
+        detail = "; ".join(f"{key}: {message}" for key, message in problems)
+        return Check(
+            "spec", "fail", f"{len(problems)} problem(s): {detail}", "fix these keys in the job spec"
+        )
+    return Check("spec", "ok", "every Ground Truth rule and the service model accept the request")
+
+
+def check_identity(session: boto3.Session, region: str | None) -> Check:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not region:
+        return Check(
+            "credentials", "fail", "no region", "pass --region, set AWS_REGION or [groundtruth] region"
+        )
+    try:
+        identity = client("sts", session, region_name=region).get_caller_identity()
+    except (BotoCoreError, ClientError) as exc:
+        return Check("credentials", "fail", str(exc), "run `aws configure`, or pass --profile")
+    return Check("credentials", "ok", f"account {identity['Account']} as {identity['Arn']}, region {region}")
+
+
+def check_bucket_region(s3, bucket: str, region: str) -> Check:
+    from botocore.exceptions import ClientError
+
+    name = f"bucket {bucket}"
+    try:
+        location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except ClientError as exc:
+        code, message = _error(exc)
+        hint = (
+            "check the bucket name"
+            if code == "NoSuchBucket"
+            else "`labeljob iam-policy` lists what is needed"
+        )
+        return Check(name, "fail", f"{code}: {message}", hint)
+    # S3 reports us-east-1 as no constraint and eu-west-1 by its legacy name.
+    bucket_region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+    if bucket_region != region:
+        return Check(
+            name,
+            "fail",
+            f"in {bucket_region}, the job in {region}",
+            f"Ground Truth needs its data in the job's region: set [groundtruth] region = '{bucket_region}'",
+        )
+    return Check(name, "ok", f"exists, in {region}")
+
+
+def _allows_workers(rule: dict) -> bool:
+    origins = rule.get("AllowedOrigins", [])
+    return "GET" in rule.get("AllowedMethods", []) and any(o == "*" or "sagemaker.aws" in o for o in origins)
+
+
+def check_cors(s3, bucket: str, fix: bool = False) -> Check:
+    """The bucket lets the worker UI fetch images; `fix` adds Ground Truth's rule, keeping the others."""
+    from botocore.exceptions import ClientError
+
+    name = f"cors {bucket}"
+    try:
+        rules = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    except ClientError as exc:
+        code, message = _error(exc)
+        if code != "NoSuchCORSConfiguration":
+            return Check(name, "fail", f"{code}: {message}", "`labeljob iam-policy` lists what is needed")
+        rules = []
+    if any(_allows_workers(rule) for rule in rules):
+        return Check(name, "ok", "a rule lets the worker UI GET the images")
+    if not fix:
+        return Check(
+            name,
+            "fail",
+            "no CORS rule lets the worker UI load the images: tasks would show no image",
+            "rerun with --fix-cors to add Ground Truth's rule (existing rules are kept)",
+        )
+    try:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [*rules, GROUNDTRUTH_CORS_RULE]})
+    except ClientError as exc:
+        code, message = _error(exc)
+        return Check(name, "fail", f"could not add the rule: {code}: {message}", "needs s3:PutBucketCORS")
+    return Check(name, "ok", f"added Ground Truth's CORS rule ({len(rules)} existing rule(s) kept)")
+
+
+def check_role(iam, role_arn: str, buckets: list[str]) -> Check:
+    """The role exists and trusts SageMaker; warns when its policy cannot reach the buckets."""
+    from botocore.exceptions import ClientError
+
+    role_name = role_arn.rsplit("/", 1)[-1]
+    try:
+        role = iam.get_role(RoleName=role_name)["Role"]
+    except ClientError as exc:
+        code, message = _error(exc)
+        return Check(
+            "role", "fail", f"{role_name}: {code}: {message}", "`labeljob iam-policy` prints its policy"
+        )
+    trust = role.get("AssumeRolePolicyDocument", {})
+    if isinstance(trust, str):
+        trust = json.loads(unquote(trust))
+    if not _trusts_sagemaker(trust):
+        return Check(
+            "role",
+            "fail",
+            f"{role_name} does not trust {SAGEMAKER_PRINCIPAL}",
+            f"add {SAGEMAKER_PRINCIPAL} as a principal allowed sts:AssumeRole in its trust policy",
+        )
+    attached = [
+        p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]
+    ]
+    inline = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    unreachable = [b for b in buckets if not any(w in b.lower() for w in MANAGED_POLICY_BUCKET_WORDS)]
+    if attached == [GROUNDTRUTH_MANAGED_POLICY] and not inline and unreachable:
+        return Check(
+            "role",
+            "warn",
+            f"{role_name} has only {GROUNDTRUTH_MANAGED_POLICY}, which cannot read {', '.join(unreachable)}",
+            "attach the execution-role policy of `labeljob iam-policy JOB.toml`",
+        )
+    return Check("role", "ok", f"{role_name} exists and trusts {SAGEMAKER_PRINCIPAL}")
+
+
+def _trusts_sagemaker(document: dict) -> bool:
+    statements = document.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        services = statement.get("Principal", {}).get("Service", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        services = [services] if isinstance(services, str) else services
+        if (
+            statement.get("Effect") == "Allow"
+            and "sts:AssumeRole" in actions
+            and SAGEMAKER_PRINCIPAL in services
+        ):
+            return True
+    return False
+
+
+def check_workteam(spec: JobSpec, sm, cognito_idp) -> Check:
+    """The private team exists and has members; public and vendor teams are only described."""
+    from botocore.exceptions import ClientError
+
+    from orchestrator.private_workforce import team_group
+
+    kind, team = spec.workforce.type, spec.workforce.team or ""
+    if kind == "public":
+        return Check(
+            "work team",
+            "warn",
+            "the public workforce is Mechanical Turk, closed to new customers since 2026-07-30 (closure "
+            "announced for 2026-09-30)",
+            "prefer a private or vendor team",
+        )
+    if kind == "vendor":
+        return Check("work team", "ok", "vendor team: its members are managed by the vendor")
+    name = team.rsplit("/", 1)[-1]
+    try:
+        described = sm.describe_workteam(WorkteamName=name)["Workteam"]
+    except ClientError as exc:
+        code, message = _error(exc)
+        return Check(
+            "work team", "fail", f"{name}: {code}: {message}", "`labeljob workforce create-team NAME`"
+        )
+    group = team_group(described)
+    if group is None:
+        return Check("work team", "ok", f"{name} uses OIDC groups; your identity provider manages members")
+    user_pool, group_name = group
+    try:
+        users = cognito_idp.list_users_in_group(UserPoolId=user_pool, GroupName=group_name, Limit=1)["Users"]
+    except ClientError as exc:
+        code, message = _error(exc)
+        return Check("work team", "fail", f"{name}: Cognito group {group_name}: {code}: {message}")
+    if not users:
+        return Check(
+            "work team",
+            "fail",
+            f"{name} has no members: nobody would see the tasks",
+            f"`labeljob workforce invite EMAIL --team {name}`",
+        )
+    return Check("work team", "ok", f"{name} exists and has members")
+
+
+def sample_manifest(spec: JobSpec, session: boto3.Session) -> tuple[Check, list[dict]]:
+    """The manifest is readable; its first lines, for the object and template checks."""
+    from orchestrator.manifest import read_manifest
+
+    try:
+        store, key = open_object(spec.input_manifest, session)
+        lines = []
+        for _, line in read_manifest(store, key):
+            lines.append(line)
+            if len(lines) == SAMPLE_OBJECTS:
+                break
+    except LabeljobError as exc:
+        return Check("manifest", "fail", exc.message, exc.hint or "check input_manifest"), []
+    if not lines:
+        return Check("manifest", "fail", "the manifest has no lines", "`labeljob manifest build`"), []
+    return Check("manifest", "ok", f"readable; sampled {len(lines)} line(s)"), lines
+
+
+def check_objects(s3, lines: list[dict]) -> Check:
+    from botocore.exceptions import ClientError
+
+    missing = []
+    for line in lines:
+        ref = line["source-ref"]
+        if not is_s3_uri(ref):
+            missing.append(f"{ref} (not s3://)")
+            continue
+        try:
+            s3.head_object(Bucket=_bucket(ref), Key=ref.removeprefix("s3://").split("/", 1)[1])
+        except ClientError as exc:
+            missing.append(f"{ref} ({_error(exc)[0]})")
+    if missing:
+        return Check(
+            "objects", "fail", "cannot read " + ", ".join(missing), "check the source-refs and the role"
+        )
+    return Check("objects", "ok", f"{len(lines)} sampled image(s) exist")
+
+
+def check_template(spec: JobSpec, s3, line: dict) -> Check:
+    """The task template renders for a sample object as Ground Truth would render it."""
+    import liquid
+
+    try:
+        html = render_template(spec).decode()
+        env = liquid.Environment(undefined=liquid.StrictUndefined)
+        env.filters["grant_read_access"] = lambda uri: s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": _bucket(uri), "Key": uri.removeprefix("s3://").split("/", 1)[1]},
+            ExpiresIn=3600,
+        )
+        env.filters["to_json"] = json.dumps
+        page = env.from_string(html).render(
+            task={"input": {"taskObject": line["source-ref"], "labels": spec.labels, "manifestLine": line}}
+        )
+    except LabeljobError as exc:
+        return Check("template", "fail", exc.message, "check task.instructions")
+    except Exception as exc:  # a Liquid error of any kind means Ground Truth would fail too
+        return Check("template", "fail", f"{type(exc).__name__}: {exc}", "check task.instructions")
+    if "<crowd-bounding-box" not in page:
+        return Check("template", "fail", "no <crowd-bounding-box> element", "check the task template")
+    return Check("template", "ok", f"renders for {line['source-ref']} ({len(page)} characters)")
+
+
+# ----------------------------------------------------------------------------- dispatching
+
+
+def groundtruth_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) -> list[Check]:
+    backend = GroundTruthBackend(session)
+    region = backend.region(spec)
+    checks = [check_spec(spec, backend), check_identity(session, region)]
+    if checks[-1].status == "fail" or not region:
+        return checks  # nothing below can work without credentials and a region
+    s3 = client("s3", session, region_name=region)
+    manifest, lines = sample_manifest(spec, session)
+    image_buckets = sorted({_bucket(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
+    data_buckets = sorted({_bucket(u) for u in (spec.input_manifest, spec.output) if is_s3_uri(u)})
+    buckets = sorted({*data_buckets, *image_buckets})
+    checks += [check_bucket_region(s3, bucket, region) for bucket in buckets]
+    checks += [check_cors(s3, bucket, fix_cors) for bucket in image_buckets]
+    checks.append(manifest)
+    if lines:
+        checks.append(check_objects(s3, lines))
+    if spec.groundtruth is not None:
+        checks.append(check_role(client("iam", session), spec.groundtruth.role_arn, buckets))
+    checks.append(
+        check_workteam(spec, backend.sagemaker(spec), client("cognito-idp", session, region_name=region))
+    )
+    if lines:
+        checks.append(check_template(spec, s3, lines[0]))
+    return checks
+
+
+def mturk_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) -> list[Check]:
+    """MTurk's status, the spec, the environment, the balance, the private pool and the question."""
+    from orchestrator.backends.mturk import MTurkBackend
+    from orchestrator.mturk_client import CLOSURE_NOTICE, call
+    from orchestrator.mturk_hits import settings
+    from orchestrator.mturk_pool import find_pool
+    from orchestrator.mturk_question import Questions
+
+    backend = MTurkBackend(boto3_session=session)
+    checks = [Check("mturk status", "warn", CLOSURE_NOTICE, "the portal backend needs no marketplace")]
+    problems = backend.validate(spec)
+    if problems:
+        detail = "; ".join(f"{key}: {message}" for key, message in problems)
+        return [*checks, Check("spec", "fail", f"{len(problems)} problem(s): {detail}", "fix these keys")]
+    checks.append(Check("spec", "ok", "every MTurk limit accepts the job"))
+    mturk = backend.client(spec)
+    sandbox = settings(spec).sandbox
+    where = f"{'sandbox' if sandbox else 'PRODUCTION (real money)'} at {mturk.meta.endpoint_url}"
+    checks.append(Check("mturk endpoint", "ok" if sandbox else "warn", where))
+    try:
+        balance = call(mturk, "GetAccountBalance")["AvailableBalance"]
+    except LabeljobError as exc:
+        return [*checks, Check("mturk account", "fail", exc.message, exc.hint or "check the credentials")]
+    except Exception as exc:  # no credentials, no network: nothing below can work
+        failed = Check("mturk account", "fail", f"{type(exc).__name__}: {exc}", "check the credentials")
+        return [*checks, failed]
+    checks.append(Check("mturk account", "ok", f"available balance ${balance}"))
+    if spec.workforce.type == "private":
+        team = spec.workforce.team or ""
+        pool = find_pool(mturk, team)
+        hint = f"`labeljob workforce grant WORKER_ID... --team {team}`"
+        checks.append(
+            Check("mturk pool", "ok", f"team {team}: qualification type {pool}")
+            if pool
+            else Check("mturk pool", "fail", f"team {team} has no MTurk worker pool", hint)
+        )
+    manifest, lines = sample_manifest(spec, session)
+    checks.append(manifest)
+    image_buckets = sorted({_bucket(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
+    s3 = client("s3", session)
+    region = session.region_name or "us-east-1"
+    for bucket in image_buckets:
+        located = check_bucket_region(s3, bucket, region)
+        if located.status == "fail" and located.detail.startswith("in "):
+            hint = "image URLs are signed for the session's region: pass --region with the bucket's region"
+            located = Check(located.name, "fail", located.detail, hint)
+        checks += [located, check_cors(s3, bucket, fix_cors)]
+    if lines:
+        try:
+            size = len(Questions(spec, session).question("0", lines[0]["source-ref"]).encode())
+            checks.append(Check("question", "ok", f"{size:,} bytes of 65,535 for {lines[0]['source-ref']}"))
+        except LabeljobError as exc:
+            checks.append(Check("question", "fail", exc.message, exc.hint))
+    return checks
+
+
+BACKEND_CHECKS: dict[str, Callable[[JobSpec, boto3.Session, bool], list[Check]]] = {
+    "groundtruth": groundtruth_checks,
+    "mturk": mturk_checks,
+}
+
+
+def run_checks(spec: JobSpec, boto3_session: boto3.Session, fix_cors: bool = False) -> list[Check]:
+    """Every preflight check of the spec's backend, in order."""
+    checks = BACKEND_CHECKS.get(spec.backend)
+    if checks is None:
+        return [
+            Check("backend", "warn", f"labeljob has no preflight checks for the {spec.backend} backend yet")
+        ]
+    return checks(spec, boto3_session, fix_cors)
