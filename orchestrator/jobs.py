@@ -29,7 +29,7 @@ from orchestrator.errors import (
     WaitTimedOut,
 )
 from orchestrator.spec import JobSpec, parse_spec
-from orchestrator.storage import ObjectStore, join_key, open_object, open_store
+from orchestrator.storage import ObjectStore, join_key, list_or_empty, open_object, open_store
 
 if TYPE_CHECKING:
     from orchestrator.backends.base import Backend
@@ -144,15 +144,10 @@ class JobStore:
 
     def names(self) -> list[str]:
         names = set()
-        try:
-            for info in self.workspace.list("jobs/"):
-                parts = info.key.split("/")
-                if len(parts) == 3 and parts[2] == "job.json":
-                    names.add(parts[1])
-        except NotFound:
-            # A local workspace folder appears with its first job; a missing bucket is an error.
-            if not self.workspace.root_uri.startswith("file://"):
-                raise
+        for info in list_or_empty(self.workspace, "jobs/"):
+            parts = info.key.split("/")
+            if len(parts) == 3 and parts[2] == "job.json":
+                names.add(parts[1])
         return sorted(names)
 
     def put_file(self, name: str, filename: str, data: bytes, content_type: str | None = None) -> str:

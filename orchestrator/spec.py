@@ -218,6 +218,13 @@ def example_spec_toml(backend: str = "portal") -> str:
         "min_approval_rate = 95\nmin_approved_hits = 100\n",
         "portal": "",
     }[backend]
+    workforce = {
+        "groundtruth": 'type = "private"                     # private | vendor | public\nteam = "my-team"\n',
+        # The open MTurk crowd needs no granted pool, so this example launches as it is.
+        "mturk": 'type = "public"                      # public | private (workers granted with '
+        "`labeljob workforce grant`)\n",
+        "portal": 'type = "private"                     # invited workers or marketplace links\n',
+    }[backend]
     return f'''# A labeljob job spec. Validate it with `labeljob launch THIS_FILE --dry-run`.
 name = "street-objects-001"
 backend = "{backend}"                # groundtruth | mturk | portal
@@ -236,9 +243,7 @@ lifetime = "6h"
 max_concurrent = 1000
 
 [workforce]
-type = "private"                     # private | vendor | public
-team = "my-team"
-
+{workforce}
 [consolidation]
 iou_threshold = 0.5
 min_support = 0.5

@@ -247,16 +247,13 @@ class LocalStore:
         if not self.root.is_dir():
             raise NotFound(f"{self.root}: folder does not exist")
         start = self.root / prefix if prefix and (self.root / prefix).is_dir() else self.root
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix) or not path.is_file():
-                    continue
-                # The ETag is an MD5 as S3 gives for single-part uploads, so de-duplication
-                # behaves the same on both stores; it costs one read per file.
-                yield ObjectInfo(key, path.stat().st_size, _file_md5(path), self.uri(key))
+        for path in _files_in_key_order(start):
+            key = path.relative_to(self.root).as_posix()
+            if not key.startswith(prefix):
+                continue
+            # The ETag is an MD5 as S3 gives for single-part uploads, so de-duplication
+            # behaves the same on both stores; it costs one read per file.
+            yield ObjectInfo(key, path.stat().st_size, _file_md5(path), self.uri(key))
 
     def head(self, key: str) -> ObjectInfo:
         path = self.path(key)
@@ -346,12 +343,40 @@ class LocalStore:
         return self.path(key).as_uri()
 
 
+def _files_in_key_order(folder: Path) -> Iterator[Path]:
+    """The files under `folder` in the order S3 lists their keys (`a.jpg` before `a/b.jpg` before `ab.jpg`).
+
+    Sorting a folder's entries by name, with `/` after folder names, orders them by their whole keys.
+    Symbolic links to folders are not followed, as `os.walk` does not.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_in_key_order(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
 def _file_md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def list_or_empty(store: ObjectStore, prefix: str = "") -> Iterator[ObjectInfo]:
+    """`store.list(prefix)`, where a local folder that does not exist yet lists as empty.
+
+    Outputs and records appear in a local folder with their first write; a missing bucket is
+    still NotFound.
+    """
+    try:
+        yield from store.list(prefix)
+    except NotFound:
+        if not store.root_uri.startswith("file://"):
+            raise
 
 
 # ----------------------------------------------------------------------------------- opening
