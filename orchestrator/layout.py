@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from orchestrator.answers import AnswerReport, ObjectAnswers, WorkerAnswer, parse_worker_response
 from orchestrator.errors import InputError, NotFound
-from orchestrator.storage import ObjectStore, join_key
+from orchestrator.storage import ObjectStore, join_key, list_or_empty
 
 OUTPUT_MANIFEST_KEY = "manifests/output/output.manifest"
 WORKER_RESPONSE_PREFIX = "annotations/worker-response/"
@@ -141,7 +141,7 @@ def read_worker_responses(
     answers, and files that are not JSON, are repaired or dropped and counted in `report`.
     """
     files: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    for info in store.list(WORKER_RESPONSE_PREFIX):
+    for info in list_or_empty(store, WORKER_RESPONSE_PREFIX):
         match = _RESPONSE_KEY.match(info.key[len(WORKER_RESPONSE_PREFIX) :])
         if match:
             files[match.group(2)].append((int(match.group(1)), match.group(3), info.key))
