@@ -1,0 +1,199 @@
+"""`labeljob portal`: serve the job portal, invite workers, and run a simulated crowd against it."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from orchestrator.cli._state import State, state
+from orchestrator.errors import BackendError, NotFound, UsageError
+from orchestrator.jobs import JobStore
+from orchestrator.portal import catalog
+from orchestrator.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
+from orchestrator.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
+from orchestrator.storage import ObjectStore, is_s3_uri, open_store
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+app = typer.Typer(
+    help="labeljob's own job portal: serve it, invite workers, simulate a crowd.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default: portal.db in a local workspace).",
+        metavar="URL",
+    ),
+]
+
+
+def _session(st: State):
+    # A local workspace needs no AWS session, so a machine without AWS config works offline.
+    return st.session if is_s3_uri(st.settings.workspace) else None
+
+
+def _workspace(st: State) -> ObjectStore:
+    return open_store(st.settings.workspace, _session(st))
+
+
+def _database(st: State, db: str | None) -> Database:
+    return open_database(default_db_url(_workspace(st), db))
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    db: DbOption = None,
+    new_admin_token: Annotated[
+        bool, typer.Option("--new-admin-token", help="Revoke the admin token and print a new one.")
+    ] = False,
+) -> None:
+    """Run the portal. The first run prints the admin link; it is shown only once."""
+    import uvicorn
+
+    from orchestrator.portal.app import create_app
+
+    st = state(ctx)
+    workspace = _workspace(st)
+    url = default_db_url(workspace, db)
+    database = open_database(url)
+    with database.write() as session:
+        if new_admin_token:
+            revoke_admin_tokens(session)
+        token = issue_token(session, "admin") if new_admin_token or not has_admin_token(session) else None
+    database.dispose()
+    base = _base_url(host, port)
+    result = {"url": base, "database": redacted(url)}
+    if token:
+        result["admin_url"] = f"{base}/a/{token}"
+        st.output.info("The admin link below is shown only this once; keep it secret.")
+    else:
+        st.output.info("Open the admin link printed when the portal first ran (or pass --new-admin-token).")
+    st.output.data(result)
+    app_ = create_app(url, workspace, boto3_session=_session(st))
+    # No access log: invite and admin links carry their tokens in the path.
+    uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+
+
+@app.command()
+def invite(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The worker's name, shown on the admin pages.")],
+    job: Annotated[str | None, typer.Option(help="Restrict the worker to this job.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The portal's address as workers reach it (default: the job's public_url)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Print a personal link for a new worker; its token is stored only as a hash."""
+    st = state(ctx)
+    if not name.strip() or len(name) > 256:
+        raise UsageError("NAME must be 1-256 characters")
+    database = _database(st, db)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "worker"
+    with database.write() as session:
+        job_id = None
+        if job is not None:
+            found = catalog.job_by_name(session, job)
+            if found is None:
+                raise NotFound(
+                    f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
+                )
+            job_id = found.id
+        worker = Worker(
+            public_id=f"{slug}-{secrets.token_hex(3)}",
+            name=name,
+            source="invite",
+            job_id=job_id,
+            created_at=time.time(),
+        )
+        session.add(worker)
+        session.flush()
+        token = issue_token(session, "worker", worker.id)
+        public_id = worker.public_id
+    record = JobStore(_workspace(st)).get(job) if job and url is None else None
+    base = (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
+    st.output.data({"name": name, "worker_id": public_id, "job": job, "link": f"{base}/w/{token}"})
+
+
+@app.command("simulate")
+def simulate_command(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Option(help="The job to answer.")],
+    workers: Annotated[int, typer.Option(min=1, max=500, help="Simulated workers, one thread each.")] = 5,
+    spammers: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of workers who draw at random.")
+    ] = 0.0,
+    url: Annotated[str, typer.Option(help="The running portal's address.")] = DEFAULT_URL,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="truth.jsonl with the true boxes (default: the one beside the images)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise model.")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Answer a job's tasks as simulated workers through the portal's HTTP API."""
+    import httpx
+
+    from orchestrator.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
+
+    st = state(ctx)
+    database = _database(st, db)
+    with database.read() as session:
+        found = catalog.job_by_name(session, job)
+        if found is None:
+            raise NotFound(f"the portal has no job {job!r}", hint='launch it with backend = "portal" first')
+        labels = list(catalog.load_task_text(found.task_text).labels)
+        first = session.scalar(select(Task.source_ref).where(Task.job_id == found.id).limit(1))
+        remaining = sum(session.scalars(select(Task.wanted - Task.answered).where(Task.job_id == found.id)))
+    truth_path = truth or find_truth_file(first)
+    if truth_path is None:
+        raise UsageError("no truth.jsonl beside the images", hint="pass --truth FILE")
+    try:
+        httpx.get(url.rstrip("/") + "/healthz", timeout=5).raise_for_status()
+    except httpx.HTTPError:
+        raise UsageError(
+            f"no portal answers at {url}", hint="start it with `labeljob portal serve`"
+        ) from None
+    tokens = simulated_workers(database, workers)
+    with st.output.progress("simulated answers", total=remaining) as bar:
+        result = simulate(
+            url.rstrip("/"),
+            tokens,
+            load_truth(truth_path),
+            labels,
+            job=job,
+            seed=seed,
+            spammer_rate=spammers,
+            on_answer=bar.advance,
+        )
+    st.output.data(
+        {
+            "job": job,
+            "workers": workers,
+            "answers": result.answers,
+            "refused": result.refused,
+            "seconds": round(result.elapsed, 2),
+            "errors": len(result.errors),
+        }
+    )
+    if result.errors:
+        raise BackendError(f"a simulated worker failed: {result.errors[0]}")

@@ -1,0 +1,273 @@
+"""The portal's database: jobs, tasks, leases, answers, workers and tokens (SQLAlchemy 2).
+
+SQLite in the workspace by default, PostgreSQL by URL so several portal processes can share one
+database. The schema itself guarantees the two invariants the crowd depends on: one answer per
+(task, worker), and never more answers for a task than it wants (each answer takes a numbered
+slot `1..wanted`, unique per task, checked against the task's own `wanted` through a composite
+foreign key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import (
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    make_url,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from orchestrator.errors import ConfigError
+from orchestrator.storage import LocalStore, ObjectStore
+
+DB_ENV = "LABELJOB_PORTAL_DB"
+DB_FILENAME = "portal.db"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """A labeling job as the portal sees it; `spec` is the JobSpec as JSON (labels, instructions)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[str] = mapped_column(Text)
+    # Header, labels and instructions as rendered at launch: the instructions file stays behind.
+    task_text: Mapped[str] = mapped_column(Text)
+    # Images are served by their key under this root (the folder or bucket the manifest points into).
+    image_root: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[float] = mapped_column(Double)
+    stopped_at: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (CheckConstraint("status IN ('open', 'stopped')", name="job_status"),)
+
+
+class Task(Base):
+    """One manifest object that wants `wanted` answers from different workers."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    object_id: Mapped[str] = mapped_column(String(64))
+    source_ref: Mapped[str] = mapped_column(Text)
+    image_key: Mapped[str] = mapped_column(Text)
+    wanted: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    time_limit: Mapped[int] = mapped_column(Integer)
+    # The poll generation that last handed this task's answers to the job layer (see the backend).
+    reported_in: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "object_id"),
+        UniqueConstraint("job_id", "position"),
+        UniqueConstraint("id", "wanted", name="task_wanted"),
+        CheckConstraint("wanted >= 1", name="task_wanted_positive"),
+        CheckConstraint("answered >= 0 AND answered <= wanted", name="task_answered_range"),
+        CheckConstraint("time_limit >= 1", name="task_time_limit"),
+        Index("ix_tasks_open", "job_id", "answered", "position"),
+        Index("ix_tasks_image", "job_id", "image_key"),
+    )
+
+
+class Worker(Base):
+    """Someone who answers tasks; `public_id` is the worker id written into answers."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(160), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(16))
+    # An invite for one job restricts the worker to it; NULL means any open job.
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint("source IN ('invite', 'mturk', 'external', 'simulator')", name="worker_source"),
+    )
+
+
+class Token(Base):
+    """A bearer secret, stored only as its SHA-256. Admin tokens have no worker."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint(
+            "(kind = 'admin' AND worker_id IS NULL)"
+            " OR (kind IN ('worker', 'session') AND worker_id IS NOT NULL)",
+            name="token_kind",
+        ),
+    )
+
+
+class Lease(Base):
+    """A task handed to one worker until `expires_at`; a worker holds at most one lease per task."""
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    started_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    submitted_at: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "worker_id"),
+        Index("ix_leases_task_live", "task_id", "submitted_at", "expires_at"),
+        Index("ix_leases_worker", "worker_id", "submitted_at"),
+    )
+
+
+class Answer(Base):
+    """One worker's answer for one task: the element's JSON, e.g. `{"annotatedResult": {...}}`."""
+
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer)
+    wanted: Mapped[int] = mapped_column(Integer)
+    slot: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    lease_id: Mapped[int] = mapped_column(ForeignKey("leases.id"), unique=True)
+    content: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[float] = mapped_column(Double)
+    seconds: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        ForeignKeyConstraint(["task_id", "wanted"], ["tasks.id", "tasks.wanted"], name="answer_task"),
+        UniqueConstraint("task_id", "worker_id", name="one_answer_per_worker"),
+        UniqueConstraint("task_id", "slot", name="one_answer_per_slot"),
+        CheckConstraint("slot >= 1 AND slot <= wanted", name="answer_slot_range"),
+    )
+
+
+class Setting(Base):
+    """Process-independent values every portal process must share, such as the URL signing key."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+# ------------------------------------------------------------------------------------ engine
+
+
+def default_db_url(workspace: ObjectStore | None, db_url: str | None = None) -> str:
+    """`db_url`, else $LABELJOB_PORTAL_DB, else `<workspace>/portal.db` for a local workspace."""
+    url = db_url or os.environ.get(DB_ENV)
+    if url:
+        return url
+    if isinstance(workspace, LocalStore):
+        return f"sqlite:///{workspace.root / DB_FILENAME}"
+    raise ConfigError(
+        "the portal needs a database URL when the workspace is not a local folder",
+        hint=f"pass --db postgresql+psycopg://USER@HOST/DB (or sqlite:///PATH), or set {DB_ENV}",
+    )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and job records."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Database:
+    """An engine plus the two kinds of transaction the portal uses: `read()` and `write()`."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"{url!r} is not a database URL", hint="e.g. sqlite:///portal.db") from None
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+            _sqlite_transactions(self.engine)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # On SQLite a writer takes the write lock at BEGIN (IMMEDIATE), so two writers never both
+        # read the same state and then both write; PostgreSQL gets row locks in the queries.
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        # SQLite's busy handler waits by sleeping (up to 100 ms a try); queueing this process's own
+        # writers on a lock instead keeps latency low. Other processes still meet the busy handler.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that commits on success; on SQLite it holds the database's write lock."""
+        with self._write_lock, Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy emit BEGIN itself (DEFERRED for reads, IMMEDIATE for writes)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # WAL lets readers (admin pages, polls) run while one writer holds the lock.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def open_database(url: str) -> Database:
+    """The database at `url` with its tables created."""
+    db = Database(url)
+    db.create_all()
+    return db

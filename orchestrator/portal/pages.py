@@ -1,0 +1,209 @@
+"""The portal's own HTML pages (the task page itself comes from templates.render_task).
+
+Every value that is not a literal of this module goes through `esc`, so labels, job names,
+instructions and worker names always render as text.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
+table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}
+.bar{background:#eee;width:10rem;height:.7rem;display:inline-block}.bar>span{background:#3a7;height:100%;display:block}
+.review{display:flex;flex-wrap:wrap;gap:1rem}.item{width:22rem}.frame{position:relative;display:inline-block}
+.frame img{display:block;max-width:22rem}.frame svg{position:absolute;inset:0;width:100%;height:100%}
+.frame rect{fill:none;stroke-width:2;vector-effect:non-scaling-stroke}
+.frame text{paint-order:stroke;stroke:#fff;stroke-width:3}
+.muted{color:#666}.notice{background:#fff6d5;padding:.6rem 1rem}
+"""
+# Colours for up to 10 labels (the element's maximum), picked by class id.
+COLOURS = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#9a6324",
+    "#800000",
+    "#000075",
+]
+_CROWD_FORM = re.compile(r"<crowd-form\b[^>]*>")
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page(title: str, body: str) -> str:
+    """A whole page; `body` must be HTML built with `esc`."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style>'
+        f"</head><body>{body}</body></html>"
+    )
+
+
+def message_page(title: str, message: str, link: tuple[str, str] | None = None) -> str:
+    more = f'<p><a href="{esc(link[0])}">{esc(link[1])}</a></p>' if link else ""
+    return page(title, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>{more}")
+
+
+def with_hidden_fields(task_html: str, fields: dict[str, str]) -> str:
+    """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer."""
+    inputs = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
+    match = _CROWD_FORM.search(task_html)
+    if match is None:
+        raise ValueError("the task page has no <crowd-form>")
+    return task_html[: match.end()] + inputs + task_html[match.end() :]
+
+
+def no_more_tasks_page(worker_name: str) -> str:
+    return page(
+        "No more tasks",
+        f"<h1>No more tasks</h1><p>Thank you, {esc(worker_name)}: there is nothing left for you to label "
+        "right now. Come back later, or close this page.</p>",
+    )
+
+
+def preview_page(header: str, short_instructions_html: str, image_url: str | None) -> str:
+    """MTurk's preview (before the worker accepts the HIT): the instructions and a sample image.
+
+    `short_instructions_html` is safe HTML made by templates.instructions_html.
+    """
+    image = (
+        f'<p><img src="{esc(image_url)}" alt="sample image" style="max-width:40rem"></p>' if image_url else ""
+    )
+    return page(
+        header,
+        f'<h1>{esc(header)}</h1><p class="notice">Preview: accept the HIT to start drawing boxes.</p>'
+        f"{short_instructions_html}{image}",
+    )
+
+
+def mturk_return_page(submit_url: str, assignment_id: str, nonce: str) -> str:
+    """Posts the assignment back to MTurk (`externalSubmit`) as soon as it loads."""
+    return page(
+        "Submitting to Mechanical Turk",
+        f'<form id="done" method="post" action="{esc(submit_url)}">'
+        f'<input type="hidden" name="assignmentId" value="{esc(assignment_id)}">'
+        '<input type="hidden" name="labeljob" value="submitted">'
+        "<p>Thank you, your answer is stored. <button>Return to Mechanical Turk</button></p></form>"
+        f'<script nonce="{esc(nonce)}">document.getElementById("done").submit()</script>',
+    )
+
+
+def _csrf_form(action: str, csrf: str, button: str) -> str:
+    return (
+        f'<form method="post" action="{esc(action)}"><input type="hidden" name="csrf" value="{esc(csrf)}">'
+        f"<button>{esc(button)}</button></form>"
+    )
+
+
+def _bar(done: int, total: int) -> str:
+    share = done / total if total else 0.0
+    return f'<span class="bar"><span style="width:{share * 100:.1f}%"></span></span> {done}/{total}'
+
+
+def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def admin_jobs_page(jobs: list[dict]) -> str:
+    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers."""
+    rows = [
+        [
+            f'<a href="/admin/jobs/{esc(j["name"])}">{esc(j["name"])}</a>',
+            esc(j["status"]),
+            _bar(j["complete"], j["objects"]),
+            _bar(j["answers"], j["wanted"]),
+            esc(j["live_leases"]),
+            esc(j["workers"]),
+        ]
+        for j in jobs
+    ]
+    table = _table(["job", "status", "objects complete", "answers", "open leases", "workers"], rows)
+    return page("labeljob portal", f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}")
+
+
+def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]], csrf: str) -> str:
+    """One job: progress, per-worker statistics, outputs and the stop button.
+
+    files: (name, download path) or, for a folder, (name, its URI), shown as text.
+    """
+    name = esc(job["name"])
+    agreement = any(w.get("recall") is not None for w in workers)
+    headers = ["worker", "name", "source", "answers", "median s/task", "mean s/task"]
+    headers += ["recall", "precision", "mean IoU", "weight", "low quality"] if agreement else []
+    rows = []
+    for w in workers:
+        row = [
+            esc(w["worker_id"]),
+            esc(w["name"]),
+            esc(w["source"]),
+            esc(w["answers"]),
+            esc(w["median_seconds"]),
+            esc(w["mean_seconds"]),
+        ]
+        if agreement:
+            row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
+        rows.append(row)
+    links = "".join(
+        f"<li>{esc(label)}: {esc(target)}</li>"
+        if "://" in target
+        else f'<li><a href="{esc(target)}">{esc(label)}</a></li>'
+        for label, target in files
+    )
+    stop = _csrf_form(f"/admin/jobs/{name}/stop", csrf, "Stop this job") if job["status"] == "open" else ""
+    note = (
+        ""
+        if agreement
+        else '<p class="muted">Agreement with the consensus appears here once the job is finished.</p>'
+    )
+    return page(
+        job["name"],
+        f'<p><a href="/admin">All jobs</a></p><h1>{name}</h1>'
+        f"<p>Status: {esc(job['status'])}. Objects complete: {_bar(job['complete'], job['objects'])}. "
+        f"Answers: {_bar(job['answers'], job['wanted'])}.</p>{stop}"
+        f"<h2>Workers</h2>{_table(headers, rows) if workers else '<p>No answers yet.</p>'}{note}"
+        f'<h2>Outputs</h2><p><a href="/admin/jobs/{name}/review">Review the consolidated boxes</a></p>'
+        f"<ul>{links or '<li class=muted>None yet: the job has not been finished by a poll.</li>'}</ul>",
+    )
+
+
+def review_item(image_url: str, width: int, height: int, boxes: list[dict], caption: str) -> str:
+    """One image with its consolidated boxes drawn over it (boxes: label, class_id, box, confidence)."""
+    shapes = []
+    for box in boxes:
+        colour = COLOURS[box["class_id"] % len(COLOURS)]
+        shapes.append(
+            f'<rect x="{box["left"]}" y="{box["top"]}" width="{box["width"]}" height="{box["height"]}" '
+            f'stroke="{colour}"><title>{esc(box["label"])} {box["confidence"]:.2f}</title></rect>'
+            f'<text x="{box["left"] + 2}" y="{max(box["top"] - 3, 12)}" fill="{colour}">'
+            f"{esc(box['label'])} {box['confidence']:.2f}</text>"
+        )
+    # Text is sized in image pixels, so it stays readable however far the image is scaled down.
+    view = f'viewBox="0 0 {width} {height}" font-size="{max(12, width // 25)}"' if width and height else ""
+    return (
+        f'<div class="item"><div class="frame"><img src="{esc(image_url)}" alt="{esc(caption)}">'
+        f'<svg {view} preserveAspectRatio="none">{"".join(shapes)}</svg></div>'
+        f'<div class="muted">{esc(caption)}</div></div>'
+    )
+
+
+def review_page(job_name: str, items: list[str], summary: str, more: str | None) -> str:
+    """`items` are review_item() blocks, least certain first; `more` links to the next page."""
+    next_link = f'<p><a href="{esc(more)}">More</a></p>' if more else ""
+    return page(
+        f"Review {job_name}",
+        f'<p><a href="/admin/jobs/{esc(job_name)}">Back to {esc(job_name)}</a></p>'
+        f"<h1>Review {esc(job_name)}</h1><p>{esc(summary)}</p>"
+        f'<div class="review">{"".join(items)}</div>{next_link}',
+    )

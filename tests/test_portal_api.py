@@ -1,0 +1,299 @@
+"""Portal HTTP API and pages: tokens, CSRF, image keys, HTML escaping, marketplace entry points."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from orchestrator.jobs import ManifestItem
+from orchestrator.portal import catalog
+from orchestrator.portal.app import create_app
+from orchestrator.portal.db import Answer, Job, Token, Worker, open_database
+from orchestrator.portal.server import ServerThread
+from orchestrator.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
+from orchestrator.spec import parse_spec
+
+SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+EVIL = "<img src=x onerror=alert(1)>"
+ANSWER = {
+    "annotatedResult": {"boundingBoxes": [{"label": "car", "left": 5, "top": 6, "width": 20, "height": 10}]}
+}
+
+
+@pytest.fixture
+def portal(tmp_path):
+    """An app over a fresh database with one job (3 objects), a worker token and an admin token."""
+    instructions = tmp_path / "instructions.md"
+    instructions.write_text(f"Box every car.\n\n{EVIL} and <script>alert(2)</script>\n", encoding="utf-8")
+    spec = parse_spec(
+        {
+            "name": "street",
+            "labels": ["car", EVIL],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+            "task": {"workers_per_object": 2, "instructions": str(instructions), "title": f"Title {EVIL}"},
+        }
+    )
+    images = sorted((SAMPLE_BUCKET / "images").glob("img_000*.jpg"))[:3]
+    items = [ManifestItem(str(i), path.as_uri(), {}) for i, path in enumerate(images)]
+    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
+    db = open_database(db_url)
+    with db.write() as session:
+        catalog.load_job(session, spec, items, time.time())
+        worker = Worker(public_id="alice-1", name=f"Alice {EVIL}", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        worker_token = issue_token(session, "worker", worker.id)
+        admin_token = issue_token(session, "admin")
+    client = TestClient(create_app(db_url, None), follow_redirects=False)
+    return client, db, worker_token, admin_token
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden field {name}"
+    return match.group(1)
+
+
+def test_tokens_missing_wrong_and_of_the_wrong_kind(portal):
+    client, _, worker, admin = portal
+    assert client.post("/api/tasks/next").status_code == 401
+    assert client.post("/api/tasks/next", headers=_bearer("not-a-token")).status_code == 401
+    assert client.post("/api/tasks/next", headers=_bearer(admin)).status_code == 403
+    assert client.post("/api/tasks/next", headers=_bearer(worker)).status_code == 200
+    assert client.get("/api/admin/jobs").status_code == 401
+    assert client.get("/api/admin/jobs", headers=_bearer(worker)).status_code == 403
+    jobs = client.get("/api/admin/jobs", headers=_bearer(admin)).json()
+    assert [(j["name"], j["objects"], j["live_leases"]) for j in jobs] == [("street", 3, 1)]
+    assert client.get("/admin", headers=_bearer(worker)).status_code == 403
+    assert client.get("/w/wrong-token").status_code == 401
+    assert client.get(f"/w/{admin}").status_code == 403
+    assert client.get("/work").status_code == 401
+
+
+def test_invite_link_sets_a_cookie_and_the_form_needs_its_csrf_token(portal):
+    client, db, worker, _ = portal
+    entered = client.get(f"/w/{worker}")
+    assert entered.status_code == 303 and entered.headers["location"] == "/work"
+    assert "httponly" in entered.headers["set-cookie"].lower()
+    page = client.get("/work")
+    assert page.status_code == 200 and "<crowd-bounding-box" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    action = re.search(r'<crowd-form action="([^"]+)"', page.text).group(1)
+    csrf = _hidden(page.text, "csrf")
+    answer = '[{"annotatedResult": {"boundingBoxes": []}}]'
+
+    assert client.post(action, data={"taskAnswers": answer}).status_code == 403
+    assert client.post(action, data={"taskAnswers": answer, "csrf": "0" * 64}).status_code == 403
+    done = client.post(action, data={"taskAnswers": answer, "csrf": csrf})
+    assert done.status_code == 303 and done.headers["location"] == "/work"
+    with db.read() as session:
+        assert session.scalars(select(Answer.content)).all() == ['{"annotatedResult":{"boundingBoxes":[]}}']
+    client.cookies.clear()
+    assert client.post(action, data={"taskAnswers": answer, "csrf": csrf}).status_code == 401
+
+
+def test_admin_pages_need_the_admin_token_and_forms_their_csrf_token(portal):
+    client, db, worker, admin = portal
+    assert client.get(f"/a/{worker}").status_code == 403
+    assert client.get(f"/a/{admin}").status_code == 303
+    listing = client.get("/admin")
+    assert listing.status_code == 200 and "street" in listing.text
+    page = client.get("/admin/jobs/street")
+    csrf = _hidden(page.text, "csrf")
+    assert client.post("/admin/jobs/street/stop", data={}).status_code == 403
+    assert client.post("/admin/jobs/street/stop", data={"csrf": "x"}).status_code == 403
+    client.cookies.clear()
+    assert client.post("/admin/jobs/street/stop", data={"csrf": csrf}).status_code == 401
+    stopped = client.post("/admin/jobs/street/stop", data={"csrf": csrf}, headers=_bearer(admin))
+    assert stopped.status_code == 303
+    with db.read() as session:
+        assert session.scalar(select(Job.status)) == "stopped"
+
+
+def test_image_keys_outside_the_job_are_refused(portal):
+    client, db, worker, _ = portal
+    task = client.post("/api/tasks/next", headers=_bearer(worker)).json()
+    image = client.get(task["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert image.content == (SAMPLE_BUCKET / "images" / unquote(task["image_key"])).read_bytes()
+    assert image.headers["x-content-type-options"] == "nosniff"
+
+    key = load_signing_key(db)
+    expires = int(time.time()) + 60
+
+    def signed(job_id: int, path: str, exp: int = expires) -> str:
+        signature = sign(key, "\n".join([str(job_id), unquote(path), str(exp)]))
+        return f"/img/{job_id}/{path}?exp={exp}&sig={signature}"
+
+    job_id = int(task["image_url"].split("/")[2])
+    # Raw paths over a real socket: an HTTP client library would normalise the dot segments away.
+    traversals = (
+        "../truth.jsonl",
+        "..%2Ftruth.jsonl",
+        "%2e%2e/truth.jsonl",
+        "img_0001.jpg/../../truth.jsonl",
+    )
+    with ServerThread(client.app) as server:
+        for path in traversals:
+            connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+            connection.request("GET", signed(job_id, path))
+            response = connection.getresponse()
+            assert response.status == 400, path
+            assert b"not a plain key" in response.read()
+            connection.close()
+    not_in_job = signed(job_id, "corrupt_0001.jpg")
+    assert client.get(not_in_job).status_code == 404
+    assert client.get(f"/img/{job_id}/{task['image_key']}").status_code == 403  # unsigned
+    forged = task["image_url"].replace(task["image_key"], "img_0009.jpg")
+    assert client.get(forged).status_code == 403
+    assert client.get(signed(job_id, task["image_key"], exp=1)).status_code == 403  # expired
+
+
+def test_html_in_labels_instructions_and_names_renders_as_text(portal):
+    client, _, worker, admin = portal
+    client.get(f"/w/{worker}")
+    page = client.get("/work").text
+    assert EVIL not in page and "<script>alert" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    task = client.post("/api/tasks/next", headers=_bearer(worker)).json()
+    client.post(task["submit_url"], json={"taskAnswers": [ANSWER]}, headers=_bearer(worker))
+    client.get(f"/a/{admin}")
+    for path in ("/admin", "/admin/jobs/street"):
+        html = client.get(path).text
+        assert EVIL not in html
+    assert "Alice &lt;img src=x onerror=alert(1)&gt;" in client.get("/admin/jobs/street").text
+
+
+def test_answer_formats(portal):
+    client, _, worker, _ = portal
+    headers = _bearer(worker)
+    bodies = [
+        {"taskAnswers": [ANSWER]},  # MTurk-style
+        [ANSWER],  # a bare array
+        ANSWER,  # one object
+    ]
+    for body in bodies:
+        task = client.post("/api/tasks/next", headers=headers).json()
+        assert client.post(task["submit_url"], json=body, headers=headers).json()["status"] == "accepted"
+    task = client.post("/api/tasks/next", headers=_bearer(worker))
+    assert task.status_code == 204  # 3 objects, each answered once by this worker
+    for bad in ("[1, 2]", '{"taskAnswers": [{}, {}]}', '"text"', "not json"):
+        response = client.post("/api/leases/1/answer", content=bad, headers=headers)
+        assert response.status_code == 422, bad
+
+
+def test_mturk_external_question(portal):
+    client, db, _, _ = portal
+    preview = client.get("/external", params={"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H"})
+    assert preview.status_code == 200 and "Preview" in preview.text and "<crowd-form" not in preview.text
+    params = {
+        "assignmentId": "A1",
+        "workerId": "WORKER1",
+        "hitId": "H",
+        "turkSubmitTo": "https://workersandbox.mturk.com",
+    }
+    assert (
+        client.get("/external", params={**params, "turkSubmitTo": "https://evil.example"}).status_code == 400
+    )
+    page = client.get("/external", params=params)
+    assert page.status_code == 200
+    action = re.search(r'<crowd-form action="([^"]+)"', page.text).group(1)
+    form = {name: _hidden(page.text, name) for name in ("csrf", "session", "assignmentId", "turkSubmitTo")}
+    answer = '[{"annotatedResult": {"boundingBoxes": []}}]'
+    assert client.post(action, data={**form, "csrf": "bad", "taskAnswers": answer}).status_code == 403
+    done = client.post(action, data={**form, "taskAnswers": answer})
+    assert done.status_code == 200
+    assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in done.text
+    assert 'name="assignmentId" value="A1"' in done.text
+    nonce = re.search(r"'nonce-([^']+)'", done.headers["content-security-policy"]).group(1)
+    assert f'<script nonce="{nonce}">' in done.text
+    with db.read() as session:
+        assert session.scalars(select(Worker.public_id).where(Worker.source == "mturk")).all() == [
+            "mturk:WORKER1"
+        ]
+
+
+def test_generic_marketplace_link_checks_the_return_url(portal):
+    client, _, _, _ = portal
+    for bad in ("javascript:alert(1)", "ftp://example.com/x", "/relative", ""):
+        assert client.get("/go", params={"worker": "w9", "return_url": bad}).status_code == 400, bad
+    assert (
+        client.get("/go", params={"worker": "<bad id>", "return_url": "https://x.example"}).status_code == 400
+    )
+    page = client.get(
+        "/go", params={"worker": "w9", "job": "street", "return_url": "https://market.example/done?x=1"}
+    )
+    assert page.status_code == 200
+    action = re.search(r'<crowd-form action="([^"]+)"', page.text).group(1)
+    form = {name: _hidden(page.text, name) for name in ("csrf", "session", "return_url")}
+    answer = '[{"annotatedResult": {"boundingBoxes": []}}]'
+    tampered = client.post(action, data={**form, "return_url": "javascript:alert(1)", "taskAnswers": answer})
+    assert tampered.status_code == 400
+    done = client.post(action, data={**form, "taskAnswers": answer})
+    assert done.status_code == 303 and done.headers["location"] == "https://market.example/done?x=1"
+
+
+def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
+    s3.client("s3").create_bucket(Bucket="photos")
+    s3.client("s3").put_object(Bucket="photos", Key="set/a.jpg", Body=b"jpeg bytes")
+    spec = parse_spec(
+        {
+            "name": "on-s3",
+            "labels": ["car"],
+            "input_manifest": "s3://photos/m.manifest",
+            "output": "s3://photos/out/",
+        }
+    )
+    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
+    db = open_database(db_url)
+    with db.write() as session:
+        catalog.load_job(session, spec, [ManifestItem("0", "s3://photos/set/a.jpg", {})], time.time())
+        worker = Worker(public_id="w", name="w", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        token = issue_token(session, "worker", worker.id)
+    client = TestClient(create_app(db_url, None, boto3_session=s3), follow_redirects=False)
+    task = client.post("/api/tasks/next", headers=_bearer(token)).json()
+    assert task["image_key"] == "a.jpg"
+    redirect = client.get(task["image_url"])
+    assert redirect.status_code == 307
+    location = redirect.headers["location"]
+    assert "photos" in location and "set/a.jpg" in location and "Expires=" in location
+
+
+def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli.app import app
+
+    workspace = tmp_path / "ws"
+    result = CliRunner().invoke(
+        app,
+        ["--workspace", str(workspace), "--format", "json", "portal", "invite", "Ann", "--url", "http://h:1"],
+    )
+    assert result.exit_code == 0, result.output
+    link = json.loads(result.stdout)["link"]
+    assert link.startswith("http://h:1/w/")
+    token = link.rsplit("/", 1)[1]
+    db = open_database(f"sqlite:///{workspace / 'portal.db'}")
+    with db.read() as session:
+        stored = session.scalars(select(Token.token_hash)).all()
+        assert token not in stored and hash_token(token) in stored
+        assert find_token(session, token, ("worker",)) is not None
+    unknown_job = CliRunner().invoke(
+        app, ["--workspace", str(workspace), "portal", "invite", "Bo", "--job", "nope"]
+    )
+    assert unknown_job.exit_code == 1 and "no job 'nope'" in unknown_job.output

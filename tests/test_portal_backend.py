@@ -1,0 +1,158 @@
+"""The `portal` backend end to end: launch, a simulated crowd over real HTTP, poll, finish, review."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from orchestrator.backends import get_backend
+from orchestrator.backends.portal import PortalBackend
+from orchestrator.errors import ConfigError
+from orchestrator.finish import finish_job
+from orchestrator.jobs import JobStore, launch_job, new_record, poll_job, read_items
+from orchestrator.portal.app import create_app
+from orchestrator.portal.db import Task
+from orchestrator.portal.server import ServerThread
+from orchestrator.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
+from orchestrator.portal.tokens import issue_token
+from orchestrator.spec import parse_spec
+from orchestrator.storage import open_store
+
+SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+LABELS = ["car", "pedestrian", "sign"]
+
+
+@pytest.fixture
+def job(tmp_path):
+    """A spec over six sample images, 3 answers each, and the job layer's store and the backend."""
+    keys = [json.loads(line)["key"] for line in (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()]
+    keys = [key for key in keys if "/img_" in key][:6]
+    manifest = tmp_path / "in.manifest"
+    manifest.write_text(
+        "".join(json.dumps({"source-ref": (SAMPLE_BUCKET / k).as_uri()}) + "\n" for k in keys)
+    )
+    spec = parse_spec(
+        {
+            "name": "street-1",
+            "labels": LABELS,
+            "input_manifest": str(manifest),
+            "output": str(tmp_path / "labeling"),
+            "task": {"workers_per_object": 3},
+        }
+    )
+    workspace = open_store(tmp_path / "workspace")
+    backend = get_backend("portal", workspace=workspace)
+    return spec, JobStore(workspace), backend
+
+
+def _tasks(backend: PortalBackend) -> int:
+    with backend.database().read() as session:
+        return session.scalar(select(func.count(Task.id)))
+
+
+def test_launch_simulate_poll_finish_and_review(job):
+    spec, jobs, backend = job
+    items = read_items(spec)
+    outcome = launch_job(spec, backend, jobs, items)
+    assert outcome.created and outcome.record.status == "in_progress"
+    assert _tasks(backend) == 6
+    assert not launch_job(spec, backend, jobs, items).created
+    backend.launch(spec, items, outcome.record)  # the backend itself is idempotent too
+    assert _tasks(backend) == 6
+
+    def finish(spec_, record):
+        return finish_job(spec_, record, jobs)
+
+    app = create_app(backend.database().url, jobs.workspace)
+    with ServerThread(app) as server:
+        assert poll_job(spec.name, backend, jobs, finish=finish).status == "in_progress"
+        tokens = simulated_workers(backend.database(), 3)
+        truth = load_truth(find_truth_file(items[0].source_ref))
+        result = simulate(server.url, tokens, truth, LABELS, job=spec.name, seed=3)
+        assert (result.answers, result.refused, result.errors) == (18, 0, [])
+        assert len(result.image_seconds) == 18
+
+        record = poll_job(spec.name, backend, jobs, finish=finish)
+        assert record.status == "completed"
+        assert (record.counters.total, record.counters.labeled) == (6, 6)
+
+        responses = Path(spec.output) / spec.name / "annotations" / "worker-response" / "iteration-1"
+        assert sorted(p.name for p in responses.iterdir()) == [str(i) for i in range(6)]
+        for folder in responses.iterdir():
+            (stored,) = folder.iterdir()
+            answers = json.loads(stored.read_text())["answers"]
+            assert sorted(a["workerId"] for a in answers) == ["sim-1", "sim-2", "sim-3"]
+            assert all("annotatedResult" in a["answerContent"] for a in answers)
+        assert "manifest" in record.outputs
+
+        with backend.database().write() as session:
+            admin = issue_token(session, "admin")
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as client:
+            review = client.get(f"/admin/jobs/{spec.name}/review").text
+            assert len(re.findall(r'<div class="item">', review)) == 6
+            assert "<rect " in review
+            confidences = [float(c) for c in re.findall(r"lowest confidence (\d\.\d\d)", review)]
+            assert confidences == sorted(confidences)
+            image = client.get(re.search(r'<img src="([^"]+)"', review).group(1).replace("&amp;", "&"))
+            assert image.status_code == 200
+            stats = client.get(f"/admin/jobs/{spec.name}").text
+            assert "sim-1" in stats and "recall" in stats
+            manifest = client.get(f"/admin/jobs/{spec.name}/files/manifest")
+            assert manifest.status_code == 200 and manifest.text.count("\n") == 6
+
+
+def test_poll_hands_answers_over_once_unless_the_record_was_not_saved(job):
+    spec, jobs, backend = job
+    items = read_items(spec)
+    record = launch_job(spec, backend, jobs, items).record
+    app = create_app(backend.database().url, jobs.workspace)
+    with ServerThread(app) as server:
+        truth = load_truth(SAMPLE_BUCKET / "truth.jsonl")
+        simulate(server.url, simulated_workers(backend.database(), 3), truth, LABELS, max_tasks=2)
+
+    first = backend.poll(spec, record)
+    assert first.status == "in_progress" and first.labeled == 2 and len(first.answers) == 2
+    assert all(len(obj.answers) == 3 for obj in first.answers)
+    # The job layer did not save the record (a crash): the same answers come again.
+    again = backend.poll(spec, record)
+    assert [o.dataset_object_id for o in again.answers] == [o.dataset_object_id for o in first.answers]
+    record.backend_state.update(again.backend_state)
+    assert backend.poll(spec, record).answers == []
+
+
+def test_stop_reports_partial_answers_and_closes_the_job(job):
+    spec, jobs, backend = job
+    items = read_items(spec)
+    record = launch_job(spec, backend, jobs, items).record
+    with ServerThread(create_app(backend.database().url, None)) as server:
+        tokens = simulated_workers(backend.database(), 1)
+        simulate(server.url, tokens, load_truth(SAMPLE_BUCKET / "truth.jsonl"), LABELS, max_tasks=2)
+        backend.stop(spec, record)
+        after = simulate(server.url, tokens, load_truth(SAMPLE_BUCKET / "truth.jsonl"), LABELS)
+        assert after.answers == 0
+    result = backend.poll(spec, record)
+    assert result.status == "stopped" and result.labeled == 0
+    assert [len(obj.answers) for obj in result.answers] == [1, 1]
+    assert result.unlabeled_ids == [str(i) for i in range(6)]
+
+
+def test_validate_estimate_plan(job, tmp_path):
+    spec, _, backend = job
+    assert backend.validate(spec) == []
+    public = spec.model_copy(update={"workforce": spec.workforce.model_copy(update={"type": "public"})})
+    assert [key for key, _ in backend.validate(public)] == ["workforce.type"]
+    estimate = backend.estimate(spec, 10)
+    assert estimate.total_usd == 0 and estimate.lines[0].quantity == 30
+    items = read_items(spec) * 3
+    plan = backend.plan(spec, items, new_record(spec, len(items)))
+    assert len(plan.requests) == 1 + 10 + 1 and plan.requests[-1]["request"].startswith("create 8 more")
+    assert not (tmp_path / "workspace").exists()  # planning touches nothing
+    s3_backend = PortalBackend(workspace=None)
+    assert s3_backend.plan(spec, None, new_record(spec, 0)).warnings
+    with pytest.raises(ConfigError):
+        s3_backend.database()

@@ -1,0 +1,276 @@
+"""Portal leasing: limits under concurrency, expiry, double submits, and the schema's guarantees."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator.jobs import ManifestItem
+from orchestrator.portal import catalog
+from orchestrator.portal.app import create_app
+from orchestrator.portal.db import Answer, Base, Database, Lease, Task, Worker, open_database
+from orchestrator.portal.server import ServerThread
+from orchestrator.portal.tokens import issue_token
+from orchestrator.spec import parse_spec
+
+SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+ANSWER = {"annotatedResult": {"boundingBoxes": [], "inputImageProperties": {"width": 640, "height": 480}}}
+
+
+class Clock:
+    """A settable clock for lease expiry, starting now."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _images(n: int) -> list[ManifestItem]:
+    scenes = sorted(p for p in (SAMPLE_BUCKET / "images").glob("img_*.jpg"))
+    return [ManifestItem(str(i), scenes[i % len(scenes)].as_uri(), {}) for i in range(n)]
+
+
+def _job(db, tmp_path, name: str, objects: int, wanted: int, time_limit: int = 60):
+    spec = parse_spec(
+        {
+            "name": name,
+            "labels": ["car", "pedestrian", "sign"],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+            "task": {"workers_per_object": wanted, "time_limit": time_limit},
+        }
+    )
+    with db.write() as session:
+        job, _ = catalog.load_job(session, spec, _images(objects), time.time())
+    return job
+
+
+def _workers(db, n: int, job_id: int | None = None) -> list[str]:
+    tokens = []
+    with db.write() as session:
+        for i in range(n):
+            worker = Worker(
+                public_id=f"t-{job_id}-{i}", name=f"t{i}", source="invite", job_id=job_id, created_at=0
+            )
+            session.add(worker)
+            session.flush()
+            tokens.append(issue_token(session, "worker", worker.id))
+    return tokens
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'portal.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request, tmp_path):
+    """SQLite, and PostgreSQL too when PORTAL_TEST_POSTGRES_URL names a database the test may empty."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'portal.db'}"
+    url = os.environ.get("PORTAL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set PORTAL_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
+    db = Database(url)
+    Base.metadata.drop_all(db.engine)
+    db.dispose()
+    return url
+
+
+def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
+    """(answered, wanted, answers in the table) per task, and answers per (task, worker)."""
+    with db.read() as session:
+        tasks = session.execute(
+            select(Task.answered, Task.wanted, func.count(Answer.id))
+            .outerjoin(Answer, Answer.task_id == Task.id)
+            .where(Task.job_id == job_id)
+            .group_by(Task.id)
+        ).all()
+        pairs = Counter(session.execute(select(Answer.task_id, Answer.worker_id)).all())
+    return [tuple(row) for row in tasks], pairs
+
+
+def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, any_db_url):
+    """Two portal instances share the database, as two processes would; 16 workers alternate."""
+    db = open_database(any_db_url)
+    job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
+    tokens = _workers(db, 16)
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+
+    def worker(token: str, seed: int) -> None:
+        rng = random.Random(seed)
+        server = servers[seed % 2]
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client:
+            while True:
+                taken = client.post("/api/tasks/next")
+                if taken.status_code == 204:
+                    return
+                assert taken.status_code == 200, taken.text
+                url = taken.json()["submit_url"]
+                replies = [client.post(url, json={"taskAnswers": [ANSWER]})]
+                if rng.random() < 0.3:  # a double click
+                    replies.append(client.post(url, json=ANSWER))
+                with lock:
+                    outcomes.update(r.json()["status"] for r in replies)
+
+    servers = [ServerThread(create_app(any_db_url, None)).start() for _ in range(2)]
+    try:
+        threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for server in servers:
+            server.stop()
+
+    tasks, pairs = _counts(db, job.id)
+    assert all(answered == wanted == stored for answered, wanted, stored in tasks)
+    assert outcomes["accepted"] == 25 * 3
+    assert max(pairs.values()) == 1
+    assert sum(pairs.values()) == 25 * 3
+
+
+def test_expired_lease_goes_back_and_late_submit_is_refused(tmp_path, db_url):
+    clock = Clock()
+    db = open_database(db_url)
+    _job(db, tmp_path, "expiry", objects=1, wanted=1, time_limit=60)
+    slow, quick = _workers(db, 2)
+    client = TestClient(create_app(db_url, None, clock=clock))
+    auth = {"slow": {"Authorization": f"Bearer {slow}"}, "quick": {"Authorization": f"Bearer {quick}"}}
+
+    first = client.post("/api/tasks/next", headers=auth["slow"]).json()
+    assert client.post("/api/tasks/next", headers=auth["quick"]).status_code == 204  # leased to slow
+    clock.now += 61
+    second = client.post("/api/tasks/next", headers=auth["quick"]).json()
+    assert second["object_id"] == first["object_id"]
+
+    late = client.post(first["submit_url"], json=ANSWER, headers=auth["slow"])
+    assert late.status_code == 409
+    assert late.json()["error"] == "expired"
+    assert "ran out" in late.json()["message"]
+    assert (
+        client.post(second["submit_url"], json=ANSWER, headers=auth["quick"]).json()["status"] == "accepted"
+    )
+    assert client.post("/api/tasks/next", headers=auth["slow"]).status_code == 204  # the object is full
+
+
+def test_own_expired_lease_is_renewed_and_live_lease_resumed(tmp_path, db_url):
+    clock = Clock()
+    db = open_database(db_url)
+    _job(db, tmp_path, "renew", objects=2, wanted=1, time_limit=60)
+    (token,) = _workers(db, 1)
+    client = TestClient(create_app(db_url, None, clock=clock), headers={"Authorization": f"Bearer {token}"})
+    first = client.post("/api/tasks/next").json()
+    assert client.post("/api/tasks/next").json() == first  # a reload shows the same task
+    clock.now += 120
+    again = client.post("/api/tasks/next").json()
+    assert again["lease_id"] == first["lease_id"] and again["expires_at"] > first["expires_at"]
+    assert client.post(again["submit_url"], json=ANSWER).json()["status"] == "accepted"
+
+
+def test_double_submit_is_idempotent(tmp_path, db_url):
+    db = open_database(db_url)
+    job = _job(db, tmp_path, "double", objects=1, wanted=2)
+    (token,) = _workers(db, 1)
+    client = TestClient(create_app(db_url, None), headers={"Authorization": f"Bearer {token}"})
+    task = client.post("/api/tasks/next").json()
+    first = client.post(task["submit_url"], json=ANSWER).json()
+    other = {
+        "annotatedResult": {"boundingBoxes": [{"label": "car", "left": 1, "top": 1, "width": 5, "height": 5}]}
+    }
+    second = client.post(task["submit_url"], json=other).json()
+    assert first["status"] == "accepted" and second["status"] == "duplicate"
+    assert second["answer_id"] == first["answer_id"]
+    tasks, _ = _counts(db, job.id)
+    assert tasks == [(1, 2, 1)]
+    with db.read() as session:
+        assert json.loads(session.scalar(select(Answer.content))) == ANSWER  # the first answer stays
+
+
+def test_a_worker_never_gets_one_object_twice(tmp_path, db_url):
+    db = open_database(db_url)
+    _job(db, tmp_path, "once", objects=3, wanted=2)
+    (token,) = _workers(db, 1)
+    client = TestClient(create_app(db_url, None), headers={"Authorization": f"Bearer {token}"})
+    seen = []
+    while (task := client.post("/api/tasks/next")).status_code == 200:
+        seen.append(task.json()["object_id"])
+        client.post(task.json()["submit_url"], json=ANSWER)
+    assert sorted(seen) == ["0", "1", "2"]
+
+
+def test_someone_elses_lease_and_closed_jobs_are_refused(tmp_path, db_url):
+    db = open_database(db_url)
+    _job(db, tmp_path, "closing", objects=2, wanted=1)
+    owner, stranger = _workers(db, 2)
+    client = TestClient(create_app(db_url, None))
+    task = client.post("/api/tasks/next", headers={"Authorization": f"Bearer {owner}"}).json()
+    theft = client.post(task["submit_url"], json=ANSWER, headers={"Authorization": f"Bearer {stranger}"})
+    assert theft.status_code == 409 and theft.json()["error"] == "unknown_lease"
+    with db.write() as session:
+        catalog.stop_job(session, "closing", time.time())
+    closed = client.post(task["submit_url"], json=ANSWER, headers={"Authorization": f"Bearer {owner}"})
+    assert closed.status_code == 409 and closed.json()["error"] == "closed"
+    assert client.post("/api/tasks/next", headers={"Authorization": f"Bearer {stranger}"}).status_code == 204
+
+
+def test_an_invited_worker_only_gets_its_job(tmp_path, db_url):
+    db = open_database(db_url)
+    _job(db, tmp_path, "first", objects=1, wanted=1)
+    second = _job(db, tmp_path, "second", objects=1, wanted=1)
+    (token,) = _workers(db, 1, job_id=second.id)
+    client = TestClient(create_app(db_url, None), headers={"Authorization": f"Bearer {token}"})
+    assert client.post("/api/tasks/next").json()["job"] == "second"
+    assert client.post("/api/tasks/next", params={"job": "first"}).status_code == 204
+
+
+def test_schema_refuses_extra_and_duplicate_answers(tmp_path, any_db_url):
+    db = open_database(any_db_url)
+    job = _job(db, tmp_path, "schema", objects=1, wanted=1)
+    _workers(db, 2)
+    with db.read() as session:
+        task = session.scalars(select(Task).where(Task.job_id == job.id)).one()
+        w1, w2 = session.scalars(select(Worker.id).order_by(Worker.id)).all()
+
+    def add_answer(worker_id: int, slot: int, wanted: int) -> None:
+        with db.write() as session:
+            lease = Lease(task_id=task.id, worker_id=worker_id, started_at=0, expires_at=1)
+            session.add(lease)
+            session.flush()
+            session.add(
+                Answer(
+                    task_id=task.id,
+                    wanted=wanted,
+                    slot=slot,
+                    worker_id=worker_id,
+                    lease_id=lease.id,
+                    content="{}",
+                    submitted_at=0,
+                    seconds=0,
+                )
+            )
+
+    add_answer(w1, slot=1, wanted=1)
+    with pytest.raises(IntegrityError):
+        add_answer(w2, slot=2, wanted=1)  # beyond the wanted count
+    with pytest.raises(IntegrityError):
+        add_answer(w2, slot=2, wanted=2)  # lying about wanted: the composite foreign key refuses
+    with pytest.raises(IntegrityError):
+        add_answer(w2, slot=1, wanted=1)  # a slot already taken
