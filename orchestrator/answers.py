@@ -2,23 +2,91 @@
 
 Every backend's raw answers become `ObjectAnswers` (Ground Truth's post-annotation payload shape):
 one object, the workers who answered it, and each worker's boxes in pixels, top-left origin.
+
+All sources carry the same answer JSON, the value of the `<crowd-bounding-box>` element:
+
+    {"boundingBoxes": [{"label": "car", "left": 10, "top": 20, "width": 30, "height": 40}],
+     "inputImageProperties": {"width": 640, "height": 480}}
+
+usually wrapped as `{"<element name>": <that>}`. Bad worker data never raises: each problem is
+repaired or dropped and counted in an `AnswerReport` under a stable snake_case code:
+
+| code | what happened |
+|---|---|
+| `bad_json` | an answer's `content` (or MTurk `FreeText`) is not JSON: answer dropped |
+| `not_an_object` | an item, answer or box is not a JSON object (or an empty MTurk array): dropped |
+| `missing_worker_id` | an answer without a usable worker id: dropped |
+| `missing_content` | an annotation without `annotationData.content`: dropped |
+| `missing_object_id` | a payload item without `datasetObjectId`: dropped |
+| `missing_source_ref` | a payload item without an image reference: kept with `source_ref=""` |
+| `duplicate_object` | a payload lists one `datasetObjectId` twice: annotations merged |
+| `missing_boxes_key` | no `boundingBoxes` (missing or null): kept as an empty answer, as Ground Truth does |
+| `boxes_not_a_list` | `boundingBoxes` is not a list: answer dropped |
+| `too_many_boxes` | more than `MAX_BOXES_PER_ANSWER` boxes: the rest dropped |
+| `missing_field` | a box lacks `label`, `left`, `top`, `width` or `height`: box dropped |
+| `wrong_type` | a coordinate not a number (booleans, numeric strings) or a label not a string: box dropped |
+| `nan_or_infinite` | a coordinate (or its right/bottom edge) is NaN or infinite: box dropped |
+| `coordinate_out_of_range` | an edge beyond ±`MAX_COORDINATE` pixels (no real image is that large): box dropped |
+| `zero_area` | width or height is zero: box dropped |
+| `negative_size_fixed` | one of width/height negative (drawn leftwards or upwards): flipped |
+| `swapped_corners_fixed` | width and height both negative (corners given bottom-right first): flipped |
+| `clipped_to_image` | a box reaching past the image edge: clipped to the image |
+| `outside_image_dropped` | a box with no area inside the image: dropped |
+| `unknown_label` | a label not in the job's labels (exact match): box dropped |
+| `near_duplicate_collapsed` | a worker's own two boxes with the same label and IoU >= 0.9: one kept |
+| `all_boxes_dropped` | every box of a non-empty answer was dropped: answer dropped, not an empty vote |
+| `bad_image_size` | `inputImageProperties` holds no positive integer size: size ignored |
+| `duplicate_worker_answer` | a worker answered one object twice: the **last** answer in input order is kept |
+| `empty_answer` | a worker drew no box: kept, a real vote for "nothing here" |
+| `bad_xml` | MTurk answer XML unreadable or declares a DTD/entities: answer dropped |
+| `answer_too_large` | MTurk answer XML over `MAX_XML_CHARS`: answer dropped |
+| `missing_task_answers` | MTurk answer XML without a `taskAnswers` field: answer dropped |
+| `content_by_reference` | `annotationData` holds an `s3Uri` and no `fetch` was given: answer dropped |
+
+Only a payload that is not JSON at all raises `InputError` (naming the line for JSON Lines).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.errors import InputError
+
+# A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
+# validator call per box), so building many boxes stays cheap.
+_Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+_Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+NEAR_DUPLICATE_IOU = 0.9
+MAX_BOXES_PER_ANSWER = 1000
+MAX_COORDINATE = 1e6  # pixels; far beyond any image, and small enough that areas and sums stay finite
+MAX_XML_CHARS = 2_000_000
+MAX_EXAMPLES = 50
+_BOX_KEYS = ("label", "left", "top", "width", "height")
+_MTURK_NS = (
+    "{http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd}"
+)
 
 
 class Box(BaseModel):
-    """One box a worker drew: pixels, top-left origin, label as text."""
+    """One box a worker drew: pixels, top-left origin, label as text; finite, positive size."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     label: str
-    left: float
-    top: float
-    width: float
-    height: float
+    left: _Coordinate
+    top: _Coordinate
+    width: _Size
+    height: _Size
 
 
 class WorkerAnswer(BaseModel):
@@ -28,8 +96,8 @@ class WorkerAnswer(BaseModel):
 
     worker_id: str
     boxes: list[Box]
-    image_width: int | None = None
-    image_height: int | None = None
+    image_width: int | None = Field(default=None, gt=0)
+    image_height: int | None = Field(default=None, gt=0)
     submitted_at: str | None = None
     time_spent_seconds: float | None = None
 
@@ -42,3 +110,503 @@ class ObjectAnswers(BaseModel):
     dataset_object_id: str
     source_ref: str
     answers: list[WorkerAnswer]
+
+
+@dataclass
+class AnswerReport:
+    """What the parser repaired or dropped: a count per reason code and a few examples naming where."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = MAX_EXAMPLES
+
+    def add(self, code: str, where: str, detail: str = "") -> None:
+        self.counts[code] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(f"{code}: {where}" + (f": {detail}" if detail else ""))
+
+    @property
+    def problems(self) -> int:
+        """Repairs and drops, not counting `empty_answer` (a valid vote)."""
+        return sum(n for code, n in self.counts.items() if code != "empty_answer")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counts": dict(sorted(self.counts.items())), "examples": list(self.examples)}
+
+
+def parse_answer_content(
+    content: str | dict[str, Any], report: AnswerReport | None = None, where: str = ""
+) -> tuple[list[Any] | None, dict[str, Any]]:
+    """Split one answer into its raw `boundingBoxes` list and `inputImageProperties` dict.
+
+    `content` is `{"<element name>": {"boundingBoxes": [...], "inputImageProperties": {...}}}` (any key
+    whose value holds `boundingBoxes`; the first such key in sorted order if several) or the element
+    value itself, as a dict or a JSON string. Missing or null `boundingBoxes` gives `[]` (no boxes).
+    Returns `(None, {})` when the answer is unreadable; the reason is counted in `report`.
+    """
+    report = report if report is not None else AnswerReport()
+    if isinstance(content, str | bytes):
+        try:
+            content = json.loads(content)
+        except (ValueError, RecursionError) as exc:
+            report.add("bad_json", where, str(exc)[:80])
+            return None, {}
+    if not isinstance(content, dict):
+        report.add("not_an_object", where, f"answer is {type(content).__name__}")
+        return None, {}
+    element = _find_element(content)
+    props = element.get("inputImageProperties")
+    props = props if isinstance(props, dict) else {}
+    boxes = element.get("boundingBoxes")
+    if boxes is None:
+        report.add("missing_boxes_key", where)
+        return [], props
+    if not isinstance(boxes, list):
+        report.add("boxes_not_a_list", where, f"boundingBoxes is {type(boxes).__name__}")
+        return None, {}
+    return boxes, props
+
+
+def _find_element(content: dict[str, Any]) -> dict[str, Any]:
+    if "boundingBoxes" in content or "inputImageProperties" in content:
+        return content
+    for key in sorted(content, key=str):
+        value = content[key]
+        if isinstance(value, dict) and "boundingBoxes" in value:
+            return value
+    # No element holds boxes: take the one with image properties, if any, for its size.
+    for key in sorted(content, key=str):
+        value = content[key]
+        if isinstance(value, dict) and "inputImageProperties" in value:
+            return value
+    return {}
+
+
+def parse_element_answer(
+    obj: str | dict[str, Any],
+    worker_id: str,
+    labels: list[str] | None,
+    report: AnswerReport,
+    *,
+    where: str = "",
+    image_width: int | None = None,
+    image_height: int | None = None,
+    submitted_at: str | None = None,
+    time_spent_seconds: float | None = None,
+) -> WorkerAnswer | None:
+    """One worker's answer JSON (the element value, wrapped or not) as a validated `WorkerAnswer`.
+
+    The image size for clipping comes from `inputImageProperties`, else from `image_width` /
+    `image_height`. Returns None when the answer is unreadable (the reason is counted).
+    """
+    where = where or f"worker {worker_id}"
+    boxes_json, props = parse_answer_content(obj, report, where)
+    if boxes_json is None:
+        return None
+    width, height = _image_size(props, report, where)
+    width, height = (width, height) if width and height else (image_width, image_height)
+    boxes = _parse_boxes(boxes_json, labels, width, height, report, where)
+    if boxes is None:
+        return None
+    if not boxes:
+        report.add("empty_answer", where)
+    return WorkerAnswer(
+        worker_id=worker_id,
+        boxes=boxes,
+        image_width=width,
+        image_height=height,
+        submitted_at=submitted_at,
+        time_spent_seconds=time_spent_seconds,
+    )
+
+
+def _image_size(props: dict[str, Any], report: AnswerReport, where: str) -> tuple[int | None, int | None]:
+    if not props:
+        return None, None
+    size = [_positive_int(props.get("width")), _positive_int(props.get("height"))]
+    if None in size:
+        report.add("bad_image_size", where, f"inputImageProperties {str(props)[:60]}")
+        return None, None
+    return size[0], size[1]
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0 or value != int(value):
+        return None
+    return int(value)
+
+
+def _parse_boxes(
+    raw: list[Any],
+    labels: list[str] | None,
+    image_width: int | None,
+    image_height: int | None,
+    report: AnswerReport,
+    where: str,
+) -> list[Box] | None:
+    """Validated boxes, or None when a non-empty list lost every box."""
+    if len(raw) > MAX_BOXES_PER_ANSWER:
+        report.add("too_many_boxes", where, f"{len(raw)} boxes, kept {MAX_BOXES_PER_ANSWER}")
+        raw = raw[:MAX_BOXES_PER_ANSWER]
+    allowed = set(labels) if labels is not None else None
+    boxes = [
+        box
+        for i, item in enumerate(raw)
+        if (box := _parse_box(item, allowed, image_width, image_height, report, f"{where}, box {i}"))
+    ]
+    if raw and not boxes:
+        report.add("all_boxes_dropped", where, f"{len(raw)} boxes")
+        return None
+    return _collapse_near_duplicates(boxes, report, where)
+
+
+def _parse_box(
+    item: Any,
+    allowed: set[str] | None,
+    image_width: int | None,
+    image_height: int | None,
+    report: AnswerReport,
+    where: str,
+) -> Box | None:
+    if not isinstance(item, dict):
+        report.add("not_an_object", where, f"box is {type(item).__name__}")
+        return None
+    missing = [k for k in _BOX_KEYS if k not in item]
+    if missing:
+        report.add("missing_field", where, f"no {', '.join(missing)}")
+        return None
+    label = item["label"]
+    values = [item[k] for k in ("left", "top", "width", "height")]
+    if not isinstance(label, str) or any(
+        isinstance(v, bool) or not isinstance(v, int | float) for v in values
+    ):
+        report.add(
+            "wrong_type", where, str({k: item[k] for k in ("label", "left", "top", "width", "height")})[:80]
+        )
+        return None
+    if allowed is not None and label not in allowed:
+        report.add("unknown_label", where, repr(label)[:40])
+        return None
+    try:
+        left, top, width, height = (float(v) for v in values)
+    except OverflowError:  # an integer too large for a float
+        report.add("nan_or_infinite", where)
+        return None
+    x1, y1, x2, y2 = left, top, left + width, top + height
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2, width, height)):
+        report.add("nan_or_infinite", where)
+        return None
+    if max(abs(x1), abs(y1), abs(x2), abs(y2)) > MAX_COORDINATE:
+        report.add("coordinate_out_of_range", where)
+        return None
+    if width == 0 or height == 0:
+        report.add("zero_area", where)
+        return None
+    if width < 0 and height < 0:
+        report.add("swapped_corners_fixed", where)
+    elif width < 0 or height < 0:
+        report.add("negative_size_fixed", where)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    y1, y2 = min(y1, y2), max(y1, y2)
+    if image_width and image_height:
+        cx1, cy1 = max(x1, 0.0), max(y1, 0.0)
+        cx2, cy2 = min(x2, float(image_width)), min(y2, float(image_height))
+        if cx2 <= cx1 or cy2 <= cy1:
+            report.add("outside_image_dropped", where)
+            return None
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            report.add("clipped_to_image", where)
+            x1, y1, x2, y2 = cx1, cy1, cx2, cy2
+    if x2 - x1 <= 0 or y2 - y1 <= 0:  # a positive size lost to float rounding at a huge offset
+        report.add("zero_area", where)
+        return None
+    return Box(label=label, left=x1, top=y1, width=x2 - x1, height=y2 - y1)
+
+
+def _collapse_near_duplicates(boxes: list[Box], report: AnswerReport, where: str) -> list[Box]:
+    """Drop a box repeating (same label, IoU >= 0.9) one earlier in coordinate order; keep drawing order."""
+    if len(boxes) < 2:
+        return boxes
+    xyxy = np.array([(b.left, b.top, b.left + b.width, b.top + b.height) for b in boxes])
+    labels = np.array([b.label for b in boxes])
+    duplicate = (box_iou(xyxy, xyxy) >= NEAR_DUPLICATE_IOU) & (labels[:, None] == labels[None, :])
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].label, *xyxy[i]))
+    kept: list[int] = []
+    for i in order:
+        if duplicate[i, kept].any():
+            report.add("near_duplicate_collapsed", where, f"box {i}")
+        else:
+            kept.append(i)
+    return [boxes[i] for i in sorted(kept)]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes `a` (n, 4) and `b` (m, 4), both as x1, y1, x2, y2."""
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def _dedupe_workers(answers: Iterable[WorkerAnswer], report: AnswerReport, where: str) -> list[WorkerAnswer]:
+    """One answer per worker: a later answer replaces an earlier one (a resubmission is the final word)."""
+    by_worker: dict[str, WorkerAnswer] = {}
+    for answer in answers:
+        if answer.worker_id in by_worker:
+            report.add("duplicate_worker_answer", f"{where}, worker {answer.worker_id}", "kept the last")
+            del by_worker[answer.worker_id]
+        by_worker[answer.worker_id] = answer
+    return list(by_worker.values())
+
+
+def _worker_id(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _optional_seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _load_items(data: bytes | str) -> list[Any]:
+    """A JSON array, one JSON object, or JSON Lines; raises InputError only if that is not JSON at all."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"consolidation payload is not UTF-8 text: {exc}") from None
+    data = data.lstrip("\ufeff")
+    try:
+        whole = json.loads(data)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if isinstance(whole, list):
+            return whole
+        if isinstance(whole, dict):
+            return [whole]
+        raise InputError(
+            f"consolidation payload is a JSON {type(whole).__name__}, not an array or JSON Lines"
+        )
+    items = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"consolidation payload line {number} is not JSON: {exc}") from None
+    return items
+
+
+def parse_consolidation_payload(
+    data: bytes | str,
+    labels: list[str] | None,
+    report: AnswerReport,
+    *,
+    fetch: Callable[[str], bytes | str] | None = None,
+) -> list[ObjectAnswers]:
+    """Ground Truth's post-annotation payload (JSON array or JSON Lines) as `ObjectAnswers`, input order.
+
+    Items look like `{"datasetObjectId": "0", "dataObject": {"s3Uri" | "source-ref" | "content": ...},
+    "annotations": [{"workerId": "w1", "annotationData": {"content": "<answer JSON string>"}}]}`.
+    `fetch`, if given, reads an `annotationData.s3Uri` that Ground Truth used instead of inline content.
+    """
+    objects: dict[str, ObjectAnswers] = {}
+    for index, item in enumerate(_load_items(data)):
+        where = f"item {index}"
+        if not isinstance(item, dict):
+            report.add("not_an_object", where, f"item is {type(item).__name__}")
+            continue
+        object_id = _worker_id(item.get("datasetObjectId"))
+        if object_id is None:
+            report.add("missing_object_id", where)
+            continue
+        where = f"object {object_id}"
+        answers = [
+            answer
+            for n, annotation in enumerate(_as_list(item.get("annotations"), report, where))
+            if (answer := _parse_annotation(annotation, labels, report, f"{where}, annotation {n}", fetch))
+        ]
+        if object_id in objects:
+            report.add("duplicate_object", where, "annotations merged")
+            objects[object_id].answers.extend(answers)
+            continue
+        objects[object_id] = ObjectAnswers(
+            dataset_object_id=object_id,
+            source_ref=_source_ref(item.get("dataObject"), report, where),
+            answers=answers,
+        )
+    for obj in objects.values():
+        obj.answers = _dedupe_workers(obj.answers, report, f"object {obj.dataset_object_id}")
+    return list(objects.values())
+
+
+def _as_list(value: Any, report: AnswerReport, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        report.add("not_an_object", where, f"annotations is {type(value).__name__}")
+        return []
+    return value
+
+
+def _source_ref(data_object: Any, report: AnswerReport, where: str) -> str:
+    if isinstance(data_object, dict):
+        for key in ("s3Uri", "source-ref", "content"):
+            if isinstance(data_object.get(key), str):
+                return data_object[key]
+    report.add("missing_source_ref", where)
+    return ""
+
+
+def _parse_annotation(
+    annotation: Any,
+    labels: list[str] | None,
+    report: AnswerReport,
+    where: str,
+    fetch: Callable[[str], bytes | str] | None,
+) -> WorkerAnswer | None:
+    if not isinstance(annotation, dict):
+        report.add("not_an_object", where, f"annotation is {type(annotation).__name__}")
+        return None
+    worker_id = _worker_id(annotation.get("workerId"))
+    if worker_id is None:
+        report.add("missing_worker_id", where)
+        return None
+    where = f"{where}, worker {worker_id}"
+    data = annotation.get("annotationData")
+    content = data.get("content") if isinstance(data, dict) else None
+    if content is None and isinstance(data, dict) and isinstance(data.get("s3Uri"), str):
+        if fetch is None:
+            report.add("content_by_reference", where, data["s3Uri"])
+            return None
+        content = fetch(data["s3Uri"])
+    if not isinstance(content, str | bytes | dict):
+        report.add("missing_content", where)
+        return None
+    return parse_element_answer(content, worker_id, labels, report, where=where)
+
+
+def parse_worker_response(
+    data: bytes | str | dict[str, Any],
+    dataset_object_id: str,
+    source_ref: str,
+    labels: list[str] | None,
+    report: AnswerReport,
+) -> ObjectAnswers:
+    """A Ground Truth `annotations/worker-response/iteration-N/<id>/<ts>.json` file as `ObjectAnswers`.
+
+    The file is `{"answers": [{"workerId", "answerContent": {...}, "submissionTime",
+    "timeSpentInSeconds", ...}]}`. Raises InputError only when `data` is not JSON at all.
+    """
+    where = f"object {dataset_object_id}"
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"worker response for {where} is not JSON: {exc}") from None
+    entries: list[Any] = []
+    if not isinstance(data, dict):
+        report.add("not_an_object", where, f"worker response is {type(data).__name__}")
+    else:
+        entries = _as_list(data.get("answers"), report, where)
+    answers = []
+    for n, entry in enumerate(entries):
+        entry_where = f"{where}, answer {n}"
+        if not isinstance(entry, dict):
+            report.add("not_an_object", entry_where, f"answer is {type(entry).__name__}")
+            continue
+        worker_id = _worker_id(entry.get("workerId"))
+        if worker_id is None:
+            report.add("missing_worker_id", entry_where)
+            continue
+        answer = parse_element_answer(
+            entry.get("answerContent"),
+            worker_id,
+            labels,
+            report,
+            where=f"{entry_where}, worker {worker_id}",
+            submitted_at=_optional_str(entry.get("submissionTime")),
+            time_spent_seconds=_optional_seconds(entry.get("timeSpentInSeconds")),
+        )
+        if answer is not None:
+            answers.append(answer)
+    return ObjectAnswers(
+        dataset_object_id=dataset_object_id,
+        source_ref=source_ref,
+        answers=_dedupe_workers(answers, report, where),
+    )
+
+
+def parse_mturk_answer(
+    xml: str,
+    worker_id: str,
+    labels: list[str] | None,
+    report: AnswerReport,
+    *,
+    where: str = "",
+    image_width: int | None = None,
+    image_height: int | None = None,
+    submitted_at: str | None = None,
+) -> WorkerAnswer | None:
+    """An MTurk `Assignment.Answer` (QuestionFormAnswers XML) as a `WorkerAnswer`, or None if unreadable.
+
+    `<crowd-form>` puts every field in one `taskAnswers` FreeText: a JSON array whose first element
+    maps the element name to the answer JSON. Input with a DTD is refused (no entity expansion).
+    """
+    where = where or f"worker {worker_id}"
+    if not isinstance(xml, str) or not xml.strip():
+        report.add("bad_xml", where, "empty answer")
+        return None
+    if len(xml) > MAX_XML_CHARS:
+        report.add("answer_too_large", where, f"{len(xml)} characters")
+        return None
+    if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
+        report.add("bad_xml", where, "declares a DTD")
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        report.add("bad_xml", where, str(exc)[:80])
+        return None
+    free_text = None
+    for answer in root.iter(f"{_MTURK_NS}Answer"):
+        if (answer.findtext(f"{_MTURK_NS}QuestionIdentifier") or "").strip() == "taskAnswers":
+            free_text = answer.findtext(f"{_MTURK_NS}FreeText")
+    if free_text is None:
+        report.add("missing_task_answers", where)
+        return None
+    try:
+        fields = json.loads(free_text)
+    except (ValueError, RecursionError) as exc:
+        report.add("bad_json", where, str(exc)[:80])
+        return None
+    if isinstance(fields, list):
+        if not fields:
+            report.add("not_an_object", where, "taskAnswers is an empty array")
+            return None
+        fields = fields[0]
+    return parse_element_answer(
+        fields,
+        worker_id,
+        labels,
+        report,
+        where=where,
+        image_width=image_width,
+        image_height=image_height,
+        submitted_at=submitted_at,
+    )

@@ -1,8 +1,54 @@
-"""IoU-voting consolidation of crowd bounding boxes. Pure numpy/scipy: no I/O, no AWS."""
+"""IoU-voting consolidation of crowd bounding boxes. Pure numpy/scipy: no I/O, no AWS.
+
+Algorithm (docs/consolidation.md has the measurements behind each choice):
+
+1. Validate: boxes become x1, y1, x2, y2, are clipped to the image when its size is known, and
+   boxes left without area (or non-finite, or beyond `MAX_COORDINATE`) are dropped. Labels outside `labels` are dropped.
+2. Canonical order: workers of an image are processed by decreasing weight, then worker id;
+   boxes by coordinates, then label. Every later tie-break follows this order, so the result does
+   not depend on the order of workers or boxes in the input.
+3. Clustering, class-agnostic, one box per worker per cluster: the first worker's boxes start the
+   clusters; each next worker's boxes are matched one-to-one to the clusters by maximum total IoU
+   (Hungarian, `scipy.optimize.linear_sum_assignment`) over pairs with IoU >= `iou_threshold`
+   against the cluster's running weighted mean box; unmatched boxes start new clusters. When every
+   cluster and box has at most one candidate the assignment is read off directly (it is what the
+   Hungarian algorithm returns); all images advance one worker per round, vectorized.
+4. Support = weight of the cluster's workers / weight of all workers who answered the image,
+   including those who drew nothing. Clusters with support >= `min_support` are kept.
+5. Label = weighted plurality of the members' labels; ties go to the earlier label in `labels`
+   (alphabetical when `labels` is None).
+6. Box = weighted median (or mean) of the members' edges x1, y1, x2, y2.
+7. Confidence = support x agreement, agreement = weighted mean pairwise IoU of the members
+   (0 for a one-member cluster, so a box from a single worker scores 0.00 as in Ground Truth).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from orchestrator.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
+
+Coordinates = Literal["median", "mean"]
+Weighting = Literal["none", "agreement"]
+
+MIN_WEIGHT = 0.01  # a worker's weight floor: keeps supports defined when every worker scores 0
+LOW_SUPPORT = 0.7  # a kept box below this support is flagged "low_support" for review
+FEW_WORKERS = 3  # fewer answers than this: flagged "few_workers" (no majority beyond a pair)
+MIN_EVIDENCE = 5  # boxes drawn + consensus boxes seen before a worker can be flagged low quality
+_TOL = 1e-9
+MERGE = True
+F1_PRIOR = 0
+LOO = False
+EDGE_POW = 2
+EDGE = True
+CLUSTER_EDGE = False
+EDGE_PRIOR_BOXES = 2
+DEFAULT_EDGE_SD = 0.1
 
 
 @dataclass(frozen=True)
@@ -47,3 +93,620 @@ class WorkerQuality:
     mean_iou: float
     weight: float
     low_quality: bool
+
+
+class IoUVote:
+    """Consolidate crowd boxes by IoU voting (crowd-kit style: `fit`, `fit_predict`, fitted `*_`).
+
+    Parameters:
+        iou_threshold: lowest IoU at which a worker's box may join a cluster. Lower merges looser
+            boxes (more recall on sloppy crowds, risk of merging neighbours); higher splits them.
+        min_support: lowest weighted fraction of the image's workers a cluster needs to be kept.
+            0.5 keeps what at least half the (weighted) workers drew; lower trades precision for recall.
+        coordinates: "median" places each edge at the weighted median of the members (robust to one
+            sloppy box); "mean" at the weighted mean (slightly better only on Gaussian noise).
+        weighting: "none" gives every worker weight 1. "agreement" runs a first unweighted pass,
+            scores each worker by F1 against that consensus over the whole job, and votes again with
+            those scores as weights (Wawa-style); spammers then barely count.
+        low_quality_f1: a worker whose F1 against the final consensus is below this, with at least
+            `MIN_EVIDENCE` boxes drawn or expected, gets `low_quality=True`.
+
+    Fitted attributes: `results_` (one `ObjectResult` per input object, same order), `skills_`
+    (worker id -> weight used in the final vote) and `workers_` (worker id -> `WorkerQuality`).
+    `ObjectResult.flags` holds: "no_answers", "few_workers" (< 3 answers), "low_support" (a kept
+    box with support < 0.7), "rejected_clusters" (boxes some workers drew were voted out),
+    "label_disagreement" (a kept box whose members disagree on the label).
+
+    Example:
+        >>> from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer
+        >>> def answer(worker, *boxes):
+        ...     return WorkerAnswer(worker_id=worker, boxes=[Box(label="car", left=x, top=10, width=40,
+        ...                         height=20) for x in boxes])
+        >>> image = ObjectAnswers(dataset_object_id="0", source_ref="s3://b/0.jpg",
+        ...                       answers=[answer("a", 10), answer("b", 12), answer("c", 11, 300)])
+        >>> result, = IoUVote().fit_predict([image], labels=["car"])
+        >>> [(b.label, b.left, b.width, b.votes, round(b.support, 2)) for b in result.boxes]
+        [('car', 11.0, 40.0, 3, 1.0)]
+        >>> result.flags
+        ['rejected_clusters']
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.5,
+        min_support: float = 0.5,
+        coordinates: Coordinates = "median",
+        weighting: Weighting = "none",
+        low_quality_f1: float = 0.5,
+    ) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if not 0.0 <= min_support <= 1.0:
+            raise ValueError(f"min_support must be in [0, 1], got {min_support}")
+        if coordinates not in ("median", "mean"):
+            raise ValueError(f"coordinates must be 'median' or 'mean', got {coordinates!r}")
+        if weighting not in ("none", "agreement"):
+            raise ValueError(f"weighting must be 'none' or 'agreement', got {weighting!r}")
+        self.iou_threshold = iou_threshold
+        self.min_support = min_support
+        self.coordinates = coordinates
+        self.weighting = weighting
+        self.low_quality_f1 = low_quality_f1
+
+    def fit(self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None) -> IoUVote:
+        """Consolidate every object of a job; see the class docstring for the fitted attributes."""
+        job = _Job.build(objects, labels)
+        weights = np.ones(len(job.worker_ids))
+        vote = self._vote(job, weights, weights)
+        if self.weighting == "agreement":
+            edge_sd = vote.edge_sd()
+            weights = np.maximum(vote.worker_f1(), MIN_WEIGHT)
+            vote = self._vote(job, weights, weights if EDGE == "vote" else 1.0 / edge_sd**EDGE_POW if EDGE else np.ones(len(weights)))
+        self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
+        self.workers_ = vote.worker_quality(weights, self.low_quality_f1)
+        self.results_ = vote.results(objects)
+        return self
+
+    def fit_predict(
+        self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None
+    ) -> list[ObjectResult]:
+        """`fit`, then return `results_`."""
+        return self.fit(objects, labels).results_
+
+    def _vote(self, job: _Job, weights: np.ndarray, edge_weights: np.ndarray) -> _Vote:
+        return _Vote(job, weights, edge_weights, self.iou_threshold, self.min_support, self.coordinates)
+
+
+def consolidate_image(
+    answers: Sequence[WorkerAnswer],
+    weights: Mapping[str, float] | None = None,
+    *,
+    labels: list[str] | None = None,
+    iou_threshold: float = 0.5,
+    min_support: float = 0.5,
+    coordinates: Coordinates = "median",
+    image_width: int | None = None,
+    image_height: int | None = None,
+) -> list[ConsolidatedBox]:
+    """Consolidate one image's answers (one per worker) with fixed worker weights (default 1 each).
+
+    Weights below `MIN_WEIGHT` are raised to it; the image size for clipping defaults to the one the
+    answers carry. Same algorithm and parameters as `IoUVote`.
+    """
+    IoUVote(iou_threshold, min_support, coordinates)  # validates the parameters
+    if image_width and image_height:
+        answers = [
+            a.model_copy(update={"image_width": image_width, "image_height": image_height}) for a in answers
+        ]
+    job = _Job.build([ObjectAnswers(dataset_object_id="", source_ref="", answers=list(answers))], labels)
+    given = weights or {}
+    w = np.array([float(given.get(worker, 1.0)) for worker in job.worker_ids])
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("worker weights must be finite and >= 0")
+    w = np.maximum(w, MIN_WEIGHT)
+    vote = _Vote(job, w, w, iou_threshold, min_support, coordinates)
+    return vote.results([ObjectAnswers(dataset_object_id="", source_ref="", answers=[])])[0].boxes
+
+
+@dataclass
+class _Job:
+    """A job as flat arrays. Answers are sorted by (image, worker id); boxes are x1, y1, x2, y2."""
+
+    worker_ids: list[str]  # sorted; a worker's index is its rank here
+    label_names: list[str]  # tie-break order
+    n_images: int
+    image_size: list[tuple[int | None, int | None]]
+    ans_image: np.ndarray  # (A,) image of each answer
+    ans_worker: np.ndarray  # (A,) worker of each answer
+    box_answer: np.ndarray  # (N,) answer of each box
+    box_xyxy: np.ndarray  # (N, 4)
+    box_label: np.ndarray  # (N,)
+
+    @classmethod
+    def build(cls, objects: Sequence[ObjectAnswers], labels: list[str] | None) -> _Job:
+        worker_ids = sorted({a.worker_id for obj in objects for a in obj.answers})
+        worker_index = {w: i for i, w in enumerate(worker_ids)}
+        if labels is None:
+            labels = sorted({b.label for obj in objects for a in obj.answers for b in a.boxes})
+        label_index = {label: i for i, label in enumerate(labels)}
+        ans_image, ans_worker, sizes = [], [], []
+        box_answer, rows, box_label = [], [], []
+        for i, obj in enumerate(objects):
+            size: tuple[str, int, int] | None = None
+            first = len(ans_worker)
+            for answer in obj.answers:
+                w = worker_index[answer.worker_id]
+                if w in ans_worker[first:]:
+                    raise ValueError(
+                        f"object {obj.dataset_object_id!r}: worker {answer.worker_id!r} answered twice; "
+                        "parse answers with orchestrator.answers, which keeps one answer per worker"
+                    )
+                if (
+                    answer.image_width
+                    and answer.image_height
+                    and (size is None or answer.worker_id < size[0])
+                ):
+                    size = (answer.worker_id, answer.image_width, answer.image_height)
+                a = len(ans_worker)
+                ans_image.append(i)
+                ans_worker.append(w)
+                for b in answer.boxes:
+                    label = label_index.get(b.label)
+                    if label is not None:
+                        rows.append((b.left, b.top, b.width, b.height))
+                        box_label.append(label)
+                        box_answer.append(a)
+            sizes.append((size[1], size[2]) if size else (None, None))
+        ans_image_arr = np.array(ans_image, dtype=np.int64)
+        ans_worker_arr = np.array(ans_worker, dtype=np.int64)
+        order = np.lexsort((ans_worker_arr, ans_image_arr))
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        ltwh = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
+        box_answer_arr = position[np.array(box_answer, dtype=np.int64)]
+        xyxy, keep = _validate(xyxy, sizes, ans_image_arr[order][box_answer_arr])
+        return cls(
+            worker_ids=worker_ids,
+            label_names=list(labels),
+            n_images=len(objects),
+            image_size=sizes,
+            ans_image=ans_image_arr[order],
+            ans_worker=ans_worker_arr[order],
+            box_answer=box_answer_arr[keep],
+            box_xyxy=xyxy[keep],
+            box_label=np.array(box_label, dtype=np.int64)[keep],
+        )
+
+
+def _validate(
+    xyxy: np.ndarray, sizes: list[tuple[int | None, int | None]], box_image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order corners, clip to the image where its size is known; mask of finite, in-range boxes with area."""
+    xyxy = np.concatenate(
+        [np.minimum(xyxy[:, :2], xyxy[:, 2:]), np.maximum(xyxy[:, :2], xyxy[:, 2:])], axis=1
+    )
+    limits = np.array([(w or np.inf, h or np.inf) for w, h in sizes], dtype=np.float64).reshape(-1, 2)
+    upper = np.tile(limits[box_image], 2)
+    xyxy = np.clip(xyxy, 0.0, upper, where=np.isfinite(upper), out=xyxy.copy())
+    in_range = np.all(np.abs(xyxy) <= MAX_COORDINATE, axis=1)  # False for NaN too
+    keep = in_range & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return xyxy, keep
+
+
+class _Vote:
+    """One voting pass over a job with fixed worker weights: clusters, kept boxes, per-box matches."""
+
+    def __init__(
+        self,
+        job: _Job,
+        weights: np.ndarray,
+        edge_weights: np.ndarray,
+        iou_threshold: float,
+        min_support: float,
+        coordinates: Coordinates,
+    ) -> None:
+        self.job = job
+        ans_weight = weights[job.ans_worker]
+        # Processing order inside each image: heavier workers first, then worker id (answers are
+        # already sorted by image, then worker id, so lexsort's stability supplies the id tie-break).
+        by_rank = np.lexsort((-ans_weight, job.ans_image))
+        first = np.searchsorted(job.ans_image, job.ans_image)
+        ans_rank = np.empty(len(by_rank), dtype=np.int64)
+        ans_rank[by_rank] = np.arange(len(by_rank)) - first[by_rank]
+        self.image_weight = np.bincount(job.ans_image, weights=ans_weight, minlength=job.n_images)
+        self.n_workers = np.bincount(job.ans_image, minlength=job.n_images)
+
+        xyxy, label, answer = job.box_xyxy, job.box_label, job.box_answer
+        order = np.lexsort(
+            (label, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], job.ans_image[answer], ans_rank[answer])
+        )
+        self.xyxy, self.label, self.answer = xyxy[order], label[order], answer[order]
+        self.image = job.ans_image[self.answer]
+        self.weight = ans_weight[self.answer]
+        self.edge_weight = edge_weights[job.ans_worker[self.answer]]
+        self.rank = ans_rank[self.answer]
+        self.cluster, self.cluster_image = _cluster(
+            self.image,
+            self.xyxy,
+            self.edge_weight if CLUSTER_EDGE else self.weight,
+            self.rank,
+            iou_threshold,
+            job.n_images,
+        )
+        if MERGE:
+            self.cluster, self.cluster_image = _merge_split(
+                self.cluster,
+                self.cluster_image,
+                self.xyxy,
+                self.edge_weight if CLUSTER_EDGE else self.weight,
+                self.rank,
+                iou_threshold,
+                job.n_images,
+            )
+        self._score_clusters(min_support, coordinates, int(self.n_workers.max(initial=1)))
+
+    def _score_clusters(self, min_support: float, coordinates: Coordinates, max_workers: int) -> None:
+        n_clusters = len(self.cluster_image)
+        cluster_weight = np.bincount(self.cluster, weights=self.weight, minlength=n_clusters)
+        support = cluster_weight / self.image_weight[self.cluster_image]
+        kept = support >= min_support - _TOL
+        kept_index = np.cumsum(kept) - 1  # cluster -> row among kept clusters
+        n_kept = int(kept.sum())
+        member = kept[self.cluster]  # boxes in kept clusters
+        row, slot = kept_index[self.cluster[member]], self.rank[member]
+        edges = np.full((n_kept, max_workers, 4), np.nan)
+        edges[row, slot] = self.xyxy[member]
+        weights = np.zeros((n_kept, max_workers))
+        weights[row, slot] = self.weight[member]
+        edge_weights = np.zeros((n_kept, max_workers))
+        edge_weights[row, slot] = self.edge_weight[member]
+        self.edges, self.edge_weights = edges, edge_weights
+        box = (
+            _weighted_median(edges, edge_weights)
+            if coordinates == "median"
+            else _weighted_mean(edges, edge_weights)
+        )
+
+        n_labels = max(len(self.job.label_names), 1)
+        label_weight = np.bincount(
+            row * n_labels + self.label[member], weights=self.weight[member], minlength=n_kept * n_labels
+        ).reshape(n_kept, n_labels)
+        top = label_weight.max(axis=1, initial=0.0)
+        winner = np.argmax(label_weight >= top[:, None] - _TOL, axis=1)  # first label in tie-break order
+        self.kept_weight = cluster_weight[kept]
+        self.label_disagreement = top < self.kept_weight - _TOL
+
+        member_iou = _pair_iou(self.xyxy[member], box[row])
+        votes = np.bincount(row, minlength=n_kept)
+        self.box, self.box_label, self.votes = box, winner, votes
+        self.support = support[kept]
+        self.mean_iou = np.bincount(row, weights=member_iou, minlength=n_kept) / np.maximum(votes, 1)
+        self.confidence = self.support * _pairwise_agreement(edges, weights)
+        self.kept, self.kept_image = kept, self.cluster_image[kept]
+        self.rejected_image = np.bincount(self.cluster_image[~kept], minlength=self.job.n_images) > 0
+        # A box matches the consensus if its cluster was kept and it carries the winning label.
+        self.matched = np.zeros(len(self.cluster), dtype=bool)
+        self.matched[member] = self.label[member] == winner[row]
+        self.matched_iou = np.zeros(len(self.cluster))
+        self.matched_iou[member] = member_iou
+        self.box_row = np.full(len(self.cluster), -1)
+        self.box_row[member] = row
+
+    def edge_sd(self) -> np.ndarray:
+        """Each worker's root-mean-square edge error, as a fraction of the side, against kept boxes with
+        at least 3 votes; errors beyond half a side count as half a side; shrunk toward the job's value."""
+        use = self.matched & (self.box_row >= 0)
+        use[use] = self.votes[self.box_row[use]] >= 3
+        row = self.box_row[use]
+        size = self.box[row, 2:] - self.box[row, :2]
+        if LOO:
+            consensus = np.empty((len(row), 4))
+            slot = self.rank[use]
+            for s in np.unique(slot):
+                w = self.edge_weights.copy()
+                w[:, s] = 0.0
+                pick = slot == s
+                consensus[pick] = _weighted_median(self.edges[row[pick]], w[row[pick]])
+            error = (self.xyxy[use] - consensus) / np.concatenate([size, size], axis=1)
+        else:
+            error = (self.xyxy[use] - self.box[row]) / np.concatenate([size, size], axis=1)
+        worker = self.job.ans_worker[self.answer[use]]
+        n_workers = len(self.job.worker_ids)
+        squares = np.bincount(worker, weights=np.minimum(error**2, 0.25).sum(axis=1), minlength=n_workers)
+        count = 4.0 * np.bincount(worker, minlength=n_workers)
+        prior = squares.sum() / count.sum() if count.sum() else DEFAULT_EDGE_SD**2
+        return np.sqrt((squares + 4 * EDGE_PRIOR_BOXES * prior) / (count + 4 * EDGE_PRIOR_BOXES))
+
+    def _worker_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        job, n = self.job, len(self.job.worker_ids)
+        box_worker = job.ans_worker[self.answer]
+        kept_per_image = np.bincount(self.kept_image, minlength=job.n_images)
+        answers = np.bincount(job.ans_worker, minlength=n)
+        boxes = np.bincount(box_worker, minlength=n)
+        matched = np.bincount(box_worker, weights=self.matched, minlength=n)
+        expected = np.bincount(job.ans_worker, weights=kept_per_image[job.ans_image], minlength=n)
+        iou_sum = np.bincount(box_worker, weights=np.where(self.matched, self.matched_iou, 0.0), minlength=n)
+        return answers, boxes, matched, expected, iou_sum
+
+    def worker_f1(self) -> np.ndarray:
+        """Each worker's F1 against this pass's consensus over the job (1.0 when both drew nothing)."""
+        _, boxes, matched, expected, _ = self._worker_counts()
+        total = boxes.sum() + expected.sum()
+        prior = 2 * matched.sum() / total if total else 1.0
+        return (2 * matched + F1_PRIOR * prior) / (boxes + expected + F1_PRIOR) if F1_PRIOR else np.divide(2 * matched, boxes + expected, out=np.ones(len(boxes)), where=boxes + expected > 0)
+
+    def worker_quality(self, weights: np.ndarray, low_quality_f1: float) -> dict[str, WorkerQuality]:
+        answers, boxes, matched, expected, iou_sum = self._worker_counts()
+        f1 = self.worker_f1()
+        quality = {}
+        for i, worker in enumerate(self.job.worker_ids):
+            quality[worker] = WorkerQuality(
+                worker_id=worker,
+                answers=int(answers[i]),
+                boxes=int(boxes[i]),
+                matched=int(matched[i]),
+                recall=float(matched[i] / expected[i]) if expected[i] else 1.0,
+                precision=float(matched[i] / boxes[i]) if boxes[i] else 1.0,
+                mean_iou=float(iou_sum[i] / matched[i]) if matched[i] else 0.0,
+                weight=float(weights[i]),
+                low_quality=bool(f1[i] < low_quality_f1 and boxes[i] + expected[i] >= MIN_EVIDENCE),
+            )
+        return quality
+
+    def results(self, objects: Sequence[ObjectAnswers]) -> list[ObjectResult]:
+        job = self.job
+        # Kept boxes grouped by image, in coordinate order inside an image.
+        order = np.lexsort(
+            (self.box_label, self.box[:, 3], self.box[:, 2], self.box[:, 1], self.box[:, 0], self.kept_image)
+        )
+        bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1))
+        members = self._members()
+        left, top = self.box[:, 0], self.box[:, 1]
+        width, height = self.box[:, 2] - left, self.box[:, 3] - top
+        low_support = (
+            np.bincount(self.kept_image[self.support < LOW_SUPPORT - _TOL], minlength=job.n_images) > 0
+        )
+        disagree = np.bincount(self.kept_image[self.label_disagreement], minlength=job.n_images) > 0
+        results = []
+        for i, obj in enumerate(objects):
+            boxes = [
+                ConsolidatedBox(
+                    label=job.label_names[self.box_label[k]],
+                    left=float(left[k]),
+                    top=float(top[k]),
+                    width=float(width[k]),
+                    height=float(height[k]),
+                    confidence=float(self.confidence[k]),
+                    support=float(self.support[k]),
+                    votes=int(self.votes[k]),
+                    mean_iou=float(self.mean_iou[k]),
+                    workers=members[k],
+                )
+                for k in order[bounds[i] : bounds[i + 1]]
+            ]
+            n_workers = int(self.n_workers[i])
+            flags = [
+                flag
+                for flag, on in (
+                    ("no_answers", n_workers == 0),
+                    ("few_workers", 0 < n_workers < FEW_WORKERS),
+                    ("low_support", low_support[i]),
+                    ("rejected_clusters", self.rejected_image[i]),
+                    ("label_disagreement", disagree[i]),
+                )
+                if on
+            ]
+            width_px, height_px = job.image_size[i]
+            results.append(
+                ObjectResult(
+                    dataset_object_id=obj.dataset_object_id,
+                    source_ref=obj.source_ref,
+                    image_width=width_px,
+                    image_height=height_px,
+                    boxes=boxes,
+                    n_workers=n_workers,
+                    flags=flags,
+                )
+            )
+        return results
+
+    def _members(self) -> list[tuple[str, ...]]:
+        """Worker ids of each kept cluster, sorted."""
+        member = self.kept[self.cluster]
+        row = (np.cumsum(self.kept) - 1)[self.cluster[member]]
+        worker = self.job.ans_worker[self.answer[member]]
+        order = np.lexsort((worker, row))
+        bounds = np.searchsorted(row[order], np.arange(len(self.support) + 1))
+        names = np.array(self.job.worker_ids, dtype=object)[worker[order]]
+        return [tuple(names[bounds[k] : bounds[k + 1]]) for k in range(len(self.support))]
+
+
+def _cluster(
+    image: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    rank: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster id of every box and image of every cluster. Boxes come sorted by (rank, image, coordinates).
+
+    Round r adds the r-th worker of every image at once: its boxes are matched to that image's
+    clusters (one box per cluster, pairs with IoU >= threshold against the cluster's running
+    weighted mean, maximum total IoU); the rest start new clusters.
+    """
+    n = len(image)
+    cluster = np.empty(n, dtype=np.int64)
+    cluster_image = np.empty(n, dtype=np.int64)
+    mean = np.empty((n, 4))
+    weighted_sum = np.empty((n, 4))
+    weight_sum = np.empty(n)
+    n_clusters = 0
+    bounds = np.searchsorted(rank, np.arange(int(rank.max(initial=-1)) + 2))
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
+        boxes, w = xyxy[start:stop], weight[start:stop]
+        fresh = np.ones(stop - start, dtype=bool)
+        if n_clusters:
+            c, b = _match_round(
+                cluster_image[:n_clusters],
+                mean[:n_clusters],
+                image[start:stop],
+                boxes,
+                iou_threshold,
+                n_images,
+            )
+            cluster[start + b] = c
+            weighted_sum[c] += w[b, None] * boxes[b]
+            weight_sum[c] += w[b]
+            mean[c] = weighted_sum[c] / weight_sum[c, None]
+            fresh[b] = False
+        new = np.flatnonzero(fresh)
+        ids = np.arange(n_clusters, n_clusters + len(new))
+        cluster[start + new] = ids
+        cluster_image[ids] = image[start + new]
+        mean[ids] = boxes[new]
+        weighted_sum[ids] = w[new, None] * boxes[new]
+        weight_sum[ids] = w[new]
+        n_clusters += len(new)
+    return cluster, cluster_image[:n_clusters]
+
+
+def _match_round(
+    cluster_image: np.ndarray,
+    cluster_box: np.ndarray,
+    box_image: np.ndarray,
+    boxes: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters."""
+    c, b = _cross_pairs(cluster_image, box_image, n_images)
+    iou = _pair_iou(cluster_box[c], boxes[b])
+    ok = iou >= iou_threshold
+    c, b, iou = c[ok], b[ok], iou[ok]
+    # Where some cluster or box has two candidates the Hungarian algorithm decides; elsewhere every
+    # candidate pair is the optimal assignment already.
+    crowded = (np.bincount(c, minlength=len(cluster_image))[c] > 1) | (
+        np.bincount(b, minlength=len(boxes))[b] > 1
+    )
+    if not crowded.any():
+        return c, b
+    contested = np.zeros(n_images, dtype=bool)
+    contested[box_image[b[crowded]]] = True
+    easy = ~contested[box_image[b]]
+    keep_c, keep_b = [c[easy]], [b[easy]]
+    for img in np.flatnonzero(contested):
+        pick = box_image[b] == img
+        rows, row_of = np.unique(c[pick], return_inverse=True)
+        cols, col_of = np.unique(b[pick], return_inverse=True)
+        matrix = np.zeros((len(rows), len(cols)))
+        matrix[row_of, col_of] = iou[pick]
+        r, k = linear_sum_assignment(matrix, maximize=True)
+        good = matrix[r, k] > 0
+        keep_c.append(rows[r[good]])
+        keep_b.append(cols[k[good]])
+    return np.concatenate(keep_c), np.concatenate(keep_b)
+
+
+def _cross_pairs(image_a: np.ndarray, image_b: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with image_a[i] == image_b[j], grouped by image, i then j ascending."""
+    sort_a = np.argsort(image_a, kind="stable")
+    sort_b = np.argsort(image_b, kind="stable")
+    n_a = np.bincount(image_a, minlength=n_images)
+    n_b = np.bincount(image_b, minlength=n_images)
+    n_pairs = n_a * n_b
+    pair_image = np.repeat(np.arange(n_images), n_pairs)
+    within = np.arange(len(pair_image)) - (np.cumsum(n_pairs) - n_pairs)[pair_image]
+    per_a = n_b[pair_image]
+    i = sort_a[(np.cumsum(n_a) - n_a)[pair_image] + within // per_a]
+    j = sort_b[(np.cumsum(n_b) - n_b)[pair_image] + within % per_a]
+    return i, j
+
+
+def _merge_split(
+    cluster: np.ndarray,
+    cluster_image: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    rank: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two clusters of an image that share no worker and whose mean boxes overlap at IoU >=
+    threshold (best pair first, repeated until none is left): greedy clustering can split one object
+    when an early sloppy box drags a cluster's mean away from later boxes."""
+    while len(cluster):
+        n = len(cluster_image)
+        weight_sum = np.bincount(cluster, weights=weight, minlength=n)
+        mean = np.stack(
+            [np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)], axis=1
+        )
+        mean /= weight_sum[:, None]
+        a, b = _cross_pairs(cluster_image, cluster_image, n_images)
+        a, b = a[a < b], b[a < b]
+        iou = _pair_iou(mean[a], mean[b])
+        ok = iou >= iou_threshold
+        a, b, iou = a[ok], b[ok], iou[ok]
+        if len(a):
+            members = np.zeros((n, int(rank.max()) + 1), dtype=bool)
+            members[cluster, rank] = True
+            ok = ~np.any(members[a] & members[b], axis=1)
+            a, b, iou = a[ok], b[ok], iou[ok]
+        if not len(a):
+            return cluster, cluster_image
+        target = np.arange(n)
+        used = np.zeros(n, dtype=bool)
+        for i in np.lexsort((b, a, -iou)).tolist():
+            if not used[a[i]] and not used[b[i]]:
+                used[a[i]] = used[b[i]] = True
+                target[b[i]] = a[i]
+        keep = target == np.arange(n)
+        cluster = (np.cumsum(keep) - 1)[target[cluster]]
+        cluster_image = cluster_image[keep]
+    return cluster, cluster_image
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a[i] and b[i], both (n, 4) as x1, y1, x2, y2."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
+    inter = iw * ih
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return inter / union
+
+
+def _weighted_median(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per cluster and edge, the value where the cumulative weight reaches half (mean of the two values
+    around an exact half, so equal weights give the ordinary median). edges (k, m, 4), NaN = absent."""
+    order = np.argsort(edges, axis=1, kind="stable")  # NaN (absent) last
+    values = np.take_along_axis(edges, order, axis=1)
+    cum = np.cumsum(
+        np.take_along_axis(np.broadcast_to(weights[:, :, None], edges.shape), order, axis=1), axis=1
+    )
+    half = cum[:, -1:, :] / 2
+    tol = _TOL * cum[:, -1:, :]
+    at = np.sum(cum < half - tol, axis=1, keepdims=True)
+    low = np.take_along_axis(values, at, axis=1)
+    high = np.take_along_axis(values, np.minimum(at + 1, edges.shape[1] - 1), axis=1)
+    exact = np.abs(np.take_along_axis(cum, at, axis=1) - half) <= tol
+    return np.where(exact, (low + high) / 2, low)[:, 0, :]
+
+
+def _weighted_mean(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    total = np.nansum(edges * weights[:, :, None], axis=1)
+    return total / weights.sum(axis=1)[:, None]
+
+
+def _pairwise_agreement(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean IoU over pairs of different members of each cluster; 0 with one member."""
+    a, b = edges[:, :, None, :], edges[:, None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
+    inter = iw * ih
+    area = (edges[..., 2] - edges[..., 0]) * (edges[..., 3] - edges[..., 1])
+    iou = np.nan_to_num(inter / (area[:, :, None] + area[:, None, :] - inter))
+    pair_weight = weights[:, :, None] * weights[:, None, :]
+    pair_weight[:, np.arange(weights.shape[1]), np.arange(weights.shape[1])] = 0.0
+    total = pair_weight.sum(axis=(1, 2))
+    return np.divide((pair_weight * iou).sum(axis=(1, 2)), total, out=np.zeros(len(total)), where=total > 0)
