@@ -30,6 +30,10 @@ chromium:
 test: $(VENV)/.dev chromium
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# Crash injection, transient faults and concurrent polls on every backend; writes docs/reliability.md.
+reliability: $(VENV)/.dev
+	$(BIN)/python -m tests.reliability
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check orchestrator tests benchmarks
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ from orchestrator.errors import (
     SpecError,
     WaitTimedOut,
 )
+from orchestrator.redact import redact, secret_paths
 from orchestrator.spec import JobSpec, parse_spec
 from orchestrator.storage import ObjectStore, join_key, list_or_empty, open_object, open_store
 
 if TYPE_CHECKING:
     from orchestrator.backends.base import Backend
+
+logger = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 # A conditional write that keeps losing means another process is busy with the same job.
@@ -158,7 +162,17 @@ class JobStore:
 
 
 def _dump(record: JobRecord) -> bytes:
-    return record.model_dump_json(indent=2).encode()
+    """The record as stored: never with a credential, token or presigned URL in it.
+
+    Backends store none; what looks like one (in a spec's URL, or copied from a worker's answer)
+    is masked rather than refused, so untrusted text can never stop a job from being recorded.
+    """
+    data = record.model_dump(mode="json")
+    leaks = secret_paths(data)
+    if not leaks:
+        return record.model_dump_json(indent=2).encode()
+    logger.warning("job %s: masked what looks like a secret at %s", record.name, ", ".join(leaks))
+    return JobRecord.model_validate(redact(data)).model_dump_json(indent=2).encode()
 
 
 # --------------------------------------------------------------------------------- the input

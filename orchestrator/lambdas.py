@@ -26,11 +26,14 @@ from orchestrator.consolidation import IoUVote, ObjectResult
 from orchestrator.errors import ConfigError, StorageError
 from orchestrator.layout import consolidation_entry
 from orchestrator.output import label_value
+from orchestrator.redact import install_log_redaction
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import open_object
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
+# The Lambda runtime's handler on the root logger writes to CloudWatch: mask secrets on the way.
+install_log_redaction()
 
 _ENV_PARAMS = {
     "iou_threshold": "LABELJOB_IOU_THRESHOLD",

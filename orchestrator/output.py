@@ -246,7 +246,7 @@ def read_augmented_manifest(
     """
     uri = store.uri(key)
     text = store.get(key).decode("utf-8-sig", errors="replace")
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    for line_no, raw in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is data
         if not raw.strip():
             continue
         try:
@@ -257,7 +257,7 @@ def read_augmented_manifest(
             if attr is None:
                 raise ValueError("no <attr>-metadata key of type groundtruth/object-detection")
             line = AugmentedLine.from_json(data, attr)
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, RecursionError, ValidationError) as exc:
             problem = InputError(f"{uri}:{line_no}: {_describe(exc)}")
             if errors is None:
                 raise problem from None

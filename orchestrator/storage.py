@@ -383,10 +383,13 @@ def list_or_empty(store: ObjectStore, prefix: str = "") -> Iterator[ObjectInfo]:
 
 
 def s3_client(boto3_session: boto3.Session | None = None):
-    """An S3 client with adaptive retries; `AWS_ENDPOINT_URL_S3` is honoured by botocore itself."""
+    """An S3 client with adaptive retries; `AWS_ENDPOINT_URL_S3` is honoured by botocore itself.
+
+    SigV4 for presigned URLs too: botocore would presign with SigV2, which newer regions refuse.
+    """
     from orchestrator.aws import client
 
-    return client("s3", boto3_session)
+    return client("s3", boto3_session, config_kwargs={"signature_version": "s3v4"})
 
 
 def open_store(uri: str | os.PathLike, boto3_session: boto3.Session | None = None) -> ObjectStore:

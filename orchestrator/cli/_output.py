@@ -1,4 +1,8 @@
-"""The one output sink: data to stdout as a table or JSON, messages to stderr."""
+"""The one output sink: data to stdout as a table or JSON, messages to stderr.
+
+Everything printed here passes through `orchestrator.redact`, so no credential, token or presigned
+secret leaves through the CLI (a value wrapped in `ShownOnce` excepted, see redact.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from orchestrator.redact import install_log_redaction, redact, redact_text
 
 
 def _cell(value: Any) -> str:
@@ -31,6 +37,8 @@ class Output:
         self.quiet = quiet
         self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        # Log records reach stderr too; they get the same masking as everything printed here.
+        install_log_redaction()
 
     @property
     def json(self) -> bool:
@@ -38,6 +46,7 @@ class Output:
 
     def data(self, obj: Any, *, columns: list[str] | None = None, title: str | None = None) -> None:
         """Print a result: a list of rows as a table, a mapping as key/value lines, or JSON."""
+        obj = redact(obj)
         if self.json:
             sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
             sys.stdout.flush()
@@ -54,12 +63,12 @@ class Output:
             for key, value in obj.items():
                 self.out.print(f"{str(key).ljust(width)}  {_cell(value)}", markup=False)
         else:
-            self.out.print(str(obj))
+            self.out.print(redact_text(str(obj)), markup=False)
 
     def table(
         self, rows: Iterable[dict], *, columns: list[str] | None = None, title: str | None = None
     ) -> None:
-        rows = list(rows)
+        rows = [redact(row) for row in rows]
         columns = columns or (list(rows[0]) if rows else [])
         table = Table(title=title)
         for column in columns:
@@ -70,15 +79,15 @@ class Output:
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(text, markup=False)
+            self.err.print(redact_text(text), markup=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"Warning: {text}", markup=False, style="yellow")
+        self.err.print(f"Warning: {redact_text(text)}", markup=False, style="yellow")
 
     def error(self, text: str, hint: str | None = None) -> None:
-        self.err.print(f"Error: {text}", markup=False, style="red")
+        self.err.print(f"Error: {redact_text(text)}", markup=False, style="red")
         if hint:
-            self.err.print(f"Hint: {hint}", markup=False)
+            self.err.print(f"Hint: {redact_text(hint)}", markup=False)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None = None) -> Iterator:

@@ -10,7 +10,16 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from orchestrator.cli import demo as demo_cmd
+from orchestrator.cli import doctor as doctor_cmd
+from orchestrator.cli import iam as iam_cmd
 from orchestrator.cli import init as init_cmd
+from orchestrator.cli import job as job_cmd
+from orchestrator.cli import manifest as manifest_cmd
+from orchestrator.cli import mturk as mturk_cmd
+from orchestrator.cli import portal as portal_cmd
+from orchestrator.cli import results as results_cmd
+from orchestrator.cli import workforce as workforce_cmd
 from orchestrator.cli._errors import describe
 from orchestrator.cli._output import Output
 from orchestrator.cli._state import State
@@ -66,7 +75,9 @@ def global_options(
         str | None, typer.Option("--format", help="Output format: table or json.", metavar="table|json")
     ] = None,
     quiet: Annotated[bool | None, typer.Option("--quiet", "-q", help="Print only errors and data.")] = None,
-    config: Annotated[Path | None, typer.Option(help="labeljob.toml to read instead of the nearest one.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="labeljob.toml to read instead of the nearest one.")
+    ] = None,
 ) -> None:
     if format is not None and format not in ("table", "json"):
         raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
@@ -78,3 +89,18 @@ def global_options(
 
 
 app.command("init")(init_cmd.init)
+app.command("demo")(demo_cmd.demo)
+app.command("estimate")(job_cmd.estimate)
+app.command("launch")(job_cmd.launch)
+app.command("status")(job_cmd.status)
+app.command("poll")(job_cmd.poll)
+app.command("wait")(job_cmd.wait)
+app.command("stop")(job_cmd.stop)
+app.command("cleanup")(mturk_cmd.cleanup)
+app.command("consolidate")(results_cmd.consolidate)
+app.command("export")(results_cmd.export)
+app.command("doctor")(doctor_cmd.doctor)
+app.command("iam-policy")(iam_cmd.iam_policy)
+app.add_typer(workforce_cmd.app, name="workforce")
+app.add_typer(manifest_cmd.app, name="manifest")
+app.add_typer(portal_cmd.app, name="portal")

@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli._state import state
 from orchestrator.demo import JOB_NAME, run_demo
+from orchestrator.redact import ShownOnce
 
 
 def demo(
@@ -26,7 +27,7 @@ def demo(
     out = state(ctx).output
     result = run_demo(directory, workers=workers, spammers=spammers, seed=seed, progress=out.info)
     serve = f"labeljob --workspace {result.workspace} portal serve"
-    review = f"http://127.0.0.1:8080{result.admin_url_path}"
+    review = ShownOnce(f"http://127.0.0.1:8080{result.admin_url_path}")
     summary = {
         "job": result.job,
         "images_in_manifest": result.manifest_report["accepted"],
@@ -54,4 +55,4 @@ def demo(
     out.info("")
     out.info("To look at the boxes over the images, start the portal and open the admin link:")
     out.info(f"    {serve}")
-    out.info(f"    {review}        (then: {summary['review_url']})")
+    out.info(ShownOnce(f"    {review}        (then: {summary['review_url']})"))

@@ -17,6 +17,7 @@ from orchestrator.jobs import JobStore
 from orchestrator.portal import catalog
 from orchestrator.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
 from orchestrator.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
+from orchestrator.redact import ShownOnce
 from orchestrator.storage import ObjectStore, is_s3_uri, open_store
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -82,7 +83,7 @@ def serve(
     base = _base_url(host, port)
     result = {"url": base, "database": redacted(url)}
     if token:
-        result["admin_url"] = f"{base}/a/{token}"
+        result["admin_url"] = ShownOnce(f"{base}/a/{token}")
         st.output.info("The admin link below is shown only this once; keep it secret.")
     else:
         st.output.info("Open the admin link printed when the portal first ran (or pass --new-admin-token).")
@@ -131,7 +132,8 @@ def invite(
         public_id = worker.public_id
     record = JobStore(_workspace(st)).get(job) if job and url is None else None
     base = (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
-    st.output.data({"name": name, "worker_id": public_id, "job": job, "link": f"{base}/w/{token}"})
+    link = ShownOnce(f"{base}/w/{token}")
+    st.output.data({"name": name, "worker_id": public_id, "job": job, "link": link})
 
 
 @app.command("simulate")

@@ -1,0 +1,69 @@
+"""Deterministic portal workers: every task of a job answered through the leasing functions.
+
+Each answer is a function of the object id and the worker's number only, and is submitted at a
+fixed time, so two runs of the same job store byte-identical answers whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from orchestrator.portal.db import Database, Worker
+from orchestrator.portal.leasing import submit_answer, take_task
+
+# Every answer is submitted at this instant (2026-01-01T00:00:00Z), so outputs never depend on the clock.
+SUBMITTED_AT = 1_767_225_600.0
+IMAGE_SIZE = (640, 480)
+
+
+def answer(object_id: str, worker: int, labels: list[str]) -> dict:
+    """The element's answer of worker `worker` for `object_id`: one box per label, jittered by worker."""
+    base = int(object_id) if object_id.isdigit() else len(object_id)
+    boxes = [
+        {
+            "label": label,
+            "left": 20 + 40 * i + base % 7 + worker,
+            "top": 30 + 25 * i + base % 5,
+            "width": 80 + worker % 3,
+            "height": 60 + base % 4,
+        }
+        for i, label in enumerate(labels)
+    ]
+    width, height = IMAGE_SIZE
+    return {
+        "annotatedResult": {
+            "boundingBoxes": boxes,
+            "inputImageProperties": {"width": width, "height": height},
+        }
+    }
+
+
+def workers(db: Database, count: int, prefix: str = "crowd") -> list[int]:
+    """Database ids of workers `<prefix>-1..N`, created on first use."""
+    ids = []
+    with db.write() as session:
+        for i in range(1, count + 1):
+            public_id = f"{prefix}-{i}"
+            worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+            if worker is None:
+                worker = Worker(public_id=public_id, name=public_id, source="simulator", created_at=0.0)
+                session.add(worker)
+                session.flush()
+            ids.append(worker.id)
+    return ids
+
+
+def answer_all(db: Database, job: str, labels: list[str], count: int, limit: int | None = None) -> int:
+    """Workers `crowd-1..count` answer the job's tasks in turn; at most `limit` answers. Returns how many."""
+    done = 0
+    for number, worker_id in enumerate(workers(db, count), start=1):
+        while limit is None or done < limit:
+            leased = take_task(db, worker_id, SUBMITTED_AT, job)
+            if leased is None:
+                break
+            content = json.dumps(answer(leased.object_id, number, labels), separators=(",", ":"))
+            submit_answer(db, worker_id, leased.lease_id, content, SUBMITTED_AT)
+            done += 1
+    return done
