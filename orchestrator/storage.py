@@ -232,9 +232,14 @@ class LocalStore:
         if key.startswith(("/", "\\")) or ".." in parts or not norm or norm == ".":
             raise StorageError(f"key {key!r} is outside the store root {self.root}")
         target = (self.root / norm).resolve()
-        if target != self.root and self.root not in target.parents:
+        if not self._holds(target):
             raise StorageError(f"key {key!r} is outside the store root {self.root}")
         return target
+
+    def _holds(self, path: Path) -> bool:
+        """Whether `path`, once its symbolic links are resolved, lies inside the root."""
+        resolved = path.resolve()
+        return resolved == self.root or self.root in resolved.parents
 
     def uri(self, key: str) -> str:
         return self.root_uri + quote(join_key(key))
@@ -246,10 +251,13 @@ class LocalStore:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
             raise NotFound(f"{self.root}: folder does not exist")
-        start = self.root / prefix if prefix and (self.root / prefix).is_dir() else self.root
+        start = self.path(prefix) if prefix else self.root  # refuses a prefix that leads out of the root
+        if not start.is_dir():
+            start = self.root  # a prefix of names, not a folder
         for path in _files_in_key_order(start):
             key = path.relative_to(self.root).as_posix()
-            if not key.startswith(prefix):
+            # A symbolic link leading out of the root is skipped: get() refuses its key too.
+            if not key.startswith(prefix) or not self._holds(path):
                 continue
             # The ETag is an MD5 as S3 gives for single-part uploads, so de-duplication
             # behaves the same on both stores; it costs one read per file.

@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 from orchestrator.backends.groundtruth import GroundTruthBackend, render_template
 from orchestrator.backends.portal import PortalBackend
 from orchestrator.cli.app import app
+from orchestrator.errors import StorageError
 from orchestrator.finish import finish_job
 from orchestrator.jobs import JobStore, ManifestItem, launch_job, poll_job, read_items
 from orchestrator.mturk_question import MAX_PRESIGN_SECONDS, Questions, image_url_lifetime
@@ -593,18 +594,21 @@ def test_portal_preview_and_review_pages_escape_labels(tmp_path):
 # ---------------------------------------------------------------------------- store roots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.py _files_in_key_order lists a symlinked file whose target is outside the root "
-    "(entry.is_file() follows it) and hashes the outside file; get() then refuses the same key",
-)
 def test_local_listing_skips_symlinks_that_leave_the_root(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside.jpg"
     root.mkdir()
     outside.write_bytes(b"not yours")
     (root / "in.jpg").write_bytes(b"yours")
     (root / "link.jpg").symlink_to(outside)
-    assert [info.key for info in LocalStore(root).list()] == ["in.jpg"]
+    (root / "alias.jpg").symlink_to(root / "in.jpg")  # stays inside: listed, as get() serves it
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir" / "b.jpg").write_bytes(b"not yours either")
+    (root / "elsewhere").symlink_to(tmp_path / "outdir", target_is_directory=True)
+    store = LocalStore(root)
+    assert [info.key for info in store.list()] == ["alias.jpg", "in.jpg"]
+    for prefix in ("elsewhere/", "../"):
+        with pytest.raises(StorageError, match="outside the store root"):
+            list(store.list(prefix))
 
 
 def test_portal_refuses_an_image_swapped_for_a_symlink_out_of_its_folder(tmp_path):
