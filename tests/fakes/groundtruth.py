@@ -46,7 +46,7 @@ import pytest
 
 from orchestrator.service_model import validate_request
 
-PEDESTRIANS = Path(__file__).resolve().parents[3] / "shared" / "data" / "pedestrians-dev.jsonl"
+PEDESTRIANS = Path(__file__).resolve().parents[1] / "data" / "pedestrians-dev.jsonl"
 IMAGE_WIDTH, IMAGE_HEIGHT = 1280, 720
 DEFAULT_ACCOUNT = "123456789012"
 TERMINAL = {"Completed", "Failed", "Stopped"}

@@ -53,7 +53,7 @@ import pytest
 
 from orchestrator.service_model import validate_request
 
-PEDESTRIANS = Path(__file__).resolve().parents[3] / "shared" / "data" / "pedestrians-dev.jsonl"
+PEDESTRIANS = Path(__file__).resolve().parents[1] / "data" / "pedestrians-dev.jsonl"
 TARGET_PREFIX = "MTurkRequesterServiceV20170117."
 SIGNING_SCOPE = "/us-east-1/mturk-requester/aws4_request"
 TOKEN_LIFETIME = timedelta(hours=24)
