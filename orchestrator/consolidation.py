@@ -1,25 +1,35 @@
 """IoU-voting consolidation of crowd bounding boxes. Pure numpy/scipy: no I/O, no AWS.
 
-Algorithm (docs/consolidation.md has the measurements behind each choice):
+One voting pass over a job, with a weight w_j per worker (1 for everyone unless weighted):
 
-1. Validate: boxes become x1, y1, x2, y2, are clipped to the image when its size is known, and
-   boxes left without area (or non-finite, or beyond `MAX_COORDINATE`) are dropped. Labels outside `labels` are dropped.
-2. Canonical order: workers of an image are processed by decreasing weight, then worker id;
+1. Validate: boxes become x1, y1, x2, y2 with ordered corners, clipped to the image when its size is
+   known; boxes left without area, non-finite or beyond `MAX_COORDINATE` are dropped, and so are
+   boxes whose label is not in `labels`.
+2. Canonical order: in each image workers are ranked by decreasing weight, then worker id, and
    boxes by coordinates, then label. Every later tie-break follows this order, so the result does
    not depend on the order of workers or boxes in the input.
-3. Clustering, class-agnostic, one box per worker per cluster: the first worker's boxes start the
-   clusters; each next worker's boxes are matched one-to-one to the clusters by maximum total IoU
-   (Hungarian, `scipy.optimize.linear_sum_assignment`) over pairs with IoU >= `iou_threshold`
-   against the cluster's running weighted mean box; unmatched boxes start new clusters. When every
-   cluster and box has at most one candidate the assignment is read off directly (it is what the
-   Hungarian algorithm returns); all images advance one worker per round, vectorized.
-4. Support = weight of the cluster's workers / weight of all workers who answered the image,
-   including those who drew nothing. Clusters with support >= `min_support` are kept.
-5. Label = weighted plurality of the members' labels; ties go to the earlier label in `labels`
-   (alphabetical when `labels` is None).
-6. Box = weighted median (or mean) of the members' edges x1, y1, x2, y2.
-7. Confidence = support x agreement, agreement = weighted mean pairwise IoU of the members
-   (0 for a one-member cluster, so a box from a single worker scores 0.00 as in Ground Truth).
+3. Clustering, class-agnostic, at most one box per worker per cluster: the first-ranked worker's
+   boxes start the clusters; each next worker's boxes are matched one-to-one to the clusters by
+   maximum total IoU (Hungarian, `scipy.optimize.linear_sum_assignment`) over pairs with IoU >=
+   `iou_threshold` against the cluster's running weighted mean box; unmatched boxes start new
+   clusters. All images advance one worker per round, vectorized.
+4. Merge: two clusters of an image that share no worker and whose weighted mean boxes overlap at
+   IoU >= `iou_threshold` are merged, best pair first, until none is left (an early sloppy box can
+   drag a cluster's mean away from the later boxes of the same object).
+5. Support = sum of w_j over the cluster's workers / sum of w_j over every worker who answered the
+   image, including those who drew nothing. Clusters with support >= `min_support` are kept.
+6. Label = the label with the largest summed weight among the members; ties go to the earlier label
+   in `labels` (alphabetical when `labels` is None).
+7. Box = per edge (x1, y1, x2, y2), the w-weighted median of the members (the mean of the two middle
+   values at an exact half, so equal weights give the ordinary median), or the w-weighted mean.
+8. Confidence = support x agreement, agreement = mean IoU over pairs of distinct members, each pair
+   weighted by w_i x w_j; 0 for a one-member cluster, so a box drawn by a single worker scores 0.00
+   as in Ground Truth.
+
+Weighting "agreement" runs the pass twice: pass 1 with w = 1, then every worker's F1 against the
+pass-1 consensus over the whole job, F1 = 2 x matched / (boxes drawn + consensus boxes on the images
+the worker answered) (1 when both are 0), floored at `MIN_WEIGHT`, is its w in pass 2. A box is
+matched when its cluster was kept and it carries the winning label.
 """
 
 from __future__ import annotations
@@ -41,14 +51,6 @@ LOW_SUPPORT = 0.7  # a kept box below this support is flagged "low_support" for 
 FEW_WORKERS = 3  # fewer answers than this: flagged "few_workers" (no majority beyond a pair)
 MIN_EVIDENCE = 5  # boxes drawn + consensus boxes seen before a worker can be flagged low quality
 _TOL = 1e-9
-MERGE = True
-F1_PRIOR = 0
-LOO = False
-EDGE_POW = 2
-EDGE = True
-CLUSTER_EDGE = False
-EDGE_PRIOR_BOXES = 2
-DEFAULT_EDGE_SD = 0.1
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,10 @@ class IoUVote:
             0.5 keeps what at least half the (weighted) workers drew; lower trades precision for recall.
         coordinates: "median" places each edge at the weighted median of the members (robust to one
             sloppy box); "mean" at the weighted mean (slightly better only on Gaussian noise).
-        weighting: "none" gives every worker weight 1. "agreement" runs a first unweighted pass,
-            scores each worker by F1 against that consensus over the whole job, and votes again with
-            those scores as weights (Wawa-style); spammers then barely count.
+        weighting: "agreement" (default) runs a first unweighted pass, scores each worker by F1
+            against that consensus over the whole job, and votes again with those scores as weights
+            (Wawa-style): spammers then barely count. "none" gives every worker weight 1, so one
+            job's outputs do not depend on the other images in it.
         low_quality_f1: a worker whose F1 against the final consensus is below this, with at least
             `MIN_EVIDENCE` boxes drawn or expected, gets `low_quality=True`.
 
@@ -136,7 +139,7 @@ class IoUVote:
         iou_threshold: float = 0.5,
         min_support: float = 0.5,
         coordinates: Coordinates = "median",
-        weighting: Weighting = "none",
+        weighting: Weighting = "agreement",
         low_quality_f1: float = 0.5,
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
@@ -157,11 +160,10 @@ class IoUVote:
         """Consolidate every object of a job; see the class docstring for the fitted attributes."""
         job = _Job.build(objects, labels)
         weights = np.ones(len(job.worker_ids))
-        vote = self._vote(job, weights, weights)
+        vote = self._vote(job, weights)
         if self.weighting == "agreement":
-            edge_sd = vote.edge_sd()
             weights = np.maximum(vote.worker_f1(), MIN_WEIGHT)
-            vote = self._vote(job, weights, weights if EDGE == "vote" else 1.0 / edge_sd**EDGE_POW if EDGE else np.ones(len(weights)))
+            vote = self._vote(job, weights)
         self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
         self.workers_ = vote.worker_quality(weights, self.low_quality_f1)
         self.results_ = vote.results(objects)
@@ -173,8 +175,8 @@ class IoUVote:
         """`fit`, then return `results_`."""
         return self.fit(objects, labels).results_
 
-    def _vote(self, job: _Job, weights: np.ndarray, edge_weights: np.ndarray) -> _Vote:
-        return _Vote(job, weights, edge_weights, self.iou_threshold, self.min_support, self.coordinates)
+    def _vote(self, job: _Job, weights: np.ndarray) -> _Vote:
+        return _Vote(job, weights, self.iou_threshold, self.min_support, self.coordinates)
 
 
 def consolidate_image(
@@ -204,7 +206,7 @@ def consolidate_image(
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("worker weights must be finite and >= 0")
     w = np.maximum(w, MIN_WEIGHT)
-    vote = _Vote(job, w, w, iou_threshold, min_support, coordinates)
+    vote = _Vote(job, w, iou_threshold, min_support, coordinates)
     return vote.results([ObjectAnswers(dataset_object_id="", source_ref="", answers=[])])[0].boxes
 
 
@@ -301,7 +303,6 @@ class _Vote:
         self,
         job: _Job,
         weights: np.ndarray,
-        edge_weights: np.ndarray,
         iou_threshold: float,
         min_support: float,
         coordinates: Coordinates,
@@ -324,26 +325,13 @@ class _Vote:
         self.xyxy, self.label, self.answer = xyxy[order], label[order], answer[order]
         self.image = job.ans_image[self.answer]
         self.weight = ans_weight[self.answer]
-        self.edge_weight = edge_weights[job.ans_worker[self.answer]]
         self.rank = ans_rank[self.answer]
         self.cluster, self.cluster_image = _cluster(
-            self.image,
-            self.xyxy,
-            self.edge_weight if CLUSTER_EDGE else self.weight,
-            self.rank,
-            iou_threshold,
-            job.n_images,
+            self.image, self.xyxy, self.weight, self.rank, iou_threshold, job.n_images
         )
-        if MERGE:
-            self.cluster, self.cluster_image = _merge_split(
-                self.cluster,
-                self.cluster_image,
-                self.xyxy,
-                self.edge_weight if CLUSTER_EDGE else self.weight,
-                self.rank,
-                iou_threshold,
-                job.n_images,
-            )
+        self.cluster, self.cluster_image = _merge_split(
+            self.cluster, self.cluster_image, self.xyxy, self.weight, self.rank, iou_threshold, job.n_images
+        )
         self._score_clusters(min_support, coordinates, int(self.n_workers.max(initial=1)))
 
     def _score_clusters(self, min_support: float, coordinates: Coordinates, max_workers: int) -> None:
@@ -359,14 +347,7 @@ class _Vote:
         edges[row, slot] = self.xyxy[member]
         weights = np.zeros((n_kept, max_workers))
         weights[row, slot] = self.weight[member]
-        edge_weights = np.zeros((n_kept, max_workers))
-        edge_weights[row, slot] = self.edge_weight[member]
-        self.edges, self.edge_weights = edges, edge_weights
-        box = (
-            _weighted_median(edges, edge_weights)
-            if coordinates == "median"
-            else _weighted_mean(edges, edge_weights)
-        )
+        box = _weighted_median(edges, weights) if coordinates == "median" else _weighted_mean(edges, weights)
 
         n_labels = max(len(self.job.label_names), 1)
         label_weight = np.bincount(
@@ -393,31 +374,6 @@ class _Vote:
         self.box_row = np.full(len(self.cluster), -1)
         self.box_row[member] = row
 
-    def edge_sd(self) -> np.ndarray:
-        """Each worker's root-mean-square edge error, as a fraction of the side, against kept boxes with
-        at least 3 votes; errors beyond half a side count as half a side; shrunk toward the job's value."""
-        use = self.matched & (self.box_row >= 0)
-        use[use] = self.votes[self.box_row[use]] >= 3
-        row = self.box_row[use]
-        size = self.box[row, 2:] - self.box[row, :2]
-        if LOO:
-            consensus = np.empty((len(row), 4))
-            slot = self.rank[use]
-            for s in np.unique(slot):
-                w = self.edge_weights.copy()
-                w[:, s] = 0.0
-                pick = slot == s
-                consensus[pick] = _weighted_median(self.edges[row[pick]], w[row[pick]])
-            error = (self.xyxy[use] - consensus) / np.concatenate([size, size], axis=1)
-        else:
-            error = (self.xyxy[use] - self.box[row]) / np.concatenate([size, size], axis=1)
-        worker = self.job.ans_worker[self.answer[use]]
-        n_workers = len(self.job.worker_ids)
-        squares = np.bincount(worker, weights=np.minimum(error**2, 0.25).sum(axis=1), minlength=n_workers)
-        count = 4.0 * np.bincount(worker, minlength=n_workers)
-        prior = squares.sum() / count.sum() if count.sum() else DEFAULT_EDGE_SD**2
-        return np.sqrt((squares + 4 * EDGE_PRIOR_BOXES * prior) / (count + 4 * EDGE_PRIOR_BOXES))
-
     def _worker_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         job, n = self.job, len(self.job.worker_ids)
         box_worker = job.ans_worker[self.answer]
@@ -432,9 +388,7 @@ class _Vote:
     def worker_f1(self) -> np.ndarray:
         """Each worker's F1 against this pass's consensus over the job (1.0 when both drew nothing)."""
         _, boxes, matched, expected, _ = self._worker_counts()
-        total = boxes.sum() + expected.sum()
-        prior = 2 * matched.sum() / total if total else 1.0
-        return (2 * matched + F1_PRIOR * prior) / (boxes + expected + F1_PRIOR) if F1_PRIOR else np.divide(2 * matched, boxes + expected, out=np.ones(len(boxes)), where=boxes + expected > 0)
+        return np.divide(2 * matched, boxes + expected, out=np.ones(len(boxes)), where=boxes + expected > 0)
 
     def worker_quality(self, weights: np.ndarray, low_quality_f1: float) -> dict[str, WorkerQuality]:
         answers, boxes, matched, expected, iou_sum = self._worker_counts()
