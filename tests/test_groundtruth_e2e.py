@@ -112,7 +112,8 @@ def test_build_launch_wait_writes_the_augmented_manifest(tmp_path, s3, groundtru
     assert sorted({k.split("/")[-2] for k in responses}) == [str(i) for i in range(N_IMAGES)]
     response = json.loads(s3.get_object(Bucket=BUCKET, Key=responses[0])["Body"].read())
     assert len(response["answers"]) == 5
-    answer = response["answers"][0]["answerContent"]["boundingBox"]  # the element name in the Ground Truth rendering
+    # The element name in the Ground Truth rendering.
+    answer = response["answers"][0]["answerContent"]["boundingBox"]
     assert answer["inputImageProperties"] == {"height": 720, "width": 1280}
     assert keys(s3, job + "annotations/consolidated-annotation/consolidation-response/iteration-1/")
 
