@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 from orchestrator.aws import client
-from orchestrator.backends.groundtruth import GroundTruthBackend, render_template
+from orchestrator.backends.groundtruth import (
+    GroundTruthBackend,
+    foreign_source_refs,
+    job_buckets,
+    render_template,
+)
 from orchestrator.errors import LabeljobError
 from orchestrator.storage import is_s3_uri, open_object
 
@@ -281,6 +286,20 @@ def check_objects(s3, lines: list[dict]) -> Check:
     return Check("objects", "ok", f"{len(lines)} sampled image(s) exist")
 
 
+def check_sources(spec: JobSpec, lines: list[dict]) -> Check:
+    """The sampled images lie in the job's buckets, as launch requires."""
+    foreign = foreign_source_refs(spec, (line["source-ref"] for line in lines))
+    buckets = ", ".join(job_buckets(spec))
+    if foreign:
+        return Check(
+            "sources",
+            "fail",
+            f"outside the job's bucket(s) {buckets}: " + ", ".join(foreign),
+            "copy the images into the bucket of input_manifest or output and rebuild the manifest",
+        )
+    return Check("sources", "ok", f"{len(lines)} sampled image(s) in {buckets}")
+
+
 def check_template(spec: JobSpec, s3, line: dict) -> Check:
     """The task template renders for a sample object as Ground Truth would render it."""
     import liquid
@@ -318,13 +337,12 @@ def groundtruth_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = F
     s3 = client("s3", session, region_name=region)
     manifest, lines = sample_manifest(spec, session)
     image_buckets = sorted({_bucket(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
-    data_buckets = sorted({_bucket(u) for u in (spec.input_manifest, spec.output) if is_s3_uri(u)})
-    buckets = sorted({*data_buckets, *image_buckets})
+    buckets = sorted({*job_buckets(spec), *image_buckets})
     checks += [check_bucket_region(s3, bucket, region) for bucket in buckets]
     checks += [check_cors(s3, bucket, fix_cors) for bucket in image_buckets]
     checks.append(manifest)
     if lines:
-        checks.append(check_objects(s3, lines))
+        checks += [check_sources(spec, lines), check_objects(s3, lines)]
     if spec.groundtruth is not None:
         checks.append(check_role(client("iam", session), spec.groundtruth.role_arn, buckets))
     checks.append(

@@ -30,7 +30,8 @@ from typer.testing import CliRunner
 from orchestrator.backends.groundtruth import GroundTruthBackend, render_template
 from orchestrator.backends.portal import PortalBackend
 from orchestrator.cli.app import app
-from orchestrator.errors import StorageError
+from orchestrator.doctor import check_sources
+from orchestrator.errors import InputError, StorageError
 from orchestrator.finish import finish_job
 from orchestrator.jobs import JobStore, ManifestItem, launch_job, poll_job, read_items
 from orchestrator.mturk_question import MAX_PRESIGN_SECONDS, Questions, image_url_lifetime
@@ -768,28 +769,39 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
 # ------------------------------------------------------------------------------ Ground Truth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends/groundtruth.py launch/validate never compares the manifest's source-refs with the "
-    "job's bucket; a manifest pointing into another bucket is launched",
-)
-def test_groundtruth_refuses_source_refs_outside_the_jobs_bucket(tmp_path, groundtruth):
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket="job-bucket")
-    spec = parse_spec(
+def groundtruth_spec(output: str = "s3://job-bucket/labeling/"):
+    return parse_spec(
         {
             "name": "gt-foreign",
             "backend": "groundtruth",
             "labels": ["car"],
             "input_manifest": "s3://job-bucket/in.manifest",
-            "output": "s3://job-bucket/labeling/",
+            "output": output,
             "workforce": {"type": "private", "team": "crew"},
             "groundtruth": {"role_arn": "arn:aws:iam::123456789012:role/GT"},
         }
     )
+
+
+def test_groundtruth_refuses_source_refs_outside_the_jobs_bucket(tmp_path, groundtruth):
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="job-bucket")
+    spec = groundtruth_spec()
     session = boto3.Session(region_name="us-east-1")
     jobs = JobStore(open_store("s3://job-bucket/ws", session))
-    items = [ManifestItem("0", "s3://someone-elses-bucket/private/a.jpg", {})]
-    with pytest.raises(Exception, match="bucket"):
-        launch_job(spec, GroundTruthBackend(session, jobs.workspace), jobs, items)
+    backend = GroundTruthBackend(session, jobs.workspace)
+    inside = ManifestItem("0", "s3://job-bucket/images/a.jpg", {})
+    for ref in ("s3://someone-elses-bucket/private/a.jpg", "s3://job-bucket-lookalike/a.jpg", "/etc/passwd"):
+        with pytest.raises(InputError, match="1 source-ref.s. outside the job's bucket.s. job-bucket"):
+            launch_job(spec, backend, jobs, [inside, ManifestItem("1", ref, {})])
     assert groundtruth.calls("CreateLabelingJob") == []
+    launch_job(spec, backend, jobs, [inside])
+    assert len(groundtruth.calls("CreateLabelingJob")) == 1
+
+
+def test_doctor_fails_sampled_images_outside_the_jobs_buckets():
+    spec = groundtruth_spec(output="s3://out-bucket/labeling/")
+    inside = [{"source-ref": "s3://job-bucket/a.jpg"}, {"source-ref": "s3://out-bucket/b.jpg"}]
+    assert check_sources(spec, inside).status == "ok"
+    check = check_sources(spec, [*inside, {"source-ref": "s3://other-bucket/c.jpg"}])
+    assert check.status == "fail" and check.detail.endswith(": s3://other-bucket/c.jpg")

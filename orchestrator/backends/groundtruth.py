@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.aws import client
 from orchestrator.backends.base import CostEstimate, CostLine, LaunchPlan, PollResult
 from orchestrator.chaining import filter_manifest
-from orchestrator.errors import BackendError, SpecError
+from orchestrator.errors import BackendError, InputError, SpecError
 from orchestrator.groundtruth_arns import (
     LAMBDA_ACCOUNTS,
     TASK_FOR_CHAIN,
@@ -148,6 +149,25 @@ def render_template(spec: JobSpec) -> bytes:
             anchor, f"{anchor}\n    initial-value='{adjustment_initial_value(gt.chain_attribute)}'"
         )
     return html.encode()
+
+
+def job_buckets(spec: JobSpec) -> list[str]:
+    """The buckets of the input manifest and the output: the only ones a job's images may come from."""
+    return sorted({_bucket(uri) for uri in (spec.input_manifest, spec.output) if is_s3_uri(uri)})
+
+
+def foreign_source_refs(spec: JobSpec, refs: Iterable[str]) -> list[str]:
+    """The source-refs outside the job's buckets.
+
+    The execution role is granted the job's buckets (`labeljob iam-policy JOB.toml`), and a
+    manifest naming other buckets would have Ground Truth show workers whatever that role can read.
+    """
+    buckets = set(job_buckets(spec))
+    return [ref for ref in refs if not (is_s3_uri(ref) and _bucket(ref) in buckets)]
+
+
+def _bucket(uri: str) -> str:
+    return uri.removeprefix("s3://").split("/", 1)[0]
 
 
 class GroundTruthBackend:
@@ -468,6 +488,14 @@ class GroundTruthBackend:
         problems = validate_request("sagemaker", "CreateLabelingJob", request)
         if problems:
             raise SpecError([(spec_key(x), x) for x in problems], source=f"job spec {spec.name}")
+        foreign = foreign_source_refs(spec, (item.source_ref for item in items))
+        if foreign:
+            raise InputError(
+                f"{spec.input_manifest}: {len(foreign)} source-ref(s) outside the job's bucket(s) "
+                f"{', '.join(job_buckets(spec))}, first {foreign[0]}",
+                hint="Ground Truth jobs read images only from the bucket of input_manifest or output: "
+                "copy the images there and rebuild the manifest (`labeljob manifest build`)",
+            )
         if spec.groundtruth is not None and spec.groundtruth.chain is not None:
             store, key = open_object(spec.input_manifest, self.session)
             filtered = filter_manifest(store.get(key), spec.groundtruth.chain_attribute or "", spec.labels)
