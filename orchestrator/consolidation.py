@@ -20,8 +20,8 @@ One voting pass over a job, with a weight w_j per worker (1 for everyone unless 
    image, including those who drew nothing. Clusters with support >= `min_support` are kept.
 6. Label = the label with the largest summed weight among the members; ties go to the earlier label
    in `labels` (alphabetical when `labels` is None).
-7. Box = per edge (x1, y1, x2, y2), the w-weighted median of the members (the mean of the two middle
-   values at an exact half, so equal weights give the ordinary median), or the w-weighted mean.
+7. Box = per edge (x1, y1, x2, y2), the median (or mean) of the members, unweighted: the weights
+   decide which clusters are kept and their labels, not where the edges go.
 8. Confidence = support x agreement, agreement = mean IoU over pairs of distinct members, each pair
    weighted by w_i x w_j; 0 for a one-member cluster, so a box drawn by a single worker scores 0.00
    as in Ground Truth.
@@ -105,8 +105,8 @@ class IoUVote:
             boxes (more recall on sloppy crowds, risk of merging neighbours); higher splits them.
         min_support: lowest weighted fraction of the image's workers a cluster needs to be kept.
             0.5 keeps what at least half the (weighted) workers drew; lower trades precision for recall.
-        coordinates: "median" places each edge at the weighted median of the members (robust to one
-            sloppy box); "mean" at the weighted mean (slightly better only on Gaussian noise).
+        coordinates: "median" places each edge at the median of the members (robust to one sloppy
+            box); "mean" at their mean (better only on Gaussian noise; real jitter is heavy-tailed).
         weighting: "agreement" (default) runs a first unweighted pass, scores each worker by F1
             against that consensus over the whole job, and votes again with those scores as weights
             (Wawa-style): spammers then barely count. "none" gives every worker weight 1, so one
@@ -347,7 +347,10 @@ class _Vote:
         edges[row, slot] = self.xyxy[member]
         weights = np.zeros((n_kept, max_workers))
         weights[row, slot] = self.weight[member]
-        box = _weighted_median(edges, weights) if coordinates == "median" else _weighted_mean(edges, weights)
+        # Weights choose the clusters and labels, not the edges: members already agree at IoU >= the
+        # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
+        # one box (measured: better on the real and the simulated crowds alike).
+        box = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
 
         n_labels = max(len(self.job.label_names), 1)
         label_weight = np.bincount(
@@ -630,26 +633,13 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / union
 
 
-def _weighted_median(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Per cluster and edge, the value where the cumulative weight reaches half (mean of the two values
-    around an exact half, so equal weights give the ordinary median). edges (k, m, 4), NaN = absent."""
-    order = np.argsort(edges, axis=1, kind="stable")  # NaN (absent) last
-    values = np.take_along_axis(edges, order, axis=1)
-    cum = np.cumsum(
-        np.take_along_axis(np.broadcast_to(weights[:, :, None], edges.shape), order, axis=1), axis=1
-    )
-    half = cum[:, -1:, :] / 2
-    tol = _TOL * cum[:, -1:, :]
-    at = np.sum(cum < half - tol, axis=1, keepdims=True)
-    low = np.take_along_axis(values, at, axis=1)
-    high = np.take_along_axis(values, np.minimum(at + 1, edges.shape[1] - 1), axis=1)
-    exact = np.abs(np.take_along_axis(cum, at, axis=1) - half) <= tol
-    return np.where(exact, (low + high) / 2, low)[:, 0, :]
-
-
-def _weighted_mean(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    total = np.nansum(edges * weights[:, :, None], axis=1)
-    return total / weights.sum(axis=1)[:, None]
+def _median(edges: np.ndarray) -> np.ndarray:
+    """Per cluster and edge, the median of the members' values. edges (k, m, 4), NaN = absent."""
+    values = np.sort(edges, axis=1)  # NaN (absent) last
+    present = np.sum(~np.isnan(edges), axis=1, keepdims=True)
+    low = np.take_along_axis(values, np.maximum(present - 1, 0) // 2, axis=1)
+    high = np.take_along_axis(values, present // 2, axis=1)
+    return ((low + high) / 2)[:, 0, :]
 
 
 def _pairwise_agreement(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
