@@ -26,7 +26,7 @@ repaired or dropped and counted in an `AnswerReport` under a stable snake_case c
 | `missing_field` | a box lacks `label`, `left`, `top`, `width` or `height`: box dropped |
 | `wrong_type` | a coordinate not a number (booleans, numeric strings) or a label not a string: box dropped |
 | `nan_or_infinite` | a coordinate (or its right/bottom edge) is NaN or infinite: box dropped |
-| `coordinate_out_of_range` | an edge beyond ±`MAX_COORDINATE` pixels (no real image is that large): box dropped |
+| `coordinate_out_of_range` | an edge beyond ±`MAX_COORDINATE` pixels (no image is that large): dropped |
 | `zero_area` | width or height is zero: box dropped |
 | `negative_size_fixed` | one of width/height negative (drawn leftwards or upwards): flipped |
 | `swapped_corners_fixed` | width and height both negative (corners given bottom-right first): flipped |
@@ -349,7 +349,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    union = area_a[:, None] + area_b[None, :] - inter
+    # A positive size can still give an area that underflows to 0: such pairs have IoU 0, not NaN.
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _dedupe_workers(answers: Iterable[WorkerAnswer], report: AnswerReport, where: str) -> list[WorkerAnswer]:
