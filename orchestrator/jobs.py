@@ -295,11 +295,18 @@ def poll_job(
         output_store = open_store(job_output_prefix(spec), boto3_session)
         write_worker_responses(output_store, result.answers)
 
+    ended_elsewhere = False
+
     def progressed(rec: JobRecord) -> None:
+        nonlocal ended_elsewhere
+        # Another poll ended the job after we read the record: that poll finishes it (and if it
+        # is interrupted, the next poll does), so the finish step is not run twice at once.
+        ended_elsewhere = rec.terminal and not was_terminal
         _apply_poll(rec, result)
 
+    was_terminal = record.terminal
     record = jobs.update(name, progressed)
-    if record.terminal and not record.outputs and finish is not None:
+    if record.terminal and not record.outputs and finish is not None and not ended_elsewhere:
         outputs = finish(spec, record)
         record = jobs.update(name, lambda rec: rec.outputs.update(outputs))
     return record

@@ -54,9 +54,12 @@ def test_transient_faults_at_30_percent_change_nothing(tmp_path, scenario):
     assert outcome.injected > 0
 
 
-def test_two_concurrent_polls_on_an_s3_workspace_keep_the_record_consistent(tmp_path, moto_url):
+def test_two_concurrent_polls_on_an_s3_workspace_keep_the_record_consistent_and_finish_once(
+    tmp_path, moto_url
+):
     make = functools.partial(concurrency.PortalWorld, moto_url=moto_url)
     base = concurrency.reference(make, tmp_path / "run")
     outcome = concurrency.concurrent_run(make, tmp_path / "run", 1, base)
     assert outcome.exit_codes == [0, 0]
+    assert outcome.finishes == 1
     assert outcome.problems == []

@@ -99,7 +99,7 @@ def transient_table(results: dict[tuple[str, float], list[Outcome]]) -> list[str
 
 def concurrency_table(results: dict[str, list[concurrency.Outcome]]) -> list[str]:
     rows = [
-        "| backend | runs | pollers at once | exited 0 | finish ran in both | conditional writes lost and "
+        "| backend | runs | pollers at once | exited 0 | finish ran twice | conditional writes lost and "
         "retried | extra consolidation-response files | held |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -235,12 +235,12 @@ def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:
         "## Concurrent polls",
         "",
         "Two real `labeljob poll` processes at once on the same workspace in S3 (moto server), after every",
-        "answer is in. `tests/reliability/poller.py` starts both at a barrier and delays each conditional",
-        f"write of the job record by {concurrency.WRITE_DELAY} s, so both read the record before either",
-        "writes it. What must hold: both exit 0, the record ends valid and complete, no answer is lost or",
-        "stored twice, no MTurk assignment is approved or rejected twice. The finish step may run in both",
-        "processes (each sees the job ended without outputs); that is allowed because it is idempotent,",
-        "checked by comparing the outputs with those of a single poller.",
+        "answer is in. `tests/reliability/poller.py` holds both at a barrier until each has read the job",
+        "record, so both see the job unfinished and race to write it back. What must hold: both exit 0,",
+        "the record ends valid and complete, no answer is lost or stored twice, no MTurk assignment is",
+        "approved or rejected twice, the finish step (consolidation and outputs) runs once (the poll",
+        "whose conditional write lost to the one that ended the job leaves finishing to it), and the",
+        "outputs equal those of a single poller.",
         "",
         *concurrency_table(concurrent),
         "",

@@ -1,17 +1,17 @@
 """Two `labeljob poll` processes at once on one workspace in S3 (a moto server on loopback).
 
 The job is launched and fully answered first; then two real `labeljob poll` processes start
-together (tests/reliability/poller.py holds them at a barrier and widens the window between
-reading the job record and writing it back), and, if the job is not finished after them, single
-polls follow until it is.
+together (tests/reliability/poller.py holds them at a barrier until both have read the job
+record, so both see the job unfinished and race to write it back), and, if the job is not
+finished after them, single polls follow until it is.
 
 What must hold, and what "no work done twice" means here:
 - both processes exit 0, and the record ends valid and complete (status, counters, outputs);
 - no answer is lost or stored twice, and no MTurk assignment is approved or rejected twice;
-- the finish step may run in both processes (each can see the job ended without outputs). That
-  is allowed because it is idempotent: the outputs must equal those of a single poller, apart from
-  `creation-date` and the time in the consolidation-response file's name (an extra such file is
-  counted, not failed).
+- the finish step (consolidation and outputs) runs once: the poll whose conditional write lost to
+  the one that ended the job leaves the finishing to it;
+- the outputs equal those of a single poller, apart from `creation-date` and the time in the
+  consolidation-response file's name.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ from tests.reliability.scenarios import (
 
 BUCKET = "reliability-concurrency"
 POLLERS = 2
-# Seconds each poller waits before writing a job record back: both have read it by then.
-WRITE_DELAY = 0.3
 PROCESS_TIMEOUT_SECONDS = 120
 MAX_FOLLOW_UP_POLLS = 4
 
@@ -101,7 +99,6 @@ class _World:
         barrier, log = self.folder / f"barrier-{run}", self.folder / f"pollers-{run}.log"
         command = [sys.executable, "-m", "tests.reliability.poller", str(barrier), str(count), str(log)]
         command += [
-            str(WRITE_DELAY),
             "--",
             "--workspace",
             self.workspace_uri,
@@ -294,6 +291,8 @@ def concurrent_run(make, folder: Path, run: int, base: dict[str, str]) -> Outcom
     try:
         outcome = poll_to_end(world, run, POLLERS)
         outcome.problems = [f"a poller exited {code}" for code in outcome.exit_codes if code]
+        if outcome.finishes != 1:
+            outcome.problems.append(f"the finish step ran {outcome.finishes} times")
         outcome.problems += world.invariants() + differences(base, world.snapshot())
         outcome.duplicates = duplicate_files(world.stores())
         return outcome

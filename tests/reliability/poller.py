@@ -1,11 +1,11 @@
 """One `labeljob` process of the concurrency scenario, instrumented from the outside.
 
-    python -m tests.reliability.poller BARRIER_DIR PARTIES LOG DELAY -- labeljob-arguments...
+    python -m tests.reliability.poller BARRIER_DIR PARTIES LOG -- labeljob-arguments...
 
 It waits until PARTIES processes have reached the barrier before the job layer's `poll_job`
-starts, so the processes overlap; it sleeps DELAY seconds before each conditional write of a job
-record, so they overlap exactly where a record is read and written back; and it appends to LOG one
-line per finish it runs and per conditional write it loses. The product code is unchanged.
+starts, and again once each has read the job record, so every process has read the record before
+any writes it back; and it appends to LOG one line per finish it runs and per conditional write
+it loses. The product code is unchanged.
 """
 
 from __future__ import annotations
@@ -34,18 +34,29 @@ def _arrive(barrier: Path, parties: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    barrier, parties, log, delay = Path(argv[0]), int(argv[1]), Path(argv[2]), float(argv[3])
+    barrier, parties, log = Path(argv[0]), int(argv[1]), Path(argv[2])
     args = argv[argv.index("--") + 1 :]
 
     import orchestrator.cli.job as job_cmd
     from orchestrator.errors import PreconditionFailed
+    from orchestrator.jobs import JobStore
     from orchestrator.storage import S3Store
 
     real_poll, real_finish, real_put = job_cmd.poll_job, job_cmd.finish_job, S3Store.put_if_match
+    real_load = JobStore.load
+    stage = ["cli"]  # the CLI reads the record before poll_job; the barrier is after poll_job's read
 
     def poll_job(*a, **kw):
         _arrive(barrier, parties)
+        stage[0] = "poll"
         return real_poll(*a, **kw)
+
+    def load(self, name):
+        loaded = real_load(self, name)
+        if stage[0] == "poll":
+            stage[0] = "read"
+            _arrive(barrier.with_name(barrier.name + "-read"), parties)
+        return loaded
 
     def finish_job(*a, **kw):
         outputs = real_finish(*a, **kw)
@@ -53,7 +64,6 @@ def main(argv: list[str]) -> None:
         return outputs
 
     def put_if_match(self, key, data, etag, content_type=None):
-        time.sleep(delay)
         try:
             return real_put(self, key, data, etag, content_type)
         except PreconditionFailed:
@@ -61,6 +71,7 @@ def main(argv: list[str]) -> None:
             raise
 
     job_cmd.poll_job, job_cmd.finish_job, S3Store.put_if_match = poll_job, finish_job, put_if_match
+    JobStore.load = load
 
     from orchestrator.cli.app import app
 
