@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,22 +14,33 @@ from orchestrator.iam_policy import execution_role_policy, execution_role_trust_
 from orchestrator.spec import load_spec
 
 
+class Backend(StrEnum):
+    groundtruth = "groundtruth"
+    mturk = "mturk"
+    portal = "portal"
+
+
 def iam_policy(
     ctx: typer.Context,
     spec_path: Annotated[
         Path | None,
         typer.Argument(help="A job spec, to narrow resources to its buckets and role.", metavar="[JOB.toml]"),
     ] = None,
+    backend: Annotated[
+        Backend, typer.Option(help="The backend, when no job spec is given (a spec names its own).")
+    ] = Backend.groundtruth,
 ) -> None:
-    """Print IAM policies (JSON): the execution role's trust and permissions, and the operator's."""
+    """Print IAM policies (JSON): the operator's, and for Ground Truth the execution role's trust and
+    permissions."""
     st = state(ctx)
     spec = load_spec(spec_path) if spec_path else None
     workspace = st.settings.workspace
-    document = {
-        "execution_role": {
+    name = spec.backend if spec else backend.value
+    document: dict = {}
+    if name == "groundtruth":  # only Ground Truth acts on the account with a role of its own
+        document["execution_role"] = {
             "trust_policy": execution_role_trust_policy(),
             "policy": execution_role_policy(spec, workspace),
-        },
-        "operator": {"policy": operator_policy(spec, workspace)},
-    }
+        }
+    document["operator"] = {"policy": operator_policy(spec, workspace, name)}
     st.output.data(document if st.output.json else json.dumps(document, indent=2))
