@@ -6,16 +6,23 @@ one seeded `numpy.random.Generator`, so a seed reproduces a run call for call.
 The noise model (shared/reference/consolidation.md §5, calibrated to real pedestrian answers):
 - a worker is a spammer with probability `spammer_rate` (exactly that share of the pool): it draws
   Poisson(number of objects) random boxes with random labels;
-- every other worker has a recall r ~ Beta(`recall_beta`) (p10/p50/p90 0.53/0.85/0.98 by default),
+- every other worker has a base recall r ~ Beta(`recall_beta`) (p10/p50/p90 0.89/0.98/1.00 by
+  default; with the crowding and size factors below, per-worker recall lands near the real spread),
   an edge-noise scale s ~ LogNormal(0, 0.3) and a per-edge bias b ~ N(0, `bias_sd`) x side;
-- an object is drawn with probability r x crowding x size: crowding costs 6 % of recall per extra
-  object up to 4; objects whose short side is under `small_object_px` are mostly missed;
+- an object is drawn with probability r x crowding x size: crowding costs `CROWDING` of recall per
+  extra object up to 4; objects whose short side, as displayed, is under `small_object_px` are mostly
+  missed;
 - each edge moves by b x side + t(`jitter_df`) noise of scale (`jitter_abs` + `jitter_rel` x side) x s
   (heavy-tailed like real jitter), and x edges move outward by `looseness` x width (real boxes are
   loose); the label becomes a neighbouring label (index +-1) with probability `wrong_label_rate`;
   an object is drawn twice with probability `duplicate_rate`;
 - Poisson(`spurious_rate` x (1 + 0.5 per extra object up to 4), x 0.3 on empty images) spurious
   boxes land at random.
+
+Pixel constants (`small_object_px`, `jitter_abs`) are display pixels of the calibration images
+(1280 x 720, `DISPLAY`): the task page fits every image to its canvas, so on a smaller image an
+object looks bigger and a click's error covers fewer image pixels. They are scaled by
+min(1280 / width, 720 / height) of each image.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer, box_iou
 
 CROWDING = 0.02
 IMAGE_SIZES = ((1280, 720), (640, 480), (1920, 1080))
+DISPLAY = (1280, 720)  # size of the real images the pixel constants were measured on
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,18 @@ class CrowdSimulator:
         return self.profiles[worker_id]
 
     def answer(
-        self, worker_id: str, truth_boxes: Sequence[Box], image_width: int, image_height: int
+        self,
+        worker_id: str,
+        truth_boxes: Sequence[Box],
+        image_width: int,
+        image_height: int,
+        rng: np.random.Generator | None = None,
     ) -> list[Box]:
-        """The boxes this worker draws on an image with these true boxes, clipped to the image."""
+        """The boxes this worker draws on an image with these true boxes, clipped to the image.
+
+        Draws come from `rng` if given (callers answering from several threads pass one per answer, so
+        a seed reproduces a run whatever the scheduling), else from the simulator's own generator."""
+        rng = rng or self.rng
         profile = self.profiles[worker_id]
         unknown = {b.label for b in truth_boxes} - set(self.labels)
         if unknown:
@@ -119,45 +136,54 @@ class CrowdSimulator:
         labels = np.array([self.labels.index(b.label) for b in truth_boxes], dtype=np.int64)
         n = len(truth)
         if profile.spammer:
-            boxes, labels = self._random_boxes(self.rng.poisson(n), image_width, image_height)
+            boxes, labels = self._random_boxes(rng, rng.poisson(n), image_width, image_height)
         else:
-            boxes, labels = self._draw(profile, truth, labels)
+            display = min(DISPLAY[0] / image_width, DISPLAY[1] / image_height)
+            boxes, labels = self._draw(rng, profile, truth, labels, display)
             spurious, spurious_labels = self._random_boxes(
-                self.rng.poisson(self.spurious_rate * (min(n, 4) if n else 0.4)), image_width, image_height
+                rng, rng.poisson(self.spurious_rate * (min(n, 4) if n else 0.4)), image_width, image_height
             )
             boxes, labels = np.concatenate([boxes, spurious]), np.concatenate([labels, spurious_labels])
         return _to_boxes(boxes, labels, self.labels, image_width, image_height)
 
     def _draw(
-        self, profile: WorkerProfile, truth: np.ndarray, labels: np.ndarray
+        self,
+        rng: np.random.Generator,
+        profile: WorkerProfile,
+        truth: np.ndarray,
+        labels: np.ndarray,
+        display: float,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes for the objects this worker draws; `display` = display pixels per image pixel."""
         n = len(truth)
         crowding = 1.0 - CROWDING * (min(max(n, 1), 4) - 1)
         short_side = np.minimum(truth[:, 2], truth[:, 3])
-        size = 1.0 / (1.0 + np.exp(-(short_side - self.small_object_px) / 5.0))
-        drawn = self.rng.random(n) < profile.recall * crowding * size
-        twice = drawn & (self.rng.random(n) < self.duplicate_rate)
+        size = 1.0 / (1.0 + np.exp(-(short_side * display - self.small_object_px) / 5.0))
+        drawn = rng.random(n) < profile.recall * crowding * size
+        twice = drawn & (rng.random(n) < self.duplicate_rate)
         pick = np.concatenate([np.flatnonzero(drawn), np.flatnonzero(twice)])
         left, top, width, height = truth[pick].T
         side = np.stack([width, height, width, height], axis=1)
-        sigma = (self.jitter_abs + self.jitter_rel * side) * profile.jitter_scale
+        sigma = (self.jitter_abs / display + self.jitter_rel * side) * profile.jitter_scale
         # Student-t scaled to unit variance for df > 2: heavy tails at the same spread.
         unit = np.sqrt((self.jitter_df - 2.0) / self.jitter_df) if self.jitter_df > 2 else 1.0
-        noise = self.rng.standard_t(self.jitter_df, side.shape) * unit * sigma
+        noise = rng.standard_t(self.jitter_df, side.shape) * unit * sigma
         loose = self.looseness * width
         corners = np.stack([left - loose, top, left + width + loose, top + height], axis=1)
         corners += np.array(profile.bias) * side + noise
         picked_labels = labels[pick].copy()
         if len(self.labels) > 1:
-            wrong = self.rng.random(len(pick)) < self.wrong_label_rate
-            step = self.rng.choice([-1, 1], len(pick))
+            wrong = rng.random(len(pick)) < self.wrong_label_rate
+            step = rng.choice([-1, 1], len(pick))
             picked_labels[wrong] = (picked_labels[wrong] + step[wrong]) % len(self.labels)
         return corners, picked_labels
 
-    def _random_boxes(self, count: int, image_width: int, image_height: int) -> tuple[np.ndarray, np.ndarray]:
-        size = self.rng.uniform(0.05, 0.4, (count, 2)) * (image_width, image_height)
-        corner = self.rng.uniform(0.0, 1.0, (count, 2)) * ((image_width, image_height) - size)
-        return np.concatenate([corner, corner + size], axis=1), self.rng.integers(0, len(self.labels), count)
+    def _random_boxes(
+        self, rng: np.random.Generator, count: int, image_width: int, image_height: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        size = rng.uniform(0.05, 0.4, (count, 2)) * (image_width, image_height)
+        corner = rng.uniform(0.0, 1.0, (count, 2)) * ((image_width, image_height) - size)
+        return np.concatenate([corner, corner + size], axis=1), rng.integers(0, len(self.labels), count)
 
     def simulate(self, images: Sequence[TruthImage], workers_per_image: int = 5) -> list[ObjectAnswers]:
         """Answers of `workers_per_image` distinct workers per image, picked in proportion to activity."""

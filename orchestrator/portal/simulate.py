@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 from sqlalchemy import select
 
 from orchestrator.answers import Box
@@ -131,7 +132,7 @@ def simulate(
     """
     crowd = CrowdSimulator(seed, n_workers=max(len(tokens), 1), labels=labels, spammer_rate=spammer_rate)
     profiles = crowd.workers
-    draw_lock = threading.Lock()  # one seeded generator: draws must not interleave
+    image_number = {key: n for n, key in enumerate(sorted(truth))}
     result = SimulationResult()
     result_lock = threading.Lock()
 
@@ -162,8 +163,10 @@ def simulate(
                     if loaded.status_code != 200:
                         _record(errors=f"image: HTTP {loaded.status_code} for {task['image_url']}")
                         break
-                with draw_lock:
-                    boxes = crowd.answer(profiles[index], image.boxes, image.width, image.height)
+                # One generator per (worker, image): the same seed gives the same boxes whatever order
+                # the threads run in.
+                rng = np.random.default_rng([seed, index, image_number[image.image_id]])
+                boxes = crowd.answer(profiles[index], image.boxes, image.width, image.height, rng)
                 answer = {
                     "taskAnswers": [
                         {
