@@ -125,6 +125,8 @@ def parse_line(raw: bytes, *, first: bool = False) -> dict[str, Any] | None:
         row = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(row, dict):
         raise ValueError(f"a line must be a JSON object, not {_json_type(row)}")
     if "source-ref" not in row:

@@ -20,23 +20,26 @@ from orchestrator.errors import SpecError
 # Ground Truth's LabelingJobName pattern; used for every backend because names become S3 paths.
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ATTRIBUTE_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,126}$")
+# Far beyond any backend's own limit (those are checked by each backend, naming its rule); it keeps
+# every date computed from a duration within what datetime can hold.
+MAX_DURATION_SECONDS = 3650 * 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 def parse_duration(value: object) -> int:
-    """Seconds from `300`, `"300"`, `"5m"`, `"6h"` or `"2d"`."""
+    """Seconds from `300`, `"300"`, `"5m"`, `"6h"` or `"2d"`: more than 0, at most 3650 days."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 300, '5m', '6h' or '2d'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = value  # an int is compared as it is: a huge one does not fit a float
     else:
         match = _DURATION.match(str(value))
         if not match:
             raise ValueError(f"{value!r} is not a duration like 300, '5m', '6h' or '2d'")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be positive")
+    if not 0 < seconds <= MAX_DURATION_SECONDS:  # NaN fails this too
+        raise ValueError("must be more than 0 s and at most 3650 days")
     return int(seconds)
 
 

@@ -78,7 +78,7 @@ NASTY_TEXT = st.one_of(
         ]
     ),
 )
-# Image sizes: integers beyond float range are left out here; see the xfail test below.
+# Image sizes: integers beyond float range are left out here; see the xfail test of them below.
 SIZE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(10**300), max_value=10**300),
@@ -152,6 +152,23 @@ def test_element_answers_parse_or_are_counted(content, as_text):
     check_answer(answer, LABELS)
     if answer is None:
         assert report.problems > 0  # dropped, and the reason counted
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=OverflowError,
+    reason="answers.py _image_size/_positive_int turns the size into a float: an integer beyond float "
+    "range (JSON allows it) raises OverflowError instead of a counted repair",
+)
+@pytest.mark.parametrize("size", [10**400, -(10**400)])
+def test_an_image_size_beyond_float_range_is_a_counted_repair(size):
+    content = {
+        "boundingBoxes": [{"label": "car", "left": 1, "top": 1, "width": 2, "height": 2}],
+        "inputImageProperties": {"width": size, "height": 480},
+    }
+    report = AnswerReport()
+    check_answer(parse_element_answer(content, "w1", LABELS, report), LABELS)
+    assert report.problems > 0
 
 
 @FUZZ
@@ -470,16 +487,12 @@ def test_very_long_lines_and_non_object_lines(tmp_path):
     assert [e.message.split(":")[-2:][0][-1] for e in errors] == ["2", "3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="manifest.py parse_line catches json.JSONDecodeError only; deep JSON nesting raises RecursionError",
-)
 def test_a_deeply_nested_manifest_line_is_named_not_a_recursion_error(tmp_path):
     (tmp_path / "m.manifest").write_text('{"source-ref": "s3://bucket-a/x.jpg"}\n' + "[" * 100_000 + "\n")
     errors: list[InputError] = []
     assert len(list(read_manifest(LocalStore(tmp_path), "m.manifest", errors=errors))) == 1
     assert len(errors) == 1
+    assert errors[0].message.endswith("/m.manifest:2: JSON nested too deeply")
 
 
 def test_augmented_manifest_reading_survives_deep_nesting_and_line_separators(tmp_path):
@@ -568,6 +581,24 @@ def test_any_spec_is_a_job_spec_or_a_spec_error_and_backends_validate_it(data):
     assert isinstance(spec, JobSpec)
     problems = get_backend(spec.backend).validate(spec)
     assert all(isinstance(key, str) and isinstance(message, str) for key, message in problems)
+
+
+@pytest.mark.parametrize("key", ["task.time_limit", "task.lifetime", "mturk.auto_approve_after"])
+@pytest.mark.parametrize("value", [99999999999999999999999, 10**400, float("inf"), float("nan"), "3651d", 0])
+def test_a_duration_out_of_range_is_a_spec_error_naming_its_key(key, value):
+    table, name = key.split(".")
+    data = {"name": "j", "labels": ["car"], "input_manifest": "m", "output": "o", table: {name: value}}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert caught.value.problems == [(key, "must be more than 0 s and at most 3650 days")]
+
+
+def test_a_huge_duration_in_a_spec_file_is_a_spec_error(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text('name = "j"\nlabels = ["car"]\ninput_manifest = "m"\noutput = "o"\n'
+                    "[task]\ntime_limit = 99999999999999999999999\n")  # fmt: skip
+    with pytest.raises(SpecError, match=r"task\.time_limit: must be more than 0 s and at most 3650 days"):
+        load_spec(path)
 
 
 @FEW
