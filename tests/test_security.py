@@ -564,6 +564,17 @@ def test_mturk_question_survives_a_cdata_terminator_in_labels(tmp_path, fake_key
     assert_inert(html_content)
 
 
+def test_an_html_source_ref_reaches_the_mturk_question_only_url_encoded(tmp_path, fake_keys):
+    spec = parse_spec(evil_spec(tmp_path, backend="mturk", mturk={}))
+    question = Questions(spec, boto3.Session(region_name="us-east-1")).question(
+        "0", f's3://b/ped/"{EVIL}.jpg'
+    )
+    page = ET.fromstring(question)[0].text
+    assert_inert(page)
+    src = _Elements(page).first("crowd-bounding-box")["src"]
+    assert urlsplit(src).path == "/b/ped/" + quote(f'"{EVIL}.jpg')
+
+
 def test_portal_preview_and_review_pages_escape_labels(tmp_path):
     images = copy_images(tmp_path / "bucket", count=2)
     manifest = tmp_path / "in.manifest"
