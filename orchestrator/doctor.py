@@ -21,7 +21,7 @@ from orchestrator.backends.groundtruth import (
     render_template,
 )
 from orchestrator.errors import LabeljobError
-from orchestrator.storage import is_s3_uri, open_object
+from orchestrator.storage import bucket_name, is_s3_uri, open_object
 
 if TYPE_CHECKING:
     import boto3
@@ -58,10 +58,6 @@ class Check:
 def _error(exc: Exception) -> tuple[str, str]:
     error = getattr(exc, "response", {}).get("Error", {})
     return str(error.get("Code", type(exc).__name__)), str(error.get("Message", exc))
-
-
-def _bucket(uri: str) -> str:
-    return uri.removeprefix("s3://").split("/", 1)[0]
 
 
 # ------------------------------------------------------------------------------- the checks
@@ -276,7 +272,7 @@ def check_objects(s3, lines: list[dict]) -> Check:
             missing.append(f"{ref} (not s3://)")
             continue
         try:
-            s3.head_object(Bucket=_bucket(ref), Key=ref.removeprefix("s3://").split("/", 1)[1])
+            s3.head_object(Bucket=bucket_name(ref), Key=ref.removeprefix("s3://").split("/", 1)[1])
         except ClientError as exc:
             missing.append(f"{ref} ({_error(exc)[0]})")
     if missing:
@@ -284,6 +280,10 @@ def check_objects(s3, lines: list[dict]) -> Check:
             "objects", "fail", "cannot read " + ", ".join(missing), "check the source-refs and the role"
         )
     return Check("objects", "ok", f"{len(lines)} sampled image(s) exist")
+
+
+def _image_buckets(lines: list[dict]) -> list[str]:
+    return sorted({bucket_name(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
 
 
 def check_sources(spec: JobSpec, lines: list[dict]) -> Check:
@@ -309,7 +309,7 @@ def check_template(spec: JobSpec, s3, line: dict) -> Check:
         env = liquid.Environment(undefined=liquid.StrictUndefined)
         env.filters["grant_read_access"] = lambda uri: s3.generate_presigned_url(
             "get_object",
-            Params={"Bucket": _bucket(uri), "Key": uri.removeprefix("s3://").split("/", 1)[1]},
+            Params={"Bucket": bucket_name(uri), "Key": uri.removeprefix("s3://").split("/", 1)[1]},
             ExpiresIn=3600,
         )
         env.filters["to_json"] = json.dumps
@@ -336,7 +336,7 @@ def groundtruth_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = F
         return checks  # nothing below can work without credentials and a region
     s3 = client("s3", session, region_name=region)
     manifest, lines = sample_manifest(spec, session)
-    image_buckets = sorted({_bucket(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
+    image_buckets = _image_buckets(lines)
     buckets = sorted({*job_buckets(spec), *image_buckets})
     checks += [check_bucket_region(s3, bucket, region) for bucket in buckets]
     checks += [check_cors(s3, bucket, fix_cors) for bucket in image_buckets]
@@ -391,7 +391,7 @@ def mturk_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) 
         )
     manifest, lines = sample_manifest(spec, session)
     checks.append(manifest)
-    image_buckets = sorted({_bucket(line["source-ref"]) for line in lines if is_s3_uri(line["source-ref"])})
+    image_buckets = _image_buckets(lines)
     s3 = client("s3", session)
     region = session.region_name or "us-east-1"
     for bucket in image_buckets:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from orchestrator.storage import is_s3_uri
+from orchestrator.storage import bucket_name, is_s3_uri
 
 if TYPE_CHECKING:
     from orchestrator.spec import JobSpec
@@ -127,7 +127,7 @@ def _buckets(spec: JobSpec | None, workspace: str | None) -> list[str]:
     uris = [spec.input_manifest, spec.output] if spec else []
     if workspace:
         uris.append(workspace)
-    return sorted({u.removeprefix("s3://").split("/", 1)[0] for u in uris if is_s3_uri(u)})
+    return sorted({bucket_name(u) for u in uris if is_s3_uri(u)})
 
 
 def _bucket_resources(buckets: list[str]) -> tuple[list[str], list[str]]:

@@ -62,6 +62,11 @@ def is_s3_uri(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def bucket_name(uri: str) -> str:
+    """The bucket of an `s3://bucket/key` URI."""
+    return uri.removeprefix("s3://").split("/", 1)[0]
+
+
 def join_key(*parts: str) -> str:
     """Join key parts with single slashes, whatever trailing slashes the parts carry."""
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))

@@ -34,7 +34,7 @@ from orchestrator.groundtruth_arns import (
 from orchestrator.jobs import JobStore, job_output_prefix
 from orchestrator.service_model import validate_request
 from orchestrator.spec import NAME_PATTERN
-from orchestrator.storage import S3Store, is_s3_uri, open_object
+from orchestrator.storage import S3Store, bucket_name, is_s3_uri, open_object
 
 if TYPE_CHECKING:
     import boto3
@@ -153,7 +153,7 @@ def render_template(spec: JobSpec) -> bytes:
 
 def job_buckets(spec: JobSpec) -> list[str]:
     """The buckets of the input manifest and the output: the only ones a job's images may come from."""
-    return sorted({_bucket(uri) for uri in (spec.input_manifest, spec.output) if is_s3_uri(uri)})
+    return sorted({bucket_name(uri) for uri in (spec.input_manifest, spec.output) if is_s3_uri(uri)})
 
 
 def foreign_source_refs(spec: JobSpec, refs: Iterable[str]) -> list[str]:
@@ -163,11 +163,7 @@ def foreign_source_refs(spec: JobSpec, refs: Iterable[str]) -> list[str]:
     manifest naming other buckets would have Ground Truth show workers whatever that role can read.
     """
     buckets = set(job_buckets(spec))
-    return [ref for ref in refs if not (is_s3_uri(ref) and _bucket(ref) in buckets)]
-
-
-def _bucket(uri: str) -> str:
-    return uri.removeprefix("s3://").split("/", 1)[0]
+    return [ref for ref in refs if not (is_s3_uri(ref) and bucket_name(ref) in buckets)]
 
 
 class GroundTruthBackend:
