@@ -26,7 +26,7 @@ from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer, box_iou
 from orchestrator.consolidation import IoUVote
 from orchestrator.crowd_simulator import CrowdSimulator, synthetic_dataset
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pedestrians-dev.jsonl"
+REAL_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "pedestrians-dev.jsonl"
 Method = Callable[[Sequence[ObjectAnswers], list[str], int], list[Boxes]]
 
 
