@@ -1,6 +1,6 @@
 """Consolidation benchmark: IoUVote against one random worker, WBF and vote-NMS, on real and simulated crowds.
 
-Real: shared/data/pedestrians-dev.jsonl (7 MTurk workers per image, expert boxes), workers
+Real: tests/data/pedestrians-dev.jsonl (7 MTurk workers per image, expert boxes), workers
 sub-sampled to k = 1, 3, 5, 7 per image with several seeds. Synthetic: orchestrator.crowd_simulator
 scenarios (spammers, wrong labels, objects per image, workers per image). Prints markdown tables.
 
