@@ -549,20 +549,41 @@ def _match_round(
     )
     if not crowded.any():
         return c, b
+    pair_image = box_image[b]
     contested = np.zeros(n_images, dtype=bool)
-    contested[box_image[b[crowded]]] = True
-    easy = ~contested[box_image[b]]
-    keep_c, keep_b = [c[easy]], [b[easy]]
-    for img in np.flatnonzero(contested):
-        pick = box_image[b] == img
-        rows, row_of = np.unique(c[pick], return_inverse=True)
-        cols, col_of = np.unique(b[pick], return_inverse=True)
-        matrix = np.zeros((len(rows), len(cols)))
-        matrix[row_of, col_of] = iou[pick]
+    contested[pair_image[crowded]] = True
+    hard = contested[pair_image]
+    keep_c, keep_b = [c[~hard]], [b[~hard]]
+    c, b, iou, pair_image = c[hard], b[hard], iou[hard], pair_image[hard]
+    # One small matrix per contested image: rows are its candidate clusters, columns its candidate
+    # boxes, both ascending. Local indexes come from one global sort of all contested pairs (grouped
+    # by image), so the loop below does O(pairs of the image) work per image.
+    rows, row_of = np.unique(c, return_inverse=True)
+    cols, col_of = np.unique(b, return_inverse=True)
+    images, pair_start = np.unique(pair_image, return_index=True)
+    pair_stop = np.append(pair_start[1:], len(c))
+    # Clusters and boxes of an image: a contiguous run of rows (cols) once sorted by image.
+    by_image = np.argsort(cluster_image[rows], kind="stable")
+    rows, row_of = rows[by_image], np.argsort(by_image)[row_of]
+    row_start = np.searchsorted(cluster_image[rows], images)
+    col_start = np.searchsorted(box_image[cols], images)
+    row_stop = np.append(row_start[1:], len(rows))
+    col_stop = np.append(col_start[1:], len(cols))
+    for p0, p1, r0, r1, k0, k1 in zip(
+        pair_start.tolist(),
+        pair_stop.tolist(),
+        row_start.tolist(),
+        row_stop.tolist(),
+        col_start.tolist(),
+        col_stop.tolist(),
+        strict=True,
+    ):
+        matrix = np.zeros((r1 - r0, k1 - k0))
+        matrix[row_of[p0:p1] - r0, col_of[p0:p1] - k0] = iou[p0:p1]
         r, k = linear_sum_assignment(matrix, maximize=True)
         good = matrix[r, k] > 0
-        keep_c.append(rows[r[good]])
-        keep_b.append(cols[k[good]])
+        keep_c.append(rows[r0 + r[good]])
+        keep_b.append(cols[k0 + k[good]])
     return np.concatenate(keep_c), np.concatenate(keep_b)
 
 
