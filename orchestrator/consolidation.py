@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from typing import Literal
 
 import numpy as np
@@ -212,7 +214,8 @@ def consolidate_image(
 
 @dataclass
 class _Job:
-    """A job as flat arrays. Answers are sorted by (image, worker id); boxes are x1, y1, x2, y2."""
+    """A job as flat arrays. Answers are sorted by (image, worker id); boxes are x1, y1, x2, y2, sorted
+    by (image, x1, y1, x2, y2, label)."""
 
     worker_ids: list[str]  # sorted; a worker's index is its rank here
     label_names: list[str]  # tie-break order
@@ -226,58 +229,61 @@ class _Job:
 
     @classmethod
     def build(cls, objects: Sequence[ObjectAnswers], labels: list[str] | None) -> _Job:
-        worker_ids = sorted({a.worker_id for obj in objects for a in obj.answers})
+        answers = [a for obj in objects for a in obj.answers]
+        boxes = [b for a in answers for b in a.boxes]
+        worker_ids = sorted({a.worker_id for a in answers})
         worker_index = {w: i for i, w in enumerate(worker_ids)}
         if labels is None:
-            labels = sorted({b.label for obj in objects for a in obj.answers for b in a.boxes})
+            labels = sorted({b.label for b in boxes})
         label_index = {label: i for i, label in enumerate(labels)}
-        ans_image, ans_worker, sizes = [], [], []
-        box_answer, rows, box_label = [], [], []
-        for i, obj in enumerate(objects):
-            size: tuple[str, int, int] | None = None
-            first = len(ans_worker)
-            for answer in obj.answers:
-                w = worker_index[answer.worker_id]
-                if w in ans_worker[first:]:
-                    raise ValueError(
-                        f"object {obj.dataset_object_id!r}: worker {answer.worker_id!r} answered twice; "
-                        "parse answers with orchestrator.answers, which keeps one answer per worker"
-                    )
-                if (
-                    answer.image_width
-                    and answer.image_height
-                    and (size is None or answer.worker_id < size[0])
-                ):
-                    size = (answer.worker_id, answer.image_width, answer.image_height)
-                a = len(ans_worker)
-                ans_image.append(i)
-                ans_worker.append(w)
-                for b in answer.boxes:
-                    label = label_index.get(b.label)
-                    if label is not None:
-                        rows.append((b.left, b.top, b.width, b.height))
-                        box_label.append(label)
-                        box_answer.append(a)
-            sizes.append((size[1], size[2]) if size else (None, None))
-        ans_image_arr = np.array(ans_image, dtype=np.int64)
-        ans_worker_arr = np.array(ans_worker, dtype=np.int64)
-        order = np.lexsort((ans_worker_arr, ans_image_arr))
+        ans_image = np.repeat(np.arange(len(objects)), [len(obj.answers) for obj in objects])
+        ans_worker = np.array([worker_index[a.worker_id] for a in answers], dtype=np.int64)
+        order = np.lexsort((ans_worker, ans_image))
+        # Equal neighbours after the sort: one worker answered one image twice (the later answer in
+        # input order comes second, lexsort being stable); report the first such answer of the input.
+        twice = (np.diff(ans_image[order]) == 0) & (np.diff(ans_worker[order]) == 0)
+        if twice.any():
+            later = int(order[1:][twice].min())
+            raise ValueError(
+                f"object {objects[ans_image[later]].dataset_object_id!r}: worker "
+                f"{answers[later].worker_id!r} answered twice; "
+                "parse answers with orchestrator.answers, which keeps one answer per worker"
+            )
+        # An image's size is the one given by the first worker id (by sort order) that gives one.
+        sizes = []
+        for obj in objects:
+            given = [(a.worker_id, a.image_width, a.image_height) for a in obj.answers]
+            given = [g for g in given if g[1] and g[2]]
+            sizes.append(min(given)[1:] if given else (None, None))
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
-        ltwh = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        box_answer = position[np.repeat(np.arange(len(answers)), [len(a.boxes) for a in answers])]
+        box_label = np.array([label_index.get(b.label, -1) for b in boxes], dtype=np.int64)
+        ltwh = np.fromiter(
+            chain.from_iterable(map(attrgetter("left", "top", "width", "height"), boxes)),
+            dtype=np.float64,
+            count=4 * len(boxes),
+        ).reshape(-1, 4)
         xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
-        box_answer_arr = position[np.array(box_answer, dtype=np.int64)]
-        xyxy, keep = _validate(xyxy, sizes, ans_image_arr[order][box_answer_arr])
+        ans_image, ans_worker = ans_image[order], ans_worker[order]
+        xyxy, keep = _validate(xyxy, sizes, ans_image[box_answer])
+        keep &= box_label >= 0  # a label not in `labels`
+        xyxy, box_label, box_answer = xyxy[keep], box_label[keep], box_answer[keep]
+        # Sorted once by (image, coordinates, label): each pass then only needs a stable sort by its
+        # worker ranks to get its processing order (rank, image, coordinates, label).
+        by_image = np.lexsort(
+            (box_label, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], ans_image[box_answer])
+        )
         return cls(
             worker_ids=worker_ids,
             label_names=list(labels),
             n_images=len(objects),
             image_size=sizes,
-            ans_image=ans_image_arr[order],
-            ans_worker=ans_worker_arr[order],
-            box_answer=box_answer_arr[keep],
-            box_xyxy=xyxy[keep],
-            box_label=np.array(box_label, dtype=np.int64)[keep],
+            ans_image=ans_image,
+            ans_worker=ans_worker,
+            box_answer=box_answer[by_image],
+            box_xyxy=xyxy[by_image],
+            box_label=box_label[by_image],
         )
 
 
@@ -319,9 +325,7 @@ class _Vote:
         self.n_workers = np.bincount(job.ans_image, minlength=job.n_images)
 
         xyxy, label, answer = job.box_xyxy, job.box_label, job.box_answer
-        order = np.lexsort(
-            (label, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], job.ans_image[answer], ans_rank[answer])
-        )
+        order = np.argsort(ans_rank[answer], kind="stable")  # job boxes are sorted by image, coordinates
         self.xyxy, self.label, self.answer = xyxy[order], label[order], answer[order]
         self.image = job.ans_image[self.answer]
         self.weight = ans_weight[self.answer]
