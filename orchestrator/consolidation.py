@@ -618,6 +618,9 @@ def _merge_split(
     """Merge two clusters of an image that share no worker and whose mean boxes overlap at IoU >=
     threshold (best pair first, repeated until none is left): greedy clustering can split one object
     when an early sloppy box drags a cluster's mean away from later boxes."""
+    # Only images that merged something in the last round are looked at again: elsewhere no pair
+    # qualified and no cluster changed, so none would now.
+    active = np.ones(n_images, dtype=bool)
     while len(cluster):
         n = len(cluster_image)
         weight_sum = np.bincount(cluster, weights=weight, minlength=n)
@@ -625,8 +628,9 @@ def _merge_split(
             [np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)], axis=1
         )
         mean /= weight_sum[:, None]
-        a, b = _cross_pairs(cluster_image, cluster_image, n_images)
-        a, b = a[a < b], b[a < b]
+        live = np.flatnonzero(active[cluster_image])
+        a, b = _cross_pairs(cluster_image[live], cluster_image[live], n_images)
+        a, b = live[a[a < b]], live[b[a < b]]
         iou = _pair_iou(mean[a], mean[b])
         ok = iou >= iou_threshold
         a, b, iou = a[ok], b[ok], iou[ok]
@@ -639,10 +643,13 @@ def _merge_split(
             return cluster, cluster_image
         target = np.arange(n)
         used = np.zeros(n, dtype=bool)
+        first, second = a.tolist(), b.tolist()
         for i in np.lexsort((b, a, -iou)).tolist():
-            if not used[a[i]] and not used[b[i]]:
-                used[a[i]] = used[b[i]] = True
-                target[b[i]] = a[i]
+            if not used[first[i]] and not used[second[i]]:
+                used[first[i]] = used[second[i]] = True
+                target[second[i]] = first[i]
+        active[:] = False
+        active[cluster_image[used]] = True
         keep = target == np.arange(n)
         cluster = (np.cumsum(keep) - 1)[target[cluster]]
         cluster_image = cluster_image[keep]
