@@ -417,44 +417,63 @@ class _Vote:
 
     def results(self, objects: Sequence[ObjectAnswers]) -> list[ObjectResult]:
         job = self.job
-        # Kept boxes grouped by image, in coordinate order inside an image.
+        # Kept boxes grouped by image, in coordinate order inside an image. Columns become Python lists
+        # once (tolist), not one numpy scalar at a time: this loop runs once per box of the job.
         order = np.lexsort(
             (self.box_label, self.box[:, 3], self.box[:, 2], self.box[:, 1], self.box[:, 0], self.kept_image)
         )
-        bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1))
+        bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1)).tolist()
+        box = self.box[order]
         members = self._members()
-        left, top = self.box[:, 0], self.box[:, 1]
-        width, height = self.box[:, 2] - left, self.box[:, 3] - top
-        low_support = (
-            np.bincount(self.kept_image[self.support < LOW_SUPPORT - _TOL], minlength=job.n_images) > 0
+        columns = zip(
+            [job.label_names[k] for k in self.box_label[order].tolist()],
+            box[:, 0].tolist(),
+            box[:, 1].tolist(),
+            (box[:, 2] - box[:, 0]).tolist(),
+            (box[:, 3] - box[:, 1]).tolist(),
+            self.confidence[order].tolist(),
+            self.support[order].tolist(),
+            self.votes[order].tolist(),
+            self.mean_iou[order].tolist(),
+            [members[k] for k in order.tolist()],
+            strict=True,
         )
-        disagree = np.bincount(self.kept_image[self.label_disagreement], minlength=job.n_images) > 0
+        boxes = [
+            ConsolidatedBox(
+                label=label,
+                left=left,
+                top=top,
+                width=width,
+                height=height,
+                confidence=confidence,
+                support=support,
+                votes=votes,
+                mean_iou=mean_iou,
+                workers=workers,
+            )
+            for label, left, top, width, height, confidence, support, votes, mean_iou, workers in columns
+        ]
+        low_support = np.bincount(self.kept_image[self.support < LOW_SUPPORT - _TOL], minlength=job.n_images)
+        disagree = np.bincount(self.kept_image[self.label_disagreement], minlength=job.n_images)
+        image_flags = zip(
+            self.n_workers.tolist(),
+            (low_support > 0).tolist(),
+            self.rejected_image.tolist(),
+            (disagree > 0).tolist(),
+            strict=True,
+        )
         results = []
-        for i, obj in enumerate(objects):
-            boxes = [
-                ConsolidatedBox(
-                    label=job.label_names[self.box_label[k]],
-                    left=float(left[k]),
-                    top=float(top[k]),
-                    width=float(width[k]),
-                    height=float(height[k]),
-                    confidence=float(self.confidence[k]),
-                    support=float(self.support[k]),
-                    votes=int(self.votes[k]),
-                    mean_iou=float(self.mean_iou[k]),
-                    workers=members[k],
-                )
-                for k in order[bounds[i] : bounds[i + 1]]
-            ]
-            n_workers = int(self.n_workers[i])
+        for i, (obj, (n_workers, low, rejected, disagreement)) in enumerate(
+            zip(objects, image_flags, strict=True)
+        ):
             flags = [
                 flag
                 for flag, on in (
                     ("no_answers", n_workers == 0),
                     ("few_workers", 0 < n_workers < FEW_WORKERS),
-                    ("low_support", low_support[i]),
-                    ("rejected_clusters", self.rejected_image[i]),
-                    ("label_disagreement", disagree[i]),
+                    ("low_support", low),
+                    ("rejected_clusters", rejected),
+                    ("label_disagreement", disagreement),
                 )
                 if on
             ]
@@ -465,7 +484,7 @@ class _Vote:
                     source_ref=obj.source_ref,
                     image_width=width_px,
                     image_height=height_px,
-                    boxes=boxes,
+                    boxes=boxes[bounds[i] : bounds[i + 1]],
                     n_workers=n_workers,
                     flags=flags,
                 )
@@ -478,8 +497,8 @@ class _Vote:
         row = (np.cumsum(self.kept) - 1)[self.cluster[member]]
         worker = self.job.ans_worker[self.answer[member]]
         order = np.lexsort((worker, row))
-        bounds = np.searchsorted(row[order], np.arange(len(self.support) + 1))
-        names = np.array(self.job.worker_ids, dtype=object)[worker[order]]
+        bounds = np.searchsorted(row[order], np.arange(len(self.support) + 1)).tolist()
+        names = [self.job.worker_ids[w] for w in worker[order].tolist()]
         return [tuple(names[bounds[k] : bounds[k + 1]]) for k in range(len(self.support))]
 
 
