@@ -584,7 +584,6 @@ def _match_round(
     rows, row_of = np.unique(c, return_inverse=True)
     cols, col_of = np.unique(b, return_inverse=True)
     images, pair_start = np.unique(pair_image, return_index=True)
-    pair_stop = np.append(pair_start[1:], len(c))
     # Clusters and boxes of an image: a contiguous run of rows (cols) once sorted by image.
     by_image = np.argsort(cluster_image[rows], kind="stable")
     rows, row_of = rows[by_image], np.argsort(by_image)[row_of]
@@ -592,6 +591,13 @@ def _match_round(
     col_start = np.searchsorted(box_image[cols], images)
     row_stop = np.append(row_start[1:], len(rows))
     col_stop = np.append(col_start[1:], len(cols))
+    # Everything but the assignment itself is done outside the per-image loop, which runs thousands
+    # of times: local indexes of each pair in its image's matrix, and (after the loop) dropping the
+    # assigned cells that are not candidate pairs (the zero cells: candidates have IoU >= threshold > 0).
+    pair_stop = np.append(pair_start[1:], len(c))
+    local_row = row_of - np.repeat(row_start, pair_stop - pair_start)
+    local_col = col_of - np.repeat(col_start, pair_stop - pair_start)
+    assigned_rows, assigned_cols = [], []
     for p0, p1, r0, r1, k0, k1 in zip(
         pair_start.tolist(),
         pair_stop.tolist(),
@@ -602,11 +608,14 @@ def _match_round(
         strict=True,
     ):
         matrix = np.zeros((r1 - r0, k1 - k0))
-        matrix[row_of[p0:p1] - r0, col_of[p0:p1] - k0] = iou[p0:p1]
+        matrix[local_row[p0:p1], local_col[p0:p1]] = iou[p0:p1]
         r, k = linear_sum_assignment(matrix, maximize=True)
-        good = matrix[r, k] > 0
-        keep_c.append(rows[r0 + r[good]])
-        keep_b.append(cols[k0 + k[good]])
+        assigned_rows.append(r + r0)
+        assigned_cols.append(k + k0)
+    r, k = np.concatenate(assigned_rows), np.concatenate(assigned_cols)
+    good = np.isin(r * len(cols) + k, row_of * len(cols) + col_of)
+    keep_c.append(rows[r[good]])
+    keep_b.append(cols[k[good]])
     return np.concatenate(keep_c), np.concatenate(keep_b)
 
 
