@@ -271,9 +271,7 @@ class _Job:
         xyxy, box_label, box_answer = xyxy[keep], box_label[keep], box_answer[keep]
         # Sorted once by (image, coordinates, label): each pass then only needs a stable sort by its
         # worker ranks to get its processing order (rank, image, coordinates, label).
-        by_image = np.lexsort(
-            (box_label, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], ans_image[box_answer])
-        )
+        by_image = _sort_boxes(ans_image[box_answer], xyxy, box_label)
         return cls(
             worker_ids=worker_ids,
             label_names=list(labels),
@@ -285,6 +283,21 @@ class _Job:
             box_xyxy=xyxy[by_image],
             box_label=box_label[by_image],
         )
+
+
+def _sort_boxes(image: np.ndarray, xyxy: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Order of boxes by (image, x1, y1, x2, y2, label), ties in input order: np.lexsort on all six
+    keys, sorting on the remaining keys only the runs tied on (image, x1), which are few (a full
+    six-key lexsort costs one sort of the whole job per key)."""
+    order = np.lexsort((xyxy[:, 0], image))
+    same = (np.diff(image[order]) == 0) & (np.diff(xyxy[order, 0]) == 0)
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    runs = order[tied]  # whole runs, in (image, x1, input) order: lexsort keeps that order on ties
+    x1, y1, x2, y2 = xyxy[runs].T
+    order[tied] = runs[np.lexsort((label[runs], y2, x2, y1, x1, image[runs]))]
+    return order
 
 
 def _validate(
@@ -623,14 +636,14 @@ def _cross_pairs(image_a: np.ndarray, image_b: np.ndarray, n_images: int) -> tup
     """Every (i, j) with image_a[i] == image_b[j], grouped by image, i then j ascending."""
     sort_a = np.argsort(image_a, kind="stable")
     sort_b = np.argsort(image_b, kind="stable")
-    n_a = np.bincount(image_a, minlength=n_images)
     n_b = np.bincount(image_b, minlength=n_images)
-    n_pairs = n_a * n_b
-    pair_image = np.repeat(np.arange(n_images), n_pairs)
-    within = np.arange(len(pair_image)) - (np.cumsum(n_pairs) - n_pairs)[pair_image]
-    per_a = n_b[pair_image]
-    i = sort_a[(np.cumsum(n_a) - n_a)[pair_image] + within // per_a]
-    j = sort_b[(np.cumsum(n_b) - n_b)[pair_image] + within % per_a]
+    first_b = np.cumsum(n_b) - n_b  # where each image's run starts in sort_b
+    image = image_a[sort_a]
+    per_a = n_b[image]  # partners of each i, taken in image order
+    slot = np.cumsum(per_a) - per_a  # first output slot of each i
+    i = np.repeat(sort_a, per_a)
+    # Output slot s of the i starting at `slot` takes the (s - slot)-th j of its image.
+    j = sort_b[np.arange(len(i)) - np.repeat(slot - first_b[image], per_a)]
     return i, j
 
 
