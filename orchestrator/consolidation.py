@@ -438,7 +438,7 @@ class _Vote:
         bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1)).tolist()
         box = self.box[order]
         members = self._members()
-        columns = zip(
+        columns = zip(  # in the order of ConsolidatedBox's fields
             [job.label_names[k] for k in self.box_label[order].tolist()],
             box[:, 0].tolist(),
             box[:, 1].tolist(),
@@ -451,21 +451,7 @@ class _Vote:
             [members[k] for k in order.tolist()],
             strict=True,
         )
-        boxes = [
-            ConsolidatedBox(
-                label=label,
-                left=left,
-                top=top,
-                width=width,
-                height=height,
-                confidence=confidence,
-                support=support,
-                votes=votes,
-                mean_iou=mean_iou,
-                workers=workers,
-            )
-            for label, left, top, width, height, confidence, support, votes, mean_iou, workers in columns
-        ]
+        boxes = [ConsolidatedBox(*row) for row in columns]
         low_support = np.bincount(self.kept_image[self.support < LOW_SUPPORT - _TOL], minlength=job.n_images)
         disagree = np.bincount(self.kept_image[self.label_disagreement], minlength=job.n_images)
         image_flags = zip(
