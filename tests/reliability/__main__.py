@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import os
 import platform
@@ -23,6 +24,9 @@ from tests.reliability.sweep import COMMANDS, Outcome, Sweep, baseline, crash_sw
 from tests.reliability.timing import worst_cases
 
 RATES = (0.1, 0.3)
+# A portal run makes only two or three database write transactions: with 5 runs a 10 % rate may
+# never land, so the portal gets this many times the runs (each takes a fraction of a second).
+PORTAL_SEED_FACTOR = 10
 CHECKED = (
     "each object launched once; no assignment approved or rejected twice (MTurk); no answer lost; "
     "record valid and complete; outputs equal to the fault-free run"
@@ -133,6 +137,20 @@ def problems_section(sweeps, transient, concurrent) -> list[str]:
     return found or ["None: every promise held in every run."]
 
 
+def open_defects() -> list[str]:
+    """The tests marked xfail: a defect found and not fixed yet, with the reason the mark gives."""
+    found = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for mark in node.decorator_list:
+                if isinstance(mark, ast.Call) and ast.unparse(mark.func) == "pytest.mark.xfail":
+                    reason = next((ast.literal_eval(k.value) for k in mark.keywords if k.arg == "reason"), "")
+                    found.append(f"- `tests/{path.name}::{node.name}`: {reason}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"crash {backend} {command} {phase}: {_held(sweep.outcomes)} held", file=sys.stderr)
                 sweeps.append(sweep)
             base = baseline(make, work / "transient")
+            seeds = args.seeds * (PORTAL_SEED_FACTOR if backend == "portal" else 1)
             for rate in RATES:
                 outcomes = [
-                    transient_run(make, work / "transient", rate, seed, base) for seed in range(args.seeds)
+                    transient_run(make, work / "transient", rate, seed, base) for seed in range(seeds)
                 ]
                 print(f"transient {backend} {rate}: {_held(outcomes)} held", file=sys.stderr)
                 transient[(backend, rate)] = outcomes
@@ -230,7 +249,8 @@ def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:
         "",
         *transient_table(transient),
         "",
-        f"{args.seeds} seeds per backend and rate.",
+        f"{args.seeds} seeds per backend and rate ({args.seeds * PORTAL_SEED_FACTOR} for the portal, whose "
+        "runs make only a few database write transactions).",
         "",
         "## Concurrent polls",
         "",
@@ -251,7 +271,8 @@ def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:
         "and MTurk answer XML parsers; consolidation of random crowds (NaN, infinities, huge and negative",
         "values, unicode and HTML labels); the augmented manifest round trip; manifest lines (bad JSON,",
         "BOM, CRLF, split reads, very long and non-object lines); random job specs through `parse_spec`",
-        "and each backend's `validate`. Each ends in a value, a counted repair or a clear error.",
+        "and each backend's `validate`. Each ends in a value, a counted repair or a clear error, but for",
+        "the open defects listed at the end.",
         "",
         "Worst cases of one object's consolidation, measured here (not asserted in tests):",
         "",
@@ -262,6 +283,11 @@ def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:
         "## Problems found",
         "",
         *problems_section(sweeps, transient, concurrent),
+        "",
+        "Defects the tests found and that are not fixed yet (each test is marked strict xfail, so it fails",
+        "the suite once the defect is fixed and the mark must go):",
+        "",
+        *(open_defects() or ["None."]),
         "",
     ]
     return "\n".join(lines)
