@@ -35,7 +35,7 @@ repaired or dropped and counted in an `AnswerReport` under a stable snake_case c
 | `unknown_label` | a label not in the job's labels (exact match): box dropped |
 | `near_duplicate_collapsed` | a worker's own two boxes with the same label and IoU >= 0.9: one kept |
 | `all_boxes_dropped` | every box of a non-empty answer was dropped: answer dropped, not an empty vote |
-| `bad_image_size` | `inputImageProperties` holds no positive integer size: size ignored |
+| `bad_image_size` | `inputImageProperties` holds no whole size in (0, `MAX_COORDINATE`]: size ignored |
 | `duplicate_worker_answer` | a worker answered one object twice: the **last** answer in input order is kept |
 | `empty_answer` | a worker drew no box: kept, a real vote for "nothing here" |
 | `bad_xml` | MTurk answer XML unreadable or declares a DTD/entities: answer dropped |
@@ -231,9 +231,10 @@ def _image_size(props: dict[str, Any], report: AnswerReport, where: str) -> tupl
 
 
 def _positive_int(value: Any) -> int | None:
+    """A size in pixels: a whole number in (0, MAX_COORDINATE]; JSON integers may exceed float range."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or value <= 0 or value != int(value):
+    if not 0 < value <= MAX_COORDINATE or value != int(value):  # NaN fails the range test
         return None
     return int(value)
 
