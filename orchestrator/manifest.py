@@ -35,7 +35,15 @@ from urllib.parse import unquote, urlparse
 
 from orchestrator import images
 from orchestrator.errors import AccessDenied, InputError, NotFound, UsageError
-from orchestrator.storage import ObjectInfo, ObjectStore, S3Store, is_s3_uri, open_object, open_store
+from orchestrator.storage import (
+    ObjectInfo,
+    ObjectStore,
+    S3Store,
+    is_s3_uri,
+    open_object,
+    open_store,
+    split_s3_uri,
+)
 
 if TYPE_CHECKING:
     import boto3
@@ -251,8 +259,7 @@ def object_checker(
         if uri.startswith("file://"):
             path = Path(unquote(urlparse(uri).path))
             return None if path.is_file() else f"{uri}: no such file"
-        # Keys in source-refs are raw, as S3Store.uri writes them, so no percent-decoding here.
-        bucket, _, key = uri[len("s3://") :].partition("/")
+        bucket, key = split_s3_uri(uri)
         try:
             S3Store(bucket, "", s3).head(key)
         except NotFound:

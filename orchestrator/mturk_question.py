@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from orchestrator.errors import BackendError
@@ -110,11 +110,10 @@ class ImageLinks:
 
     def url(self, source_ref: str) -> str:
         from orchestrator.aws import client
-        from orchestrator.storage import is_s3_uri
+        from orchestrator.storage import is_s3_uri, split_s3_uri
 
-        parsed = urlsplit(source_ref)
-        key = unquote(parsed.path).lstrip("/")
-        if not is_s3_uri(source_ref) or not parsed.netloc or not key:
+        bucket, key = split_s3_uri(source_ref)
+        if not is_s3_uri(source_ref) or not bucket or not key:
             raise BackendError(
                 f"{source_ref}: MTurk workers can only open images at s3://BUCKET/KEY",
                 hint="upload the images to S3 and build the manifest from the bucket",
@@ -124,7 +123,7 @@ class ImageLinks:
             signing = {"signature_version": "s3v4", "s3": {"addressing_style": "virtual"}}
             self._s3 = client("s3", self.boto3_session, config_kwargs=signing)
         return self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": parsed.netloc, "Key": key}, ExpiresIn=self.expires_in
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.expires_in
         )
 
 

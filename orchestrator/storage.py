@@ -62,9 +62,19 @@ def is_s3_uri(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Bucket and key of an `s3://bucket/key` URI.
+
+    Keys are raw, as S3 stores them and `S3Store.uri` writes them: no percent-decoding, and `#` or `?`
+    are part of the key (a URL parser would cut the key there).
+    """
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def bucket_name(uri: str) -> str:
     """The bucket of an `s3://bucket/key` URI."""
-    return uri.removeprefix("s3://").split("/", 1)[0]
+    return split_s3_uri(uri)[0]
 
 
 def join_key(*parts: str) -> str:
@@ -409,8 +419,8 @@ def open_store(uri: str | os.PathLike, boto3_session: boto3.Session | None = Non
     """The store rooted at `uri`: `s3://bucket/prefix`, `file:///path` or a plain path."""
     text = str(uri)
     if is_s3_uri(text):
-        parsed = urlparse(text)
-        return S3Store(parsed.netloc, unquote(parsed.path), s3_client(boto3_session))
+        bucket, prefix = split_s3_uri(text)
+        return S3Store(bucket, prefix, s3_client(boto3_session))
     if text.startswith("file://"):
         return LocalStore(unquote(urlparse(text).path))
     if "://" in text:
@@ -426,10 +436,9 @@ def open_object(
     """The store holding the object at `uri` and the object's key in it."""
     text = str(uri)
     if is_s3_uri(text):
-        parsed = urlparse(text)
-        key = unquote(parsed.path).lstrip("/")
+        bucket, key = split_s3_uri(text)
         if not key:
             raise StorageError(f"{text}: names a bucket, not an object")
-        return S3Store(parsed.netloc, "", s3_client(boto3_session)), key
+        return S3Store(bucket, "", s3_client(boto3_session)), key
     path = Path(unquote(urlparse(text).path) if text.startswith("file://") else text).expanduser().resolve()
     return LocalStore(path.parent), path.name

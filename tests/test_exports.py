@@ -179,6 +179,11 @@ def test_file_stems_are_safe_and_collision_free():
     assert all("/" not in n and not n.startswith(".") for n in names)
 
 
+def test_file_stems_keep_raw_s3_keys_and_decode_file_uris():
+    refs = ["s3://b/shot #1.jpg", "s3://b/why?.png", "s3://b/100%25.jpg", "file:///data/a%20b.bmp"]
+    assert file_stems(refs) == [("shot_1", ".jpg"), ("why_", ".png"), ("100_25", ".jpg"), ("a_b", ".bmp")]
+
+
 def test_classes_merge_across_datasets_by_name():
     # Two jobs with different label lists: class ids differ, names decide.
     a = line("s3://b/1.jpg", [("car", 0, 0, 5, 5, 0.9)], labels=["car"])

@@ -34,7 +34,7 @@ from orchestrator.doctor import check_sources
 from orchestrator.errors import InputError, StorageError
 from orchestrator.finish import finish_job
 from orchestrator.jobs import JobStore, ManifestItem, launch_job, poll_job, read_items
-from orchestrator.mturk_question import MAX_PRESIGN_SECONDS, Questions, image_url_lifetime
+from orchestrator.mturk_question import MAX_PRESIGN_SECONDS, ImageLinks, Questions, image_url_lifetime
 from orchestrator.portal import catalog
 from orchestrator.portal import tokens as portal_tokens
 from orchestrator.portal.app import IMAGE_URL_SECONDS, create_app
@@ -573,6 +573,13 @@ def test_an_html_source_ref_reaches_the_mturk_question_only_url_encoded(tmp_path
     assert_inert(page)
     src = _Elements(page).first("crowd-bounding-box")["src"]
     assert urlsplit(src).path == "/b/ped/" + quote(f'"{EVIL}.jpg')
+
+
+@pytest.mark.parametrize("key", ["ped/shot #1.jpg", "ped/why?.jpg", "ped/100%25.jpg"])
+def test_mturk_image_urls_name_the_raw_key_of_their_source_ref(fake_keys, key):
+    """A `#`, `?` or `%` in a key is part of it: the presigned GET is for exactly that object."""
+    url = urlsplit(ImageLinks(boto3.Session(region_name="us-east-1"), 300).url(f"s3://labeljob-img/{key}"))
+    assert (url.hostname.split(".")[0], url.path) == ("labeljob-img", "/" + quote(key, safe="/~"))
 
 
 def test_portal_preview_and_review_pages_escape_labels(tmp_path):

@@ -295,5 +295,17 @@ def test_open_store_and_object(s3, tmp_path):
         open_object("s3://bkt/", s3)
 
 
+@pytest.mark.parametrize("key", ["a/100%25 off.jpg", "a/shot #1.jpg", "a/why?.jpg", "a/space and+plus.jpg"])
+def test_s3_uris_round_trip_keys_with_url_characters(s3_client_, s3, key):
+    """A source-ref is the raw key S3Store.uri writes: nothing percent-decoded, nothing cut at # or ?."""
+    store = S3Store(BUCKET, "", s3_client_)
+    store.put(key, b"image bytes")
+    opened, opened_key = open_object(store.uri(key), s3)
+    assert opened_key == key
+    assert opened.get(opened_key) == b"image bytes"
+    folder = open_store(f"s3://{BUCKET}/a/", s3)
+    assert [info.uri for info in folder.list()] == [store.uri(key)]
+
+
 def test_join_key():
     assert join_key("a/", "/b/", "", "c") == "a/b/c"

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from orchestrator.exports.label_map import LabelMap
 from orchestrator.output import AugmentedLine
@@ -60,7 +60,9 @@ class Dataset:
 
 def _split_name(source_ref: str) -> tuple[str, str]:
     """The sanitized stem and extension of the last path segment of a URI or path."""
-    name = posixpath.basename(urlparse(source_ref).path if "://" in source_ref else source_ref)
+    # file:// URIs are percent-encoded; S3 keys are raw (a `#` or `?` in them is part of the name).
+    path = unquote(urlparse(source_ref).path) if source_ref.startswith("file://") else source_ref
+    name = posixpath.basename(path)
     stem, ext = posixpath.splitext(name)
     if not _EXTENSION.match(ext):
         stem, ext = name, ""
