@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import NotFound, SpecError
 
 # Ground Truth's LabelingJobName pattern; used for every backend because names become S3 paths.
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -195,8 +195,10 @@ def load_spec(path: str | Path) -> JobSpec:
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError([("(file)", "not found")], source=str(path)) from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise NotFound(
+            f"job spec {path}: no such file", hint="`labeljob init` writes an example spec"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError([("(file)", f"not valid TOML: {exc}")], source=str(path)) from None
     base = path.resolve().parent

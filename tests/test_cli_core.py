@@ -77,6 +77,16 @@ def test_expected_errors_are_one_line_with_a_hint_and_no_traceback(tmp_path):
     assert "Hint:" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["launch", "estimate", "doctor"])
+def test_a_missing_spec_file_is_one_line_with_a_hint(tmp_path, command):
+    result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), command, str(tmp_path / "nope.toml")])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: job spec {tmp_path / 'nope.toml'}: no such file",
+        "Hint: `labeljob init` writes an example spec",
+    ]
+
+
 def test_spec_errors_name_every_bad_key(tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(
