@@ -112,6 +112,16 @@ def test_status_lists_no_jobs_in_a_new_workspace(tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
+def test_an_empty_workspace_says_so_in_table_mode(tmp_path):
+    workspace = tmp_path / "new"
+    status = runner.invoke(app, ["--workspace", str(workspace), "status"])
+    poll = runner.invoke(app, ["--workspace", str(workspace), "poll", "--all"])
+    assert status.exit_code == poll.exit_code == 0
+    assert status.stdout == poll.stdout == ""
+    assert status.stderr.startswith(f"No jobs in {workspace.resolve().as_uri()}/")
+    assert poll.stderr.startswith(f"No unfinished jobs in {workspace.resolve().as_uri()}/")
+
+
 def test_poll_needs_a_name_or_all(tmp_path):
     result = runner.invoke(app, ["--workspace", str(tmp_path), "poll"])
     assert result.exit_code == 2 and "--all" in result.stderr

@@ -44,8 +44,16 @@ class Output:
     def json(self) -> bool:
         return self.format == "json"
 
-    def data(self, obj: Any, *, columns: list[str] | None = None, title: str | None = None) -> None:
-        """Print a result: a list of rows as a table, a mapping as key/value lines, or JSON."""
+    def data(
+        self,
+        obj: Any,
+        *,
+        columns: list[str] | None = None,
+        title: str | None = None,
+        empty: str = "Nothing to show.",
+    ) -> None:
+        """Print a result: a list of rows as a table (`empty` on stderr when there is none), a mapping as
+        key/value lines, or JSON."""
         obj = redact(obj)
         if self.json:
             sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
@@ -53,7 +61,9 @@ class Output:
             return
         if self.quiet:
             return
-        if isinstance(obj, list):
+        if isinstance(obj, list) and not obj:
+            self.info(empty)
+        elif isinstance(obj, list):
             self.table(obj, columns=columns, title=title)
         elif isinstance(obj, dict):
             # Plain aligned lines, not a table: values such as URIs must never be cut short.

@@ -145,6 +145,7 @@ def status(
             "hours_since_progress",
             "hint",
         ],
+        empty=f"No jobs in {jobs.workspace.root_uri}; `labeljob launch JOB.toml` starts one.",
     )
 
 
@@ -183,7 +184,7 @@ def poll(
             errors += 1
             st.output.error(f"{job_name}: {mapped.message}", mapped.hint)
             rows.append({"name": job_name, "status": "error", "error": mapped.message})
-    st.output.data(rows if all_jobs else rows[0])
+    st.output.data(rows if all_jobs else rows[0], empty=f"No unfinished jobs in {jobs.workspace.root_uri}.")
     if errors:
         raise typer.Exit(1)
 
