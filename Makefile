@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Root installs system packages directly; anyone else through sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test lint chromium reliability benchmarks clean
+.PHONY: demo test lint chromium reliability clean
 
 $(VENV)/.runtime: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
