@@ -21,7 +21,7 @@ from orchestrator.backends.groundtruth import (
     render_template,
 )
 from orchestrator.errors import LabeljobError
-from orchestrator.storage import bucket_name, is_s3_uri, open_object
+from orchestrator.storage import bucket_name, is_s3_uri, open_object, split_s3_uri
 
 if TYPE_CHECKING:
     import boto3
@@ -272,7 +272,8 @@ def check_objects(s3, lines: list[dict]) -> Check:
             missing.append(f"{ref} (not s3://)")
             continue
         try:
-            s3.head_object(Bucket=bucket_name(ref), Key=ref.removeprefix("s3://").split("/", 1)[1])
+            bucket, key = split_s3_uri(ref)
+            s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             missing.append(f"{ref} ({_error(exc)[0]})")
     if missing:
@@ -307,11 +308,14 @@ def check_template(spec: JobSpec, s3, line: dict) -> Check:
     try:
         html = render_template(spec).decode()
         env = liquid.Environment(undefined=liquid.StrictUndefined)
-        env.filters["grant_read_access"] = lambda uri: s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": bucket_name(uri), "Key": uri.removeprefix("s3://").split("/", 1)[1]},
-            ExpiresIn=3600,
-        )
+
+        def grant_read_access(uri: str) -> str:
+            bucket, key = split_s3_uri(uri)
+            return s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+            )
+
+        env.filters["grant_read_access"] = grant_read_access
         env.filters["to_json"] = json.dumps
         page = env.from_string(html).render(
             task={"input": {"taskObject": line["source-ref"], "labels": spec.labels, "manifestLine": line}}

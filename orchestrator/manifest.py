@@ -229,7 +229,7 @@ def source_ref_problem(value: object) -> str | None:
     if value != value.strip():
         return f'"source-ref" {value!r} has leading or trailing spaces'
     if value.startswith("s3://"):
-        bucket, _, key = value[len("s3://") :].partition("/")
+        bucket, key = split_s3_uri(value)
         if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
             return f'"source-ref" {value!r}: {bucket!r} is not a valid S3 bucket name'
         if not key or key.endswith("/"):

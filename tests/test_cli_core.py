@@ -122,6 +122,12 @@ def test_an_empty_workspace_says_so_in_table_mode(tmp_path):
     assert poll.stderr.startswith(f"No unfinished jobs in {workspace.resolve().as_uri()}/")
 
 
+@pytest.mark.parametrize("command", [["demo"], ["portal", "simulate", "--job", "j"]])
+def test_a_negative_seed_is_a_usage_error(tmp_path, command):
+    result = runner.invoke(app, ["--workspace", str(tmp_path), *command, "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output and "internal error" not in result.output
+
+
 def test_poll_needs_a_name_or_all(tmp_path):
     result = runner.invoke(app, ["--workspace", str(tmp_path), "poll"])
     assert result.exit_code == 2 and "--all" in result.stderr

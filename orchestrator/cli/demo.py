@@ -21,7 +21,7 @@ def demo(
     spammers: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of workers who draw at random.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated crowd.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated crowd.")] = 0,
 ) -> None:
     """Build a manifest, launch on the portal, let a simulated crowd answer, consolidate, export."""
     out = state(ctx).output

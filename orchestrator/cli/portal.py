@@ -149,7 +149,7 @@ def simulate_command(
         Path | None,
         typer.Option(help="truth.jsonl with the true boxes (default: the one beside the images)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the noise model.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the noise model.")] = 0,
     db: DbOption = None,
 ) -> None:
     """Answer a job's tasks as simulated workers through the portal's HTTP API."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from orchestrator.errors import InputError, StorageError
-from orchestrator.storage import is_s3_uri
+from orchestrator.storage import is_s3_uri, split_s3_uri
 
 # How long a presigned S3 image URL lives: long enough to load the page, short enough not to share.
 PRESIGN_SECONDS = 300
@@ -23,8 +23,7 @@ PRESIGN_SECONDS = 300
 def _location(source_ref: str) -> tuple[str, str]:
     """("s3://bucket/", key) or ("", absolute posix path) for one source-ref."""
     if is_s3_uri(source_ref):
-        # S3 keys in source-refs are raw (as S3Store.uri writes them): no percent-decoding.
-        bucket, _, key = source_ref[len("s3://") :].partition("/")
+        bucket, key = split_s3_uri(source_ref)
         return f"s3://{bucket}/", key
     path = unquote(urlparse(source_ref).path) if source_ref.startswith("file://") else source_ref
     return "", Path(path).expanduser().resolve().as_posix()
