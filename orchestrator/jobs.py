@@ -244,6 +244,7 @@ def launch_job(spec: JobSpec, backend: Backend, jobs: JobStore, items: list[Mani
     idempotent.
     """
     check_spec(spec, backend)
+    backend.check_items(spec, items)
     existing = jobs.get(spec.name)
     if existing is not None and existing.fingerprint != spec.fingerprint():
         raise SpecError(
@@ -271,6 +272,7 @@ def launch_job(spec: JobSpec, backend: Backend, jobs: JobStore, items: list[Mani
         rec.backend_state.update(state)
         if rec.status == "launching":
             rec.status = "in_progress"
+            rec.counters.total = len(items)  # a resumed launch may come with a corrected manifest
 
     return LaunchOutcome(jobs.update(spec.name, started), created=existing is None)
 

@@ -31,13 +31,18 @@ class RecordingBackend:
 
     name = "portal"
 
-    def __init__(self, polls: list[PollResult] | None = None, problems=None) -> None:
+    def __init__(self, polls: list[PollResult] | None = None, problems=None, refuse_items=None) -> None:
         self.calls: list[str] = []
         self.polls = list(polls or [])
         self.problems = problems or []
+        self.refuse_items = refuse_items
 
     def validate(self, spec):
         return self.problems
+
+    def check_items(self, spec, items):
+        if self.refuse_items:
+            raise self.refuse_items
 
     def estimate(self, spec, n_objects):
         return CostEstimate([])
@@ -111,6 +116,13 @@ def test_backend_problems_stop_the_launch_before_any_call(tmp_path, jobs):
     assert backend.calls == [] and jobs.names() == []
 
 
+def test_a_refused_manifest_leaves_no_record_behind(tmp_path, jobs):
+    backend = RecordingBackend(refuse_items=InputError("in.manifest: 1 source-ref(s) outside the bucket"))
+    with pytest.raises(InputError, match="outside the bucket"):
+        launch_job(make_spec(tmp_path), backend, jobs, ITEMS)
+    assert backend.calls == [] and jobs.names() == []
+
+
 def test_a_launch_that_crashed_is_resumed(tmp_path, jobs):
     class CrashingBackend(RecordingBackend):
         def launch(self, spec, items, record):
@@ -124,8 +136,10 @@ def test_a_launch_that_crashed_is_resumed(tmp_path, jobs):
     with pytest.raises(RuntimeError):
         launch_job(spec, backend, jobs, ITEMS)
     assert jobs.load(spec.name)[0].status == "launching"
-    outcome = launch_job(spec, backend, jobs, ITEMS)
+    assert jobs.load(spec.name)[0].counters.total == len(ITEMS)
+    outcome = launch_job(spec, backend, jobs, ITEMS[:2])  # resumed with a corrected manifest
     assert outcome.record.status == "in_progress" and outcome.record.backend_state == {"resumed": True}
+    assert outcome.record.counters.total == 2
     assert backend.calls == ["launch", "launch"]
 
 

@@ -812,7 +812,7 @@ def test_groundtruth_refuses_source_refs_outside_the_jobs_bucket(tmp_path, groun
     for ref in ("s3://someone-elses-bucket/private/a.jpg", "s3://job-bucket-lookalike/a.jpg", "/etc/passwd"):
         with pytest.raises(InputError, match="1 source-ref.s. outside the job's bucket.s. job-bucket"):
             launch_job(spec, backend, jobs, [inside, ManifestItem("1", ref, {})])
-    assert groundtruth.calls("CreateLabelingJob") == []
+    assert groundtruth.calls("CreateLabelingJob") == [] and jobs.names() == []  # no record left behind
     launch_job(spec, backend, jobs, [inside])
     assert len(groundtruth.calls("CreateLabelingJob")) == 1
 

@@ -93,6 +93,12 @@ class Backend(Protocol):
         """The requests `launch` would make; makes no remote call. `items` is None when reading the
         manifest would itself need a remote call (a dry run on an s3:// manifest)."""
 
+    def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
+        """Raise InputError or BackendError when these objects cannot be launched; no remote call.
+
+        Called before the job record exists, so a refused manifest leaves nothing behind.
+        """
+
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         """Start the work; idempotent. Returns the backend state to store in the job record."""
 

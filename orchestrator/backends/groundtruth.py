@@ -476,12 +476,9 @@ class GroundTruthBackend:
             )
         return warnings
 
-    def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
-        """Write the input files and create the job; a job this spec created before is adopted."""
-        from botocore.exceptions import ClientError
-
-        request = self.request(spec)
-        problems = validate_request("sagemaker", "CreateLabelingJob", request)
+    def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
+        """The final request passes the service model and every source-ref is in the job's buckets."""
+        problems = validate_request("sagemaker", "CreateLabelingJob", self.request(spec))
         if problems:
             raise SpecError([(spec_key(x), x) for x in problems], source=f"job spec {spec.name}")
         foreign = foreign_source_refs(spec, (item.source_ref for item in items))
@@ -492,6 +489,13 @@ class GroundTruthBackend:
                 hint="Ground Truth jobs read images only from the bucket of input_manifest or output: "
                 "copy the images there and rebuild the manifest (`labeljob manifest build`)",
             )
+
+    def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
+        """Write the input files and create the job; a job this spec created before is adopted."""
+        from botocore.exceptions import ClientError
+
+        self.check_items(spec, items)
+        request = self.request(spec)
         if spec.groundtruth is not None and spec.groundtruth.chain is not None:
             store, key = open_object(spec.input_manifest, self.session)
             filtered = filter_manifest(store.get(key), spec.groundtruth.chain_attribute or "", spec.labels)

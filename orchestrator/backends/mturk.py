@@ -207,6 +207,12 @@ class MTurkBackend:
 
     # -------------------------------------------------------------------------------- launch
 
+    def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
+        """Every object's question renders and fits MTurk's limit (image links are signed locally)."""
+        questions = Questions(spec, self.boto3_session)
+        for item in items:
+            questions.question(item.object_id, item.source_ref)
+
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         """Create the HIT type and every HIT the record does not hold yet; returns the backend state."""
         m = settings(spec)
@@ -215,8 +221,7 @@ class MTurkBackend:
         hits: dict[str, dict] = {k: dict(v) for k, v in record.backend_state.get("hits", {}).items()}
         missing = [item for item in items if item.object_id not in hits]
         # Every question is checked before the first call, so a refusal leaves nothing half-launched.
-        for item in missing:
-            questions.question(item.object_id, item.source_ref)
+        self.check_items(spec, missing)
         mturk = self.client(spec)
         if missing and not m.sandbox:
             self._check_balance(mturk, spec, len(missing))

@@ -26,6 +26,7 @@ from orchestrator.backends.base import CostEstimate, CostLine, LaunchPlan, PollR
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.portal import catalog
 from orchestrator.portal.db import Answer, Database, Task, Worker, default_db_url, open_database, redacted
+from orchestrator.portal.media import split_image_root
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem
@@ -111,6 +112,10 @@ class PortalBackend:
             if len(items) > PLAN_TASKS_SHOWN:
                 requests.append({"request": f"create {len(items) - PLAN_TASKS_SHOWN} more tasks likewise"})
         return LaunchPlan(requests, self.estimate(spec, n_objects or 0), warnings)
+
+    def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
+        """The images are in one bucket or folder, which the portal serves them from."""
+        split_image_root([item.source_ref for item in items])
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         db = self.database()

@@ -94,6 +94,8 @@ def launch(
     items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)
     if dry_run:
         check_spec(spec, backend)
+        if items is not None:
+            backend.check_items(spec, items)
         plan = backend.plan(spec, items, new_record(spec, len(items or ())))
         st.output.data(
             {
