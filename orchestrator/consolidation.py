@@ -366,7 +366,7 @@ class _Vote:
         weights[row, slot] = self.weight[member]
         # Weights choose the clusters and labels, not the edges: members already agree at IoU >= the
         # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
-        # one box (measured: better on the real and the simulated crowds alike).
+        # one box (measured against a skill-weighted median: better on real and simulated crowds alike).
         box = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
 
         n_labels = max(len(self.job.label_names), 1)
