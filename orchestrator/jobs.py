@@ -339,7 +339,8 @@ def wait_job(
     clock: Callable[[], float] = time.monotonic,
     on_poll: Callable[[JobRecord], None] | None = None,
 ) -> JobRecord:
-    """Poll until the job ends. JobFailed for Failed/Stopped, WaitTimedOut when `timeout` passes."""
+    """Poll until the job ends and its outputs are written. JobFailed for Failed/Stopped, WaitTimedOut
+    when `timeout` passes."""
     deadline = None if timeout is None else clock() + timeout
     delay = interval
     while True:
@@ -352,7 +353,9 @@ def wait_job(
                 raise JobFailed(
                     f"job {name} {record.status}{reason}", hint=f"`labeljob status {name}` shows details"
                 )
-            return record
+            if record.outputs:
+                return record
+            # Completed, but another poll that ended the job is still writing its outputs.
         if deadline is not None and clock() + delay > deadline:
             remaining = max(0.0, deadline - clock())
             if remaining <= 0:

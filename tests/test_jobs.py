@@ -243,11 +243,14 @@ class FakeClock:
         return self.now
 
 
-def _record(tmp_path, status: str, labeled: int = 0, reason: str | None = None):
+def _record(tmp_path, status: str, labeled: int = 0, reason: str | None = None, outputs=None):
     record = new_record(make_spec(tmp_path), 10)
     record.status = status
     record.counters.labeled = labeled
     record.failure_reason = reason
+    if outputs is None:
+        outputs = {"manifest": "out.manifest"} if status == "completed" else {}
+    record.outputs = outputs
     return record
 
 
@@ -288,6 +291,14 @@ def test_wait_returns_when_the_job_completes(tmp_path):
         "j", lambda: _record(tmp_path, next(states)), timeout=3600, sleep=clock.sleep, clock=clock
     )
     assert record.status == "completed" and len(clock.sleeps) == 2
+
+
+def test_wait_returns_only_once_the_outputs_of_a_completed_job_are_written(tmp_path):
+    """A poll that lost the race to end the job sees it completed while the winner still writes outputs."""
+    clock = FakeClock()
+    records = iter([_record(tmp_path, "completed", outputs={}), _record(tmp_path, "completed")])
+    record = wait_job("j", lambda: next(records), timeout=3600, sleep=clock.sleep, clock=clock)
+    assert record.outputs == {"manifest": "out.manifest"} and len(clock.sleeps) == 1
 
 
 def test_stuck_hint_after_hours_without_progress(tmp_path):
