@@ -349,9 +349,9 @@ class _Vote:
         self.cluster, self.cluster_image = _merge_split(
             self.cluster, self.cluster_image, self.xyxy, self.weight, self.rank, iou_threshold, job.n_images
         )
-        self._score_clusters(min_support, coordinates, int(self.n_workers.max(initial=1)))
+        self._score_clusters(min_support, coordinates)
 
-    def _score_clusters(self, min_support: float, coordinates: Coordinates, max_workers: int) -> None:
+    def _score_clusters(self, min_support: float, coordinates: Coordinates) -> None:
         n_clusters = len(self.cluster_image)
         cluster_weight = np.bincount(self.cluster, weights=self.weight, minlength=n_clusters)
         support = cluster_weight / self.image_weight[self.cluster_image]
@@ -360,14 +360,14 @@ class _Vote:
         n_kept = int(kept.sum())
         member = kept[self.cluster]  # boxes in kept clusters
         row, slot = kept_index[self.cluster[member]], self.rank[member]
-        edges = np.full((n_kept, max_workers, 4), np.nan)
-        edges[row, slot] = self.xyxy[member]
-        weights = np.zeros((n_kept, max_workers))
-        weights[row, slot] = self.weight[member]
-        # Weights choose the clusters and labels, not the edges: members already agree at IoU >= the
-        # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
-        # one box (measured against a skill-weighted median: better on real and simulated crowds alike).
-        box = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
+        box, agreement = _box_and_agreement(
+            row,
+            slot,
+            self.xyxy[member],
+            self.weight[member],
+            self.n_workers[self.cluster_image[kept]],
+            coordinates,
+        )
 
         n_labels = max(len(self.job.label_names), 1)
         label_weight = np.bincount(
@@ -383,7 +383,7 @@ class _Vote:
         self.box, self.box_label, self.votes = box, winner, votes
         self.support = support[kept]
         self.mean_iou = np.bincount(row, weights=member_iou, minlength=n_kept) / np.maximum(votes, 1)
-        self.confidence = self.support * _pairwise_agreement(edges, weights)
+        self.confidence = self.support * agreement
         self.kept, self.kept_image = kept, self.cluster_image[kept]
         self.rejected_image = np.bincount(self.cluster_image[~kept], minlength=self.job.n_images) > 0
         # A box matches the consensus if its cluster was kept and it carries the winning label.
@@ -690,6 +690,39 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = iw * ih
     union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
     return inter / union
+
+
+def _box_and_agreement(
+    row: np.ndarray,
+    slot: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    width: np.ndarray,
+    coordinates: Coordinates,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each kept cluster's box and agreement from its members (cluster `row`, worker `slot`).
+
+    Members are laid out (cluster, worker slot, edge) in one block per number of workers of the
+    cluster's image (`width`): one job-wide width would make a single image with many workers cost
+    that many slots, and their square, for every cluster of the job.
+    """
+    box, agreement = np.empty((len(width), 4)), np.empty(len(width))
+    for m in np.unique(width).tolist():
+        rows = np.flatnonzero(width == m)
+        position = np.empty(len(width), dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        pick = width[row] == m
+        at = (position[row[pick]], slot[pick])
+        edges = np.full((len(rows), m, 4), np.nan)
+        edges[at] = xyxy[pick]
+        weights = np.zeros((len(rows), m))
+        weights[at] = weight[pick]
+        # Weights choose the clusters and labels, not the edges: members already agree at IoU >= the
+        # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
+        # one box (measured against a skill-weighted median: better on real and simulated crowds alike).
+        box[rows] = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
+        agreement[rows] = _pairwise_agreement(edges, weights)
+    return box, agreement
 
 
 def _median(edges: np.ndarray) -> np.ndarray:
