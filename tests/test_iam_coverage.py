@@ -247,3 +247,11 @@ def test_each_backend_gets_only_its_own_statements():
         "portal": {"s3"},
     }
     assert "execution_role" in printed() and "execution_role" not in printed("--backend", "mturk")
+
+
+def test_a_backend_option_contradicting_the_spec_is_a_usage_error(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('name = "j"\nbackend = "portal"\nlabels = ["car"]\ninput_manifest = "in"\noutput = "o"\n')
+    result = CliRunner().invoke(app, ["iam-policy", str(spec), "--backend", "mturk"])
+    assert result.exit_code == 2 and "contradicts the spec's backend = 'portal'" in result.stderr
+    assert CliRunner().invoke(app, ["iam-policy", str(spec), "--backend", "portal"]).exit_code == 0

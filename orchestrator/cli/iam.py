@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli._state import state
+from orchestrator.errors import UsageError
 from orchestrator.iam_policy import execution_role_policy, execution_role_trust_policy, operator_policy
 from orchestrator.spec import load_spec
 
@@ -27,15 +28,20 @@ def iam_policy(
         typer.Argument(help="A job spec, to narrow resources to its buckets and role.", metavar="[JOB.toml]"),
     ] = None,
     backend: Annotated[
-        Backend, typer.Option(help="The backend, when no job spec is given (a spec names its own).")
-    ] = Backend.groundtruth,
+        Backend | None,
+        typer.Option(
+            help="The backend, when no job spec is given (a spec names its own).  [default: groundtruth]"
+        ),
+    ] = None,
 ) -> None:
     """Print IAM policies (JSON): the operator's, and for Ground Truth the execution role's trust and
     permissions."""
     st = state(ctx)
     spec = load_spec(spec_path) if spec_path else None
+    if spec and backend and backend.value != spec.backend:
+        raise UsageError(f"--backend {backend.value} contradicts the spec's backend = {spec.backend!r}")
     workspace = st.settings.workspace
-    name = spec.backend if spec else backend.value
+    name = spec.backend if spec else (backend or Backend.groundtruth).value
     document: dict = {}
     if name == "groundtruth":  # only Ground Truth acts on the account with a role of its own
         document["execution_role"] = {
