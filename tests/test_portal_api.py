@@ -80,15 +80,15 @@ def test_tokens_missing_wrong_and_of_the_wrong_kind(portal):
     assert client.get("/admin", headers=_bearer(worker)).status_code == 403
     assert client.get("/w/wrong-token").status_code == 401
     assert client.get(f"/w/{admin}").status_code == 403
-    assert client.get("/work").status_code == 401
+    assert client.get("/task").status_code == 401
 
 
 def test_invite_link_sets_a_cookie_and_the_form_needs_its_csrf_token(portal):
     client, db, worker, _ = portal
     entered = client.get(f"/w/{worker}")
-    assert entered.status_code == 303 and entered.headers["location"] == "/work"
+    assert entered.status_code == 303 and entered.headers["location"] == "/task"
     assert "httponly" in entered.headers["set-cookie"].lower()
-    page = client.get("/work")
+    page = client.get("/task")
     assert page.status_code == 200 and "<crowd-bounding-box" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     action = re.search(r'<crowd-form action="([^"]+)"', page.text).group(1)
@@ -98,7 +98,7 @@ def test_invite_link_sets_a_cookie_and_the_form_needs_its_csrf_token(portal):
     assert client.post(action, data={"taskAnswers": answer}).status_code == 403
     assert client.post(action, data={"taskAnswers": answer, "csrf": "0" * 64}).status_code == 403
     done = client.post(action, data={"taskAnswers": answer, "csrf": csrf})
-    assert done.status_code == 303 and done.headers["location"] == "/work"
+    assert done.status_code == 303 and done.headers["location"] == "/task"
     with db.read() as session:
         assert session.scalars(select(Answer.content)).all() == ['{"annotatedResult":{"boundingBoxes":[]}}']
     client.cookies.clear()
@@ -165,7 +165,7 @@ def test_image_keys_outside_the_job_are_refused(portal):
 def test_html_in_labels_instructions_and_names_renders_as_text(portal):
     client, _, worker, admin = portal
     client.get(f"/w/{worker}")
-    page = client.get("/work").text
+    page = client.get("/task").text
     assert EVIL not in page and "<script>alert" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     task = client.post("/api/tasks/next", headers=_bearer(worker)).json()

@@ -745,7 +745,7 @@ def test_admin_and_worker_tokens_open_only_their_own_routes(portal_app):
         assert client.get(path, headers={"Authorization": f"Bearer {worker}"}).status_code == 403, path
         assert client.get(path, cookies={"labeljob_admin": worker}).status_code == 403, path
     assert client.post("/api/tasks/next", headers={"Authorization": f"Bearer {admin}"}).status_code == 403
-    assert client.get("/work", cookies={"labeljob_worker": admin}).status_code == 403
+    assert client.get("/task", cookies={"labeljob_worker": admin}).status_code == 403
     assert client.get(f"/w/{admin}").status_code == 403 and client.get(f"/a/{worker}").status_code == 403
 
 
@@ -754,15 +754,15 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     foreign CSRF token before changing anything."""
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
-    assert forms == ["/admin/jobs/{name}/stop", "/external/{lease_id}", "/go/{lease_id}", "/work/{lease_id}"]
+    assert forms == ["/admin/jobs/{name}/stop", "/external/{lease_id}", "/go/{lease_id}", "/task/{lease_id}"]
     client = TestClient(fastapi_app, follow_redirects=False)
     client.get(f"/w/{worker}")
-    page = client.get("/work").text
-    lease = re.search(r'action="/work/(\d+)"', page).group(1)
+    page = client.get("/task").text
+    lease = re.search(r'action="/task/(\d+)"', page).group(1)
     answer = json.dumps([{"annotatedResult": {"boundingBoxes": []}}])
     for csrf in (None, "0" * 64, portal_tokens.csrf_token(admin)):
         form = {"taskAnswers": answer, **({"csrf": csrf} if csrf else {})}
-        assert client.post(f"/work/{lease}", data=form).status_code == 403
+        assert client.post(f"/task/{lease}", data=form).status_code == 403
     market = TestClient(fastapi_app, follow_redirects=False)
     for path, params in (
         ("/go", {"job": "j", "worker": "W9", "return_url": "https://m.example/"}),

@@ -438,7 +438,7 @@ def create_app(
     async def _refused(request: Request, exc: SubmitRefused) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": exc.reason, "message": exc.message}, status_code=409)
-        link = ("/work", "Next image") if request.url.path.startswith("/work/") else None
+        link = ("/task", "Next image") if request.url.path.startswith("/task/") else None
         return _html(pages.message_page("Answer not stored", exc.message, link), 409)
 
     app.add_middleware(SecurityHeaders)
@@ -464,19 +464,19 @@ def create_app(
     @app.get("/w/{token}")
     def invite(request: Request, token: str) -> Response:
         portal.identify(token, ("worker",), html=True)
-        response = RedirectResponse("/work", status_code=303)
+        response = RedirectResponse("/task", status_code=303)
         _set_cookie(response, request, WORKER_COOKIE, token)
         return response
 
-    @app.get("/work")
+    @app.get("/task")
     def work(request: Request, job: str | None = None) -> Response:
         who = portal.identify(request.cookies.get(WORKER_COOKIE), ("worker",), html=True)
         leased = take_task(portal.db, who.worker_id, portal.clock(), job)
         if leased is None:
             return _html(pages.no_more_tasks_page(who.name))
-        return _html(portal.task_page(leased, f"/work/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
+        return _html(portal.task_page(leased, f"/task/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
 
-    @app.post("/work/{lease_id}")
+    @app.post("/task/{lease_id}")
     async def work_submit(request: Request, lease_id: int) -> Response:
         token = request.cookies.get(WORKER_COOKIE)
         who = await run_in_threadpool(portal.identify, token, ("worker",), html=True)
@@ -484,7 +484,7 @@ def create_app(
         if not csrf_ok(token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and submit again.", html=True)
         await _submit_html(who, lease_id, form)
-        return RedirectResponse("/work", status_code=303)
+        return RedirectResponse("/task", status_code=303)
 
     async def _submit_html(who: Identity, lease_id: int, form: dict[str, str]) -> dict:
         try:
