@@ -254,4 +254,6 @@ def test_a_backend_option_contradicting_the_spec_is_a_usage_error(tmp_path):
     spec.write_text('name = "j"\nbackend = "portal"\nlabels = ["car"]\ninput_manifest = "in"\noutput = "o"\n')
     result = CliRunner().invoke(app, ["iam-policy", str(spec), "--backend", "mturk"])
     assert result.exit_code == 2 and "contradicts the spec's backend = 'portal'" in result.stderr
+    printed = CliRunner().invoke(app, ["iam-policy", str(spec)])
+    assert printed.exit_code == 0 and "if the images are in another bucket, add it" in printed.stderr
     assert CliRunner().invoke(app, ["iam-policy", str(spec), "--backend", "portal"]).exit_code == 0

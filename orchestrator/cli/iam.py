@@ -49,4 +49,10 @@ def iam_policy(
             "policy": execution_role_policy(spec, workspace),
         }
     document["operator"] = {"policy": operator_policy(spec, workspace, name)}
+    if spec and name != "groundtruth":
+        # Only Ground Truth is held to the job's buckets (launch refuses other source-refs).
+        st.output.warn(
+            "the S3 statements name the buckets of input_manifest, output and the workspace; if the "
+            "images are in another bucket, add it to them"
+        )
     st.output.data(document if st.output.json else json.dumps(document, indent=2))
