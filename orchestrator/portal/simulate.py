@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from orchestrator.answers import Box
 from orchestrator.crowd_simulator import CrowdSimulator, TruthImage
@@ -74,25 +75,25 @@ def truth_for(source_ref: str, truth: dict[str, TruthImage]) -> TruthImage | Non
     return None
 
 
+def simulated_worker(session: Session, public_id: str, job_id: int | None, now: float) -> Worker:
+    """The simulated worker `public_id`, created on first use."""
+    worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+    if worker is None:
+        worker = Worker(
+            public_id=public_id, name=public_id, source="simulator", job_id=job_id, created_at=now
+        )
+        session.add(worker)
+        session.flush()
+    return worker
+
+
 def simulated_workers(db: Database, count: int, job_id: int | None = None, prefix: str = "sim") -> list[str]:
     """Tokens for `count` simulated workers `sim-1..sim-N`, created on first use, new tokens each call."""
-    tokens = []
     with db.write() as session:
-        for i in range(1, count + 1):
-            public_id = f"{prefix}-{i}"
-            worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
-            if worker is None:
-                worker = Worker(
-                    public_id=public_id,
-                    name=public_id,
-                    source="simulator",
-                    job_id=job_id,
-                    created_at=time.time(),
-                )
-                session.add(worker)
-                session.flush()
-            tokens.append(issue_token(session, "worker", worker.id))
-    return tokens
+        return [
+            issue_token(session, "worker", simulated_worker(session, f"{prefix}-{i}", job_id, time.time()).id)
+            for i in range(1, count + 1)
+        ]
 
 
 @dataclass

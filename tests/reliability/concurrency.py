@@ -40,6 +40,7 @@ from tests.reliability.crowd import answer_all
 from tests.reliability.scenarios import (
     LABELS,
     REPO,
+    approved_answers,
     clear,
     differences,
     duplicate_files,
@@ -238,12 +239,7 @@ class MTurkWorld(_World):
         )
         if any(n > 1 for n in settled.values()):
             problems.append("an assignment was approved or rejected twice")
-        object_of = {hit.hit_id: hit.annotation.rsplit("object=", 1)[1] for hit in self.fake.hits.values()}
-        paid = {
-            (object_of[a.hit_id], a.worker_id)
-            for a in self.fake.assignments.values()
-            if a.status == "Approved"
-        }
+        paid = approved_answers(self.fake)
         stored = stored_answers(self.stores()["output"])
         if paid != stored:
             problems.append(f"stored answers differ from the approved ones: {sorted(paid ^ stored)[:4]}")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
-
-from orchestrator.portal.db import Database, Worker
+from orchestrator.portal.db import Database
 from orchestrator.portal.leasing import submit_answer, take_task
+from orchestrator.portal.simulate import simulated_worker
 
 # Every answer is submitted at this instant (2026-01-01T00:00:00Z), so outputs never depend on the clock.
 SUBMITTED_AT = 1_767_225_600.0
@@ -42,17 +41,8 @@ def answer(object_id: str, worker: int, labels: list[str]) -> dict:
 
 def workers(db: Database, count: int, prefix: str = "crowd") -> list[int]:
     """Database ids of workers `<prefix>-1..N`, created on first use."""
-    ids = []
     with db.write() as session:
-        for i in range(1, count + 1):
-            public_id = f"{prefix}-{i}"
-            worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
-            if worker is None:
-                worker = Worker(public_id=public_id, name=public_id, source="simulator", created_at=0.0)
-                session.add(worker)
-                session.flush()
-            ids.append(worker.id)
-    return ids
+        return [simulated_worker(session, f"{prefix}-{i}", None, 0.0).id for i in range(1, count + 1)]
 
 
 def answer_all(db: Database, job: str, labels: list[str], count: int, limit: int | None = None) -> int:

@@ -107,8 +107,8 @@ S3_FAULTS = (
 
 
 @dataclass
-class S3Faults:
-    """Answers a share `rate` of the session's S3 requests with a retryable error, never sending them."""
+class SeededFaults:
+    """A seeded share `rate` of some kind of request fails; `injected` counts the failures."""
 
     rate: float
     seed: int = 0
@@ -118,15 +118,25 @@ class S3Faults:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
+    def strikes(self) -> bool:
+        """Whether this request fails (counted)."""
+        if self.rng.random() >= self.rate:
+            return False
+        self.injected += 1
+        return True
+
+
+class S3Faults(SeededFaults):
+    """Answers a share `rate` of the session's S3 requests with a retryable error, never sending them."""
+
     def install(self, boto3_session) -> None:
         boto3_session.events.register("before-send.s3", self._maybe_fail, unique_id="reliability-s3-faults")
 
     def _maybe_fail(self, request, **_):
         from botocore.awsrequest import AWSResponse
 
-        if self.rng.random() >= self.rate:
+        if not self.strikes():
             return None
-        self.injected += 1
         status, code, message = self.rng.choice(S3_FAULTS)
         body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
         return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Raw(body))
@@ -154,18 +164,9 @@ def fast_retries() -> Iterator[None]:
         yield
 
 
-@dataclass
-class DbFaults:
+class DbFaults(SeededFaults):
     """Fails a seeded share of portal database write transactions as a locked SQLite database would,
     before the transaction begins (so it has no effect)."""
-
-    rate: float
-    seed: int = 0
-    injected: int = 0
-    rng: random.Random = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[DbFaults]:
@@ -178,8 +179,7 @@ class DbFaults:
 
         @contextlib.contextmanager
         def write(db: Database):
-            if faults.rng.random() < faults.rate:
-                faults.injected += 1
+            if faults.strikes():
                 raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
             with real_write(db) as session:
                 yield session

@@ -257,6 +257,12 @@ class PortalScenario:
             self.backend._db.dispose()
 
 
+def approved_answers(fake: FakeMTurk) -> set[tuple[str, str]]:
+    """(object id, worker id) of every assignment the fake MTurk holds as Approved."""
+    object_of = {hit.hit_id: hit.annotation.rsplit("object=", 1)[1] for hit in fake.hits.values()}
+    return {(object_of[a.hit_id], a.worker_id) for a in fake.assignments.values() if a.status == "Approved"}
+
+
 def stored_answers(store: ObjectStore) -> set[tuple[str, str]]:
     """(object id, worker id) of every answer in the worker-response layout."""
     found = set()
@@ -479,12 +485,7 @@ class MTurkScenario:
         )
         if any(n > 1 for n in (approved + rejected).values()):
             problems.append("an assignment was approved or rejected twice")
-        object_of = {hit.hit_id: hit.annotation.rsplit("object=", 1)[1] for hit in self.fake.hits.values()}
-        paid = {
-            (object_of[a.hit_id], a.worker_id)
-            for a in self.fake.assignments.values()
-            if a.status == "Approved"
-        }
+        paid = approved_answers(self.fake)
         if not paid <= stored_answers(self.stores()["output"]):
             problems.append("an approved answer is missing from the stored worker responses")
         return problems
