@@ -100,7 +100,10 @@ class Backend(Protocol):
         """
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
-        """Start the work; idempotent. Returns the backend state to store in the job record."""
+        """Start the work; idempotent. Returns the backend state to store in the job record.
+
+        `launch_job` has passed these items through `check_items` first.
+        """
 
     def poll(self, spec: JobSpec, record: JobRecord) -> PollResult: ...
 

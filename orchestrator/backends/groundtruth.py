@@ -494,7 +494,6 @@ class GroundTruthBackend:
         """Write the input files and create the job; a job this spec created before is adopted."""
         from botocore.exceptions import ClientError
 
-        self.check_items(spec, items)
         request = self.request(spec)
         if spec.groundtruth is not None and spec.groundtruth.chain is not None:
             store, key = open_object(spec.input_manifest, self.session)

@@ -220,8 +220,6 @@ class MTurkBackend:
         questions = Questions(spec, self.boto3_session)
         hits: dict[str, dict] = {k: dict(v) for k, v in record.backend_state.get("hits", {}).items()}
         missing = [item for item in items if item.object_id not in hits]
-        # Every question is checked before the first call, so a refusal leaves nothing half-launched.
-        self.check_items(spec, missing)
         mturk = self.client(spec)
         if missing and not m.sandbox:
             self._check_balance(mturk, spec, len(missing))
