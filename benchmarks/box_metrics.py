@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from orchestrator.answers import box_iou
+from orchestrator.consolidation import box_iou
 
 
 @dataclass

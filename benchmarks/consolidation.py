@@ -1,7 +1,7 @@
 """Consolidation benchmark: IoUVote against one random worker, WBF and vote-NMS, on real and simulated crowds.
 
 Real: tests/data/pedestrians-dev.jsonl (7 MTurk workers per image, expert boxes), workers
-sub-sampled to k = 1, 3, 5, 7 per image with several seeds. Synthetic: orchestrator.crowd_simulator
+sub-sampled to k = 1, 3, 5, 7 per image with several seeds. Synthetic: orchestrator.consolidation.simulated_crowd
 scenarios (spammers, wrong labels, objects per image, workers per image). Prints markdown tables.
 
     .venv/bin/python -m benchmarks.consolidation                 # everything (a few minutes)
@@ -22,9 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.box_metrics import Boxes, coco_ap, detection_metrics
-from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer, box_iou
-from orchestrator.consolidation import IoUVote
-from orchestrator.crowd_simulator import CrowdSimulator, synthetic_dataset
+from orchestrator.consolidation import (
+    Box,
+    CrowdSimulator,
+    IoUVote,
+    ObjectAnswers,
+    WorkerAnswer,
+    box_iou,
+    synthetic_dataset,
+)
 
 REAL_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "pedestrians-dev.jsonl"
 Method = Callable[[Sequence[ObjectAnswers], list[str], int], list[Boxes]]

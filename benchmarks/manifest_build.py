@@ -113,8 +113,7 @@ def main() -> None:
     import boto3
 
     from orchestrator.aws import client as make_client
-    from orchestrator.images import HEADER_BYTES, sniff
-    from orchestrator.manifest import BuildOptions, Destination, build_manifest
+    from orchestrator.manifest import HEADER_BYTES, BuildOptions, Destination, build_manifest, sniff
     from orchestrator.storage import S3Store
 
     s3 = make_client("s3", boto3.Session(), config_kwargs={"max_pool_connections": max(32, args.workers)})

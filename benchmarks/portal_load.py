@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from orchestrator.backends.portal import PortalBackend
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import Answer, Task
+from orchestrator.backends.portal.simulate import load_truth, simulate, simulated_workers
 from orchestrator.jobs import JobStore, launch_job, read_items
-from orchestrator.portal.db import Answer, Task
-from orchestrator.portal.simulate import load_truth, simulate, simulated_workers
 from orchestrator.spec import parse_spec
 from orchestrator.storage import open_store
 

@@ -12,17 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.backends.portal import PortalBackend
+from orchestrator.backends.portal.app import create_app
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import default_db_url, open_database
+from orchestrator.backends.portal.server import ServerThread
+from orchestrator.backends.portal.simulate import load_truth, simulate, simulated_workers
+from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.errors import BackendError, NotFound, UsageError
-from orchestrator.finish import finish_job
-from orchestrator.jobs import JobStore, launch_job, poll_job, read_items
+from orchestrator.jobs import JobStore, finish_job, launch_job, poll_job, read_items
 from orchestrator.manifest import BuildOptions, build_manifest, plan_destination
-from orchestrator.portal.app import create_app
-from orchestrator.portal.db import default_db_url, open_database
-from orchestrator.portal.server import ServerThread
-from orchestrator.portal.simulate import load_truth, simulate, simulated_workers
-from orchestrator.portal.tokens import issue_token
-from orchestrator.results import parse_label_categories
+from orchestrator.outputs import parse_label_categories
 from orchestrator.spec import load_spec
 from orchestrator.storage import LocalStore
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 from orchestrator.aws import client
-from orchestrator.backends.groundtruth import (
+from orchestrator.backends.groundtruth.backend import (
     GroundTruthBackend,
     foreign_source_refs,
     job_buckets,
@@ -204,7 +204,7 @@ def check_workteam(spec: JobSpec, sm, cognito_idp) -> Check:
     """The private team exists and has members; public and vendor teams are only described."""
     from botocore.exceptions import ClientError
 
-    from orchestrator.private_workforce import team_group
+    from orchestrator.backends.groundtruth.workteams import team_group
 
     kind, team = spec.workforce.type, spec.workforce.team or ""
     if kind == "public":
@@ -359,11 +359,11 @@ def groundtruth_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = F
 
 def mturk_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) -> list[Check]:
     """MTurk's status, the spec, the environment, the balance, the private pool and the question."""
-    from orchestrator.backends.mturk import MTurkBackend
-    from orchestrator.mturk_client import CLOSURE_NOTICE, call
-    from orchestrator.mturk_hits import settings
-    from orchestrator.mturk_pool import find_pool
-    from orchestrator.mturk_question import Questions
+    from orchestrator.backends.mturk.backend import MTurkBackend
+    from orchestrator.backends.mturk.client import CLOSURE_NOTICE, call
+    from orchestrator.backends.mturk.hits import settings
+    from orchestrator.backends.mturk.pool import find_pool
+    from orchestrator.backends.mturk.question import Questions
 
     backend = MTurkBackend(boto3_session=session)
     checks = [Check("mturk status", "warn", CLOSURE_NOTICE, "the portal backend needs no marketplace")]

@@ -21,11 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.answers import AnswerReport, parse_consolidation_payload
-from orchestrator.consolidation import IoUVote, ObjectResult
+from orchestrator.consolidation import AnswerReport, IoUVote, ObjectResult, parse_consolidation_payload
 from orchestrator.errors import ConfigError, StorageError
-from orchestrator.layout import consolidation_entry
-from orchestrator.output import label_value
+from orchestrator.outputs import consolidation_entry, label_value
 from orchestrator.redact import install_log_redaction
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import open_object
@@ -114,8 +112,7 @@ def poll_handler(event: dict, context: Any) -> dict[str, str]:
 
     # Imported here so the consolidation Lambda's cold start does not pay for the job layer.
     from orchestrator.backends import get_backend
-    from orchestrator.finish import finish_job
-    from orchestrator.jobs import JobStore, poll_job
+    from orchestrator.jobs import JobStore, finish_job, poll_job
     from orchestrator.storage import open_store
 
     session = boto3.Session()  # the Lambda's role, from its environment

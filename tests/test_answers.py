@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.answers import (
+from orchestrator.consolidation import (
     MAX_XML_CHARS,
     AnswerReport,
     parse_consolidation_payload,

@@ -344,10 +344,10 @@ def portal_job(tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     from typer.testing import CliRunner
 
-    from orchestrator.backends.portal import PortalBackend
+    from orchestrator.backends.portal.app import create_app
+    from orchestrator.backends.portal.backend import PortalBackend
     from orchestrator.cli.app import app as cli
     from orchestrator.jobs import JobStore, launch_job, read_items
-    from orchestrator.portal.app import create_app
     from orchestrator.spec import JobSpec
     from orchestrator.storage import LocalStore
 
@@ -396,7 +396,7 @@ def portal_job(tmp_path):
 def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
     from sqlalchemy import select
 
-    from orchestrator.portal.db import Answer, Task
+    from orchestrator.backends.portal.db import Answer, Task
 
     page.goto(portal_job.link)
     view = Viewer(page)

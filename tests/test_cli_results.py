@@ -9,10 +9,9 @@ from datetime import datetime
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.answers import AnswerReport, parse_consolidation_payload
 from orchestrator.cli.app import app
-from orchestrator.output import read_augmented_manifest
-from orchestrator.results import OutputTargets, consolidate_and_write
+from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+from orchestrator.outputs import OutputTargets, consolidate_and_write, read_augmented_manifest
 from orchestrator.storage import LocalStore
 
 LABELS_DOC = {"document-version": "2018-11-28", "labels": [{"label": "car"}, {"label": "dog"}]}

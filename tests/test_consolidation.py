@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import consolidation
-from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer
-from orchestrator.consolidation import IoUVote, consolidate_image
+from orchestrator.consolidation import Box, IoUVote, ObjectAnswers, WorkerAnswer, consolidate_image, iou_vote
 
 LABELS = ["car", "sign"]
 
@@ -115,9 +113,9 @@ def test_spammers_are_down_weighted_under_agreement_and_the_object_they_outvoted
     # Pass 1 kept nothing on "hard", so a and b drew one box too many there and c was right.
     skill = 20 / 21
     assert weighted.skills_ == pytest.approx(
-        {"a": skill, "b": skill, "c": 1.0, "s1": consolidation.MIN_WEIGHT, "s2": consolidation.MIN_WEIGHT}
+        {"a": skill, "b": skill, "c": 1.0, "s1": iou_vote.MIN_WEIGHT, "s2": iou_vote.MIN_WEIGHT}
     )
-    assert recovered.support == pytest.approx(2 * skill / (2 * skill + 1 + 2 * consolidation.MIN_WEIGHT))
+    assert recovered.support == pytest.approx(2 * skill / (2 * skill + 1 + 2 * iou_vote.MIN_WEIGHT))
     assert set(unweighted.skills_.values()) == {1.0}
     assert [w for w, q in weighted.workers_.items() if q.low_quality] == ["s1", "s2"]
     assert all(len(r.boxes) == 1 for r in weighted.results_)
@@ -268,7 +266,7 @@ def test_consolidate_image_with_fixed_weights():
 
 
 def test_the_docstring_example_runs():
-    outcome = doctest.testmod(consolidation)
+    outcome = doctest.testmod(iou_vote)
     assert outcome.attempted > 0 and outcome.failed == 0
 
 

@@ -13,9 +13,8 @@ import pytest
 
 from orchestrator.consolidation import ConsolidatedBox, ObjectResult
 from orchestrator.errors import InputError
-from orchestrator.exports import export_lines, parse_label_map
-from orchestrator.exports.dataset import build_dataset, file_stems
-from orchestrator.output import AugmentedLine, augmented_line
+from orchestrator.outputs import AugmentedLine, augmented_line, export_lines, parse_label_map
+from orchestrator.outputs.exports.dataset import build_dataset, file_stems
 from orchestrator.storage import LocalStore, open_store
 
 LABELS = ["car", "truck", "bicycle"]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer
-from orchestrator.finish import finish_job
-from orchestrator.jobs import JobStore, job_output_prefix, new_record
-from orchestrator.layout import write_worker_responses
-from orchestrator.output import read_augmented_manifest
+from orchestrator.consolidation import Box, ObjectAnswers, WorkerAnswer
+from orchestrator.jobs import JobStore, finish_job, job_output_prefix, new_record
+from orchestrator.outputs import read_augmented_manifest, write_worker_responses
 from orchestrator.spec import parse_spec
 from orchestrator.storage import LocalStore, open_object, open_store
 

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import manifest as manifest_module
-from orchestrator.answers import (
+from orchestrator.backends import get_backend
+from orchestrator.consolidation import (
     MAX_BOXES_PER_ANSWER,
     AnswerReport,
     Box,
+    IoUVote,
     ObjectAnswers,
     WorkerAnswer,
     parse_consolidation_payload,
@@ -30,12 +31,10 @@ from orchestrator.answers import (
     parse_mturk_answer,
     parse_worker_response,
 )
-from orchestrator.backends import get_backend
-from orchestrator.consolidation import IoUVote
 from orchestrator.errors import InputError, SpecError
+from orchestrator.manifest import jsonl as manifest_jsonl
 from orchestrator.manifest import read_manifest
-from orchestrator.output import read_augmented_manifest
-from orchestrator.results import OutputTargets, consolidate_and_write
+from orchestrator.outputs import OutputTargets, consolidate_and_write, read_augmented_manifest
 from orchestrator.spec import JobSpec, load_spec, parse_spec
 from orchestrator.storage import LocalStore
 
@@ -450,13 +449,13 @@ def test_manifest_lines_are_read_or_named(tmp_path, lines, end, bom, chunk):
     data = (("\ufeff" if bom else "") + end.join(texts)).encode()
     (tmp_path / "m.manifest").write_bytes(data)
     store = LocalStore(tmp_path)
-    original = manifest_module._READ_CHUNK
-    manifest_module._READ_CHUNK = chunk  # lines and CRLF pairs split across reads
+    original = manifest_jsonl._READ_CHUNK
+    manifest_jsonl._READ_CHUNK = chunk  # lines and CRLF pairs split across reads
     try:
         errors: list[InputError] = []
         read = [number for number, _ in read_manifest(store, "m.manifest", errors=errors)]
     finally:
-        manifest_module._READ_CHUNK = original
+        manifest_jsonl._READ_CHUNK = original
     assert read == good_numbers
     assert len(errors) == len(lines) - len(good_numbers)
     assert all(":" in e.message for e in errors)

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
+from orchestrator.backends.groundtruth.arns import LAMBDA_ACCOUNTS
 from orchestrator.cli.app import app
-from orchestrator.groundtruth_arns import LAMBDA_ACCOUNTS
 from orchestrator.jobs import Counters, JobRecord, JobStore
 from orchestrator.service_model import validate_request
 from orchestrator.spec import parse_spec

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.backends.groundtruth import GroundTruthBackend
-from orchestrator.chaining import filter_line
+from orchestrator.backends.groundtruth.backend import GroundTruthBackend
+from orchestrator.backends.groundtruth.chaining import filter_line
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
 from orchestrator.iam_policy import all_actions, iam_action

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.backends.groundtruth import GroundTruthBackend, price_amount
+from orchestrator.backends.groundtruth.backend import GroundTruthBackend, price_amount
 from orchestrator.cli.app import app
 from orchestrator.errors import SpecError
 from orchestrator.jobs import new_record
@@ -212,7 +212,7 @@ def test_price_amounts(price, amount):
 
 
 def test_every_allowed_price_passes_the_service_model():
-    from orchestrator.backends.groundtruth import ALLOWED_PRICES_USD
+    from orchestrator.backends.groundtruth.backend import ALLOWED_PRICES_USD
 
     for price in ALLOWED_PRICES_USD:
         data = spec_with(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from orchestrator.images import HEADER_BYTES, ImageHeader, NeedMoreBytes, sniff
+from orchestrator.manifest import HEADER_BYTES, ImageHeader, NeedMoreBytes, sniff
 
 
 def encode(fmt: str, size: tuple[int, int], mode: str = "RGB", **params) -> bytes:

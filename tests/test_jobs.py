@@ -7,12 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator.answers import Box, ObjectAnswers, WorkerAnswer
-from orchestrator.backends.base import CostEstimate, LaunchPlan, PollResult
+from orchestrator.consolidation import Box, ObjectAnswers, WorkerAnswer
 from orchestrator.errors import InputError, JobFailed, NotFound, PreconditionFailed, SpecError, WaitTimedOut
 from orchestrator.jobs import (
+    CostEstimate,
     JobStore,
+    LaunchPlan,
     ManifestItem,
+    PollResult,
     launch_job,
     new_record,
     poll_job,
@@ -21,7 +23,7 @@ from orchestrator.jobs import (
     utcnow,
     wait_job,
 )
-from orchestrator.layout import WORKER_RESPONSE_PREFIX
+from orchestrator.outputs import WORKER_RESPONSE_PREFIX
 from orchestrator.spec import parse_spec
 from orchestrator.storage import LocalStore, open_store
 

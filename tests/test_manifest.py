@@ -30,6 +30,8 @@ from orchestrator.manifest import (
     read_manifest,
     write_jsonl,
 )
+from orchestrator.manifest import build as manifest_build
+from orchestrator.manifest import jsonl as manifest_jsonl
 from orchestrator.storage import LocalStore, S3Store, s3_client
 from tests.conftest import SAMPLE_BUCKET
 
@@ -269,7 +271,7 @@ def test_sample_keeps_the_smallest_ranks_and_writes_them_in_key_order(tmp_path):
     keys = [f"{i:03d}.jpg" for i in range(200)]
     source = local_store(tmp_path / "bucket", {k: k.encode() for k in keys})
     report, out = build(source, tmp_path / "out", BuildOptions(sample=20, seed=3))
-    expected = sorted(sorted(keys, key=lambda k: manifest._hash64("sample", 3, k))[:20])
+    expected = sorted(sorted(keys, key=lambda k: manifest_build._hash64("sample", 3, k))[:20])
     assert [r["source-ref"] for r in read_jsonl(out, "input.manifest")] == [source.uri(k) for k in expected]
     assert report.sampled_out == 180
     assert read_jsonl(out, "skipped.jsonl") == []  # left out of a sample is not "skipped"
@@ -414,7 +416,7 @@ def test_read_manifest_handles_bom_crlf_and_blank_lines(tmp_path):
 def test_read_manifest_across_chunk_boundaries(tmp_path, monkeypatch):
     lines = [json.dumps({"source-ref": f"s3://bucket-a/{'x' * i}.jpg"}) for i in range(40)]
     (tmp_path / "m.manifest").write_bytes(("\r\n".join(lines) + "\r\n").encode())
-    monkeypatch.setattr(manifest, "_READ_CHUNK", 7)  # splits lines, and CRLF pairs, everywhere
+    monkeypatch.setattr(manifest_jsonl, "_READ_CHUNK", 7)  # splits lines, and CRLF pairs, everywhere
     rows = list(read_manifest(LocalStore(tmp_path), "m.manifest"))
     assert [row["source-ref"] for _, row in rows] == [json.loads(line)["source-ref"] for line in lines]
     assert [number for number, _ in rows] == list(range(1, 41))

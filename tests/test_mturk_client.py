@@ -6,8 +6,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from orchestrator.errors import BackendError
-from orchestrator.mturk_client import (
+from orchestrator.backends.mturk.client import (
     PRODUCTION_ENDPOINT,
     SANDBOX_ENDPOINT,
     MTurkError,
@@ -15,6 +14,7 @@ from orchestrator.mturk_client import (
     mturk_client,
     paginate,
 )
+from orchestrator.errors import BackendError
 from tests.fakes.mturk import FakeMTurk, fake_mturk_fixture, fast_retries_fixture  # noqa: F401 (fixtures)
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.backends.mturk import MTurkBackend
-from orchestrator.mturk_fees import assignment_fee, job_cost, round_half_up
+from orchestrator.backends.mturk.backend import MTurkBackend
+from orchestrator.backends.mturk.fees import assignment_fee, job_cost, round_half_up
 from orchestrator.spec import parse_spec
 
 

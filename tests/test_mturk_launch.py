@@ -11,14 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.backends import mturk as mturk_backend
-from orchestrator.backends.mturk import MTurkBackend
+from orchestrator.backends.mturk import backend as mturk_backend
+from orchestrator.backends.mturk.backend import MTurkBackend
+from orchestrator.backends.mturk.client import mturk_client
+from orchestrator.backends.mturk.hits import annotation, request_token
+from orchestrator.backends.mturk.pool import grant
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.jobs import new_record
-from orchestrator.mturk_client import mturk_client
-from orchestrator.mturk_hits import annotation, request_token
-from orchestrator.mturk_pool import grant
 from orchestrator.spec import parse_spec
 from tests.fakes.mturk import (  # noqa: F401 (fixtures)
     FakeMTurk,

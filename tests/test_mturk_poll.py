@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from orchestrator.backends.mturk.review import SPAM_FEEDBACK, UNREADABLE_FEEDBACK
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
-from orchestrator.mturk_review import SPAM_FEEDBACK, UNREADABLE_FEEDBACK
 from tests.fakes.mturk import (  # noqa: F401 (fixtures)
     SPAMMERS,
     FakeMTurk,

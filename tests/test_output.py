@@ -7,24 +7,29 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from orchestrator.answers import AnswerReport, Box, ObjectAnswers, WorkerAnswer
-from orchestrator.consolidation import ConsolidatedBox, ObjectResult, WorkerQuality
-from orchestrator.errors import InputError
-from orchestrator.layout import (
-    read_worker_responses,
-    worker_response_key,
-    write_consolidation_response,
-    write_worker_responses,
+from orchestrator.consolidation import (
+    AnswerReport,
+    Box,
+    ConsolidatedBox,
+    ObjectAnswers,
+    ObjectResult,
+    WorkerAnswer,
+    WorkerQuality,
 )
-from orchestrator.output import (
+from orchestrator.errors import InputError
+from orchestrator.outputs import (
     AugmentedLine,
     augmented_line,
     creation_date,
     detect_attr,
     read_augmented_manifest,
+    read_worker_responses,
+    worker_response_key,
     workers_report_csv,
     workers_report_rows,
     write_augmented_manifest,
+    write_consolidation_response,
+    write_worker_responses,
 )
 from orchestrator.storage import LocalStore, open_store
 

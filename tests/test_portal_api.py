@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal.app import create_app
+from orchestrator.backends.portal.db import Answer, Job, Token, Worker, open_database
+from orchestrator.backends.portal.server import ServerThread
+from orchestrator.backends.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
 from orchestrator.jobs import ManifestItem
-from orchestrator.portal import catalog
-from orchestrator.portal.app import create_app
-from orchestrator.portal.db import Answer, Job, Token, Worker, open_database
-from orchestrator.portal.server import ServerThread
-from orchestrator.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
 from orchestrator.spec import parse_spec
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"

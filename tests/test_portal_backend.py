@@ -11,15 +11,14 @@ import pytest
 from sqlalchemy import func, select
 
 from orchestrator.backends import get_backend
-from orchestrator.backends.portal import PortalBackend
+from orchestrator.backends.portal.app import create_app
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import Task
+from orchestrator.backends.portal.server import ServerThread
+from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
+from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.errors import ConfigError
-from orchestrator.finish import finish_job
-from orchestrator.jobs import JobStore, launch_job, new_record, poll_job, read_items
-from orchestrator.portal.app import create_app
-from orchestrator.portal.db import Task
-from orchestrator.portal.server import ServerThread
-from orchestrator.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
-from orchestrator.portal.tokens import issue_token
+from orchestrator.jobs import JobStore, finish_job, launch_job, new_record, poll_job, read_items
 from orchestrator.spec import parse_spec
 from orchestrator.storage import open_store
 

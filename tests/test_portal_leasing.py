@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal.app import create_app
+from orchestrator.backends.portal.db import Answer, Base, Database, Lease, Task, Worker, open_database
+from orchestrator.backends.portal.server import ServerThread
+from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.jobs import ManifestItem
-from orchestrator.portal import catalog
-from orchestrator.portal.app import create_app
-from orchestrator.portal.db import Answer, Base, Database, Lease, Task, Worker, open_database
-from orchestrator.portal.server import ServerThread
-from orchestrator.portal.tokens import issue_token
 from orchestrator.spec import parse_spec
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"

@@ -27,19 +27,23 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from orchestrator.backends.groundtruth import GroundTruthBackend, render_template
-from orchestrator.backends.portal import PortalBackend
+from orchestrator.backends.groundtruth.backend import GroundTruthBackend, render_template
+from orchestrator.backends.mturk.question import (
+    MAX_PRESIGN_SECONDS,
+    ImageLinks,
+    Questions,
+    image_url_lifetime,
+)
+from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import tokens as portal_tokens
+from orchestrator.backends.portal.app import IMAGE_URL_SECONDS, create_app
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import Worker, open_database
+from orchestrator.backends.portal.media import PRESIGN_SECONDS
 from orchestrator.cli.app import app
 from orchestrator.doctor import check_sources
 from orchestrator.errors import InputError, StorageError
-from orchestrator.finish import finish_job
-from orchestrator.jobs import JobStore, ManifestItem, launch_job, poll_job, read_items
-from orchestrator.mturk_question import MAX_PRESIGN_SECONDS, ImageLinks, Questions, image_url_lifetime
-from orchestrator.portal import catalog
-from orchestrator.portal import tokens as portal_tokens
-from orchestrator.portal.app import IMAGE_URL_SECONDS, create_app
-from orchestrator.portal.db import Worker, open_database
-from orchestrator.portal.media import PRESIGN_SECONDS
+from orchestrator.jobs import JobStore, ManifestItem, finish_job, launch_job, poll_job, read_items
 from orchestrator.redact import (
     MASK,
     RedactingFilter,
@@ -677,7 +681,7 @@ def test_no_raw_token_is_stored_anywhere_in_the_database(tmp_path):
     portal = TestClient(create_app(db_url, None), follow_redirects=False)
     page = portal.get("/go", params={"job": "j", "worker": "W1", "return_url": "https://m.example/done"}).text
     tokens.append(re.search(r'name="session" value="([^"]+)"', page).group(1))
-    from orchestrator.portal.simulate import simulated_workers
+    from orchestrator.backends.portal.simulate import simulated_workers
 
     tokens += simulated_workers(db, 2)
     db.dispose()

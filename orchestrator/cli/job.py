@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 
 from orchestrator.backends import get_backend
-from orchestrator.chaining import chain_spec
+from orchestrator.backends.groundtruth.chaining import chain_spec
 from orchestrator.cli._state import State, state
 from orchestrator.errors import UsageError
-from orchestrator.finish import finish_job
 from orchestrator.jobs import (
     JobRecord,
     JobStore,
     check_spec,
+    finish_job,
     launch_job,
     new_record,
     poll_job,

@@ -10,13 +10,13 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.backends.mturk import MTurkBackend
+from orchestrator.backends.mturk.backend import MTurkBackend
+from orchestrator.backends.mturk.client import mturk_client
+from orchestrator.backends.mturk.pool import grant as grant_pool
+from orchestrator.backends.mturk.pool import revoke as revoke_pool
 from orchestrator.cli._state import state
 from orchestrator.errors import UsageError
 from orchestrator.jobs import JobStore
-from orchestrator.mturk_client import mturk_client
-from orchestrator.mturk_pool import grant as grant_pool
-from orchestrator.mturk_pool import revoke as revoke_pool
 from orchestrator.storage import open_store
 
 WorkerIds = Annotated[list[str], typer.Argument(help="MTurk worker ids (A1B2C3...).", metavar="WORKER_ID...")]

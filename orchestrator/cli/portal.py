@@ -11,12 +11,12 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
+from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
+from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 from orchestrator.cli._state import State, state
 from orchestrator.errors import BackendError, NotFound, UsageError
 from orchestrator.jobs import JobStore
-from orchestrator.portal import catalog
-from orchestrator.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
-from orchestrator.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 from orchestrator.redact import ShownOnce
 from orchestrator.storage import ObjectStore, is_s3_uri, open_store
 
@@ -69,7 +69,7 @@ def serve(
     """Run the portal. The first run prints the admin link; it is shown only once."""
     import uvicorn
 
-    from orchestrator.portal.app import create_app
+    from orchestrator.backends.portal.app import create_app
 
     st = state(ctx)
     workspace = _workspace(st)
@@ -155,7 +155,7 @@ def simulate_command(
     """Answer a job's tasks as simulated workers through the portal's HTTP API."""
     import httpx
 
-    from orchestrator.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
+    from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
 
     st = state(ctx)
     database = _database(st, db)

@@ -8,17 +8,22 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from orchestrator.answers import AnswerReport, parse_consolidation_payload
 from orchestrator.cli._state import State, state
+from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
 from orchestrator.errors import InputError, UsageError
-from orchestrator.exports import FORMATS, export_lines, load_label_map
-from orchestrator.layout import OUTPUT_MANIFEST_KEY, WORKER_RESPONSE_PREFIX, read_worker_responses
-from orchestrator.output import detect_attr, read_augmented_manifest
-from orchestrator.results import (
+from orchestrator.outputs import (
+    FORMATS,
+    OUTPUT_MANIFEST_KEY,
+    WORKER_RESPONSE_PREFIX,
     OutputTargets,
     consolidate_and_write,
+    detect_attr,
+    export_lines,
+    load_label_map,
     parse_label_categories,
+    read_augmented_manifest,
     read_source_lines,
+    read_worker_responses,
 )
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import ObjectStore, is_s3_uri, open_object, open_store

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import private_workforce
 from orchestrator.aws import client
+from orchestrator.backends.groundtruth import workteams as private_workforce
 from orchestrator.cli import mturk as mturk_cmd
 from orchestrator.cli._state import state
 

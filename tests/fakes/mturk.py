@@ -1036,7 +1036,7 @@ class MTurkJob:
         self.restart()
 
     def restart(self) -> None:
-        from orchestrator.backends.mturk import MTurkBackend
+        from orchestrator.backends.mturk.backend import MTurkBackend
 
         self.session = new_session()
         self.backend = MTurkBackend(
@@ -1049,8 +1049,7 @@ class MTurkJob:
         return launch_job(self.spec, self.backend, self.jobs, self.items).record
 
     def poll(self):
-        from orchestrator.finish import finish_job
-        from orchestrator.jobs import poll_job
+        from orchestrator.jobs import finish_job, poll_job
 
         def finish(spec, record) -> dict[str, str]:
             return finish_job(spec, record, self.jobs)

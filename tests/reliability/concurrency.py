@@ -29,10 +29,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from orchestrator.backends.mturk import MTurkBackend
-from orchestrator.backends.portal import PortalBackend
+from orchestrator.backends.mturk.backend import MTurkBackend
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import Answer, Task, Worker, open_database
 from orchestrator.jobs import JobStore, ManifestItem, launch_job, read_items
-from orchestrator.portal.db import Answer, Task, Worker, open_database
 from orchestrator.spec import parse_spec
 from orchestrator.storage import S3Store
 from tests.fakes.mturk import IMAGE_BUCKET, FakeMTurk, new_session, pedestrian_images

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.portal.db import Database
-from orchestrator.portal.leasing import submit_answer, take_task
-from orchestrator.portal.simulate import simulated_worker
+from orchestrator.backends.portal.db import Database
+from orchestrator.backends.portal.leasing import submit_answer, take_task
+from orchestrator.backends.portal.simulate import simulated_worker
 
 # Every answer is submitted at this instant (2026-01-01T00:00:00Z), so outputs never depend on the clock.
 SUBMITTED_AT = 1_767_225_600.0

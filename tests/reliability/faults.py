@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from unittest import mock
 
-from orchestrator.portal.db import Database
+from orchestrator.backends.portal.db import Database
 from orchestrator.storage import LocalStore
 
 LOCAL_WRITES = ("put", "put_if_absent", "put_if_match", "delete")

@@ -30,12 +30,19 @@ from unittest import mock
 
 from sqlalchemy import func, select
 
-from orchestrator.backends import mturk as mturk_backend
-from orchestrator.backends.groundtruth import GroundTruthBackend
-from orchestrator.backends.portal import PortalBackend
-from orchestrator.finish import finish_job
-from orchestrator.jobs import JobRecord, JobStore, job_output_prefix, launch_job, poll_job, read_items
-from orchestrator.portal.db import Answer, Job, Task, Worker, open_database
+from orchestrator.backends.groundtruth.backend import GroundTruthBackend
+from orchestrator.backends.mturk import backend as mturk_backend
+from orchestrator.backends.portal.backend import PortalBackend
+from orchestrator.backends.portal.db import Answer, Job, Task, Worker, open_database
+from orchestrator.jobs import (
+    JobRecord,
+    JobStore,
+    finish_job,
+    job_output_prefix,
+    launch_job,
+    poll_job,
+    read_items,
+)
 from orchestrator.spec import JobSpec, parse_spec
 from orchestrator.storage import LocalStore, ObjectStore, list_or_empty, open_store
 from tests.fakes.groundtruth import FakeGroundTruth

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import time
 
-from orchestrator.answers import MAX_BOXES_PER_ANSWER, AnswerReport, ObjectAnswers, parse_element_answer
-from orchestrator.consolidation import IoUVote
+from orchestrator.consolidation import (
+    MAX_BOXES_PER_ANSWER,
+    AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    parse_element_answer,
+)
 
 LABELS = ["car", "pedestrian", "sign"]
 SIZE = {"width": 4000, "height": 4000}

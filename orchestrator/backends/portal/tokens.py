@@ -1,0 +1,99 @@
+"""Bearer tokens, CSRF tokens and signed image URLs.
+
+Tokens are random (`secrets`), handed out once and stored only as SHA-256 hashes, so a copy of the
+database gives nobody a way in. Every comparison of secrets uses `hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator.backends.portal.db import Database, Setting, Token
+
+SIGNING_KEY_SETTING = "url_signing_key"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, kind: str, worker_id: int | None = None, now: float | None = None) -> str:
+    """Store a new token's hash and return the token itself, which is never stored."""
+    token = new_token()
+    session.add(
+        Token(token_hash=hash_token(token), kind=kind, worker_id=worker_id, created_at=now or time.time())
+    )
+    return token
+
+
+def find_token(session: Session, token: str | None, kinds: tuple[str, ...]) -> Token | None:
+    """The live token row for `token` if it is one of `kinds`, else None."""
+    if not token or len(token) > 200:
+        return None
+    digest = hash_token(token)
+    row = session.scalars(select(Token).where(Token.token_hash == digest)).first()
+    if row is None or row.revoked_at is not None or row.kind not in kinds:
+        return None
+    # The lookup is by hash already; the constant-time check keeps the comparison itself timing-safe.
+    return row if hmac.compare_digest(row.token_hash, digest) else None
+
+
+def revoke_admin_tokens(session: Session, now: float | None = None) -> None:
+    session.execute(
+        update(Token)
+        .where(Token.kind == "admin", Token.revoked_at.is_(None))
+        .values(revoked_at=now or time.time())
+    )
+
+
+def has_admin_token(session: Session) -> bool:
+    query = select(Token.id).where(Token.kind == "admin", Token.revoked_at.is_(None)).limit(1)
+    return session.scalars(query).first() is not None
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: keyed by the session's own secret, so only its holder knows it."""
+    return hmac.new(session_token.encode(), b"labeljob-csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_ok(session_token: str | None, given: str | None) -> bool:
+    if not session_token or not given:
+        return False
+    return hmac.compare_digest(csrf_token(session_token), given)
+
+
+# ------------------------------------------------------------------------------- signed URLs
+
+
+def load_signing_key(db: Database) -> bytes:
+    """The database's URL signing key, created on first use so every portal process shares it."""
+    for _ in range(2):
+        try:
+            with db.write() as session:
+                row = session.get(Setting, SIGNING_KEY_SETTING)
+                if row is None:
+                    row = Setting(name=SIGNING_KEY_SETTING, value=secrets.token_hex(32))
+                    session.add(row)
+                return bytes.fromhex(row.value)
+        except IntegrityError:
+            continue  # another portal process created it first: read theirs
+    raise RuntimeError("could not create the URL signing key")
+
+
+def sign(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_ok(key: bytes, message: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(sign(key, message), given)

@@ -1,0 +1,748 @@
+"""IoU-voting consolidation of crowd bounding boxes. Pure numpy/scipy: no I/O, no AWS.
+
+One voting pass over a job, with a weight w_j per worker (1 for everyone unless weighted):
+
+1. Validate: boxes become x1, y1, x2, y2 with ordered corners, clipped to the image when its size is
+   known; boxes left without area, non-finite or beyond `MAX_COORDINATE` are dropped, and so are
+   boxes whose label is not in `labels`.
+2. Canonical order: in each image workers are ranked by decreasing weight, then worker id, and
+   boxes by coordinates, then label. Every later tie-break follows this order, so the result does
+   not depend on the order of workers or boxes in the input.
+3. Clustering, class-agnostic, at most one box per worker per cluster: the first-ranked worker's
+   boxes start the clusters; each next worker's boxes are matched one-to-one to the clusters by
+   maximum total IoU (Hungarian, `scipy.optimize.linear_sum_assignment`) over pairs with IoU >=
+   `iou_threshold` against the cluster's running weighted mean box; unmatched boxes start new
+   clusters. All images advance one worker per round, vectorized.
+4. Merge: two clusters of an image that share no worker and whose weighted mean boxes overlap at
+   IoU >= `iou_threshold` are merged, best pair first, until none is left (an early sloppy box can
+   drag a cluster's mean away from the later boxes of the same object).
+5. Support = sum of w_j over the cluster's workers / sum of w_j over every worker who answered the
+   image, including those who drew nothing. Clusters with support >= `min_support` are kept.
+6. Label = the label with the largest summed weight among the members; ties go to the earlier label
+   in `labels` (alphabetical when `labels` is None).
+7. Box = per edge (x1, y1, x2, y2), the median (or mean) of the members, unweighted: the weights
+   decide which clusters are kept and their labels, not where the edges go.
+8. Confidence = support x agreement, agreement = mean IoU over pairs of distinct members, each pair
+   weighted by w_i x w_j; 0 for a one-member cluster, so a box drawn by a single worker scores 0.00
+   as in Ground Truth.
+
+Weighting "agreement" runs the pass twice: pass 1 with w = 1, then every worker's F1 against the
+pass-1 consensus over the whole job, F1 = 2 x matched / (boxes drawn + consensus boxes on the images
+the worker answered) (1 when both are 0), floored at `MIN_WEIGHT`, is its w in pass 2. A box is
+matched when its cluster was kept and it carries the winning label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from orchestrator.consolidation.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
+
+Coordinates = Literal["median", "mean"]
+Weighting = Literal["none", "agreement"]
+
+MIN_WEIGHT = 0.01  # a worker's weight floor: keeps supports defined when every worker scores 0
+LOW_SUPPORT = 0.7  # a kept box below this support is flagged "low_support" for review
+FEW_WORKERS = 3  # fewer answers than this: flagged "few_workers" (no majority beyond a pair)
+MIN_EVIDENCE = 5  # boxes drawn + consensus boxes seen before a worker can be flagged low quality
+_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class ConsolidatedBox:
+    """One consolidated object: its box, label and how much the crowd agreed on it."""
+
+    label: str
+    left: float
+    top: float
+    width: float
+    height: float
+    confidence: float
+    support: float
+    votes: int
+    mean_iou: float
+    workers: tuple[str, ...]
+
+
+@dataclass
+class ObjectResult:
+    """The consolidated boxes of one dataset object, with diagnostics for review."""
+
+    dataset_object_id: str
+    source_ref: str
+    image_width: int | None
+    image_height: int | None
+    boxes: list[ConsolidatedBox]
+    n_workers: int
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WorkerQuality:
+    """A worker's agreement with the consensus over a whole job."""
+
+    worker_id: str
+    answers: int
+    boxes: int
+    matched: int
+    recall: float
+    precision: float
+    mean_iou: float
+    weight: float
+    low_quality: bool
+
+
+class IoUVote:
+    """Consolidate crowd boxes by IoU voting (crowd-kit style: `fit`, `fit_predict`, fitted `*_`).
+
+    Parameters:
+        iou_threshold: lowest IoU at which a worker's box may join a cluster. Lower merges looser
+            boxes (more recall on sloppy crowds, risk of merging neighbours); higher splits them.
+        min_support: lowest weighted fraction of the image's workers a cluster needs to be kept.
+            0.5 keeps what at least half the (weighted) workers drew; lower trades precision for recall.
+        coordinates: "median" places each edge at the median of the members (robust to one sloppy
+            box); "mean" at their mean (better only on Gaussian noise; real jitter is heavy-tailed).
+        weighting: "agreement" (default) runs a first unweighted pass, scores each worker by F1
+            against that consensus over the whole job, and votes again with those scores as weights
+            (Wawa-style): spammers then barely count. "none" gives every worker weight 1, so one
+            job's outputs do not depend on the other images in it.
+        low_quality_f1: a worker whose F1 against the final consensus is below this, with at least
+            `MIN_EVIDENCE` boxes drawn or expected, gets `low_quality=True`.
+
+    Fitted attributes: `results_` (one `ObjectResult` per input object, same order), `skills_`
+    (worker id -> weight used in the final vote) and `workers_` (worker id -> `WorkerQuality`).
+    `ObjectResult.flags` holds: "no_answers", "few_workers" (< 3 answers), "low_support" (a kept
+    box with support < 0.7), "rejected_clusters" (boxes some workers drew were voted out),
+    "label_disagreement" (a kept box whose members disagree on the label).
+
+    Example:
+        >>> from orchestrator.consolidation import Box, IoUVote, ObjectAnswers, WorkerAnswer
+        >>> def answer(worker, *boxes):
+        ...     return WorkerAnswer(worker_id=worker, boxes=[Box(label="car", left=x, top=10, width=40,
+        ...                         height=20) for x in boxes])
+        >>> image = ObjectAnswers(dataset_object_id="0", source_ref="s3://b/0.jpg",
+        ...                       answers=[answer("a", 10), answer("b", 12), answer("c", 11, 300)])
+        >>> result, = IoUVote().fit_predict([image], labels=["car"])
+        >>> [(b.label, b.left, b.width, b.votes, round(b.support, 2)) for b in result.boxes]
+        [('car', 11.0, 40.0, 3, 1.0)]
+        >>> result.flags
+        ['rejected_clusters']
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.5,
+        min_support: float = 0.5,
+        coordinates: Coordinates = "median",
+        weighting: Weighting = "agreement",
+        low_quality_f1: float = 0.5,
+    ) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if not 0.0 <= min_support <= 1.0:
+            raise ValueError(f"min_support must be in [0, 1], got {min_support}")
+        if coordinates not in ("median", "mean"):
+            raise ValueError(f"coordinates must be 'median' or 'mean', got {coordinates!r}")
+        if weighting not in ("none", "agreement"):
+            raise ValueError(f"weighting must be 'none' or 'agreement', got {weighting!r}")
+        self.iou_threshold = iou_threshold
+        self.min_support = min_support
+        self.coordinates = coordinates
+        self.weighting = weighting
+        self.low_quality_f1 = low_quality_f1
+
+    def fit(self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None) -> IoUVote:
+        """Consolidate every object of a job; see the class docstring for the fitted attributes."""
+        job = _Job.build(objects, labels)
+        weights = np.ones(len(job.worker_ids))
+        vote = self._vote(job, weights)
+        if self.weighting == "agreement":
+            weights = np.maximum(vote.worker_f1(), MIN_WEIGHT)
+            vote = self._vote(job, weights)
+        self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
+        self.workers_ = vote.worker_quality(weights, self.low_quality_f1)
+        self.results_ = vote.results(objects)
+        return self
+
+    def fit_predict(
+        self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None
+    ) -> list[ObjectResult]:
+        """`fit`, then return `results_`."""
+        return self.fit(objects, labels).results_
+
+    def _vote(self, job: _Job, weights: np.ndarray) -> _Vote:
+        return _Vote(job, weights, self.iou_threshold, self.min_support, self.coordinates)
+
+
+def consolidate_image(
+    answers: Sequence[WorkerAnswer],
+    weights: Mapping[str, float] | None = None,
+    *,
+    labels: list[str] | None = None,
+    iou_threshold: float = 0.5,
+    min_support: float = 0.5,
+    coordinates: Coordinates = "median",
+    image_width: int | None = None,
+    image_height: int | None = None,
+) -> list[ConsolidatedBox]:
+    """Consolidate one image's answers (one per worker) with fixed worker weights (default 1 each).
+
+    Weights below `MIN_WEIGHT` are raised to it; the image size for clipping defaults to the one the
+    answers carry. Same algorithm and parameters as `IoUVote`.
+    """
+    IoUVote(iou_threshold, min_support, coordinates)  # validates the parameters
+    if image_width and image_height:
+        answers = [
+            a.model_copy(update={"image_width": image_width, "image_height": image_height}) for a in answers
+        ]
+    job = _Job.build([ObjectAnswers(dataset_object_id="", source_ref="", answers=list(answers))], labels)
+    given = weights or {}
+    w = np.array([float(given.get(worker, 1.0)) for worker in job.worker_ids])
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("worker weights must be finite and >= 0")
+    w = np.maximum(w, MIN_WEIGHT)
+    vote = _Vote(job, w, iou_threshold, min_support, coordinates)
+    return vote.results([ObjectAnswers(dataset_object_id="", source_ref="", answers=[])])[0].boxes
+
+
+@dataclass
+class _Job:
+    """A job as flat arrays. Answers are sorted by (image, worker id); boxes are x1, y1, x2, y2, sorted
+    by (image, x1, y1, x2, y2, label)."""
+
+    worker_ids: list[str]  # sorted; a worker's index is its rank here
+    label_names: list[str]  # tie-break order
+    n_images: int
+    image_size: list[tuple[int | None, int | None]]
+    ans_image: np.ndarray  # (A,) image of each answer
+    ans_worker: np.ndarray  # (A,) worker of each answer
+    box_answer: np.ndarray  # (N,) answer of each box
+    box_xyxy: np.ndarray  # (N, 4)
+    box_label: np.ndarray  # (N,)
+
+    @classmethod
+    def build(cls, objects: Sequence[ObjectAnswers], labels: list[str] | None) -> _Job:
+        answers = [a for obj in objects for a in obj.answers]
+        boxes = [b for a in answers for b in a.boxes]
+        worker_ids = sorted({a.worker_id for a in answers})
+        worker_index = {w: i for i, w in enumerate(worker_ids)}
+        if labels is None:
+            labels = sorted({b.label for b in boxes})
+        label_index = {label: i for i, label in enumerate(labels)}
+        ans_image = np.repeat(np.arange(len(objects)), [len(obj.answers) for obj in objects])
+        ans_worker = np.array([worker_index[a.worker_id] for a in answers], dtype=np.int64)
+        order = np.lexsort((ans_worker, ans_image))
+        # Equal neighbours after the sort: one worker answered one image twice (the later answer in
+        # input order comes second, lexsort being stable); report the first such answer of the input.
+        twice = (np.diff(ans_image[order]) == 0) & (np.diff(ans_worker[order]) == 0)
+        if twice.any():
+            later = int(order[1:][twice].min())
+            raise ValueError(
+                f"object {objects[ans_image[later]].dataset_object_id!r}: worker "
+                f"{answers[later].worker_id!r} answered twice; "
+                "parse answers with orchestrator.consolidation.answers, which keeps one answer per worker"
+            )
+        # An image's size is the one given by the first worker id (by sort order) that gives one.
+        sizes = []
+        for obj in objects:
+            given = [(a.worker_id, a.image_width, a.image_height) for a in obj.answers]
+            given = [g for g in given if g[1] and g[2]]
+            sizes.append(min(given)[1:] if given else (None, None))
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        box_answer = position[np.repeat(np.arange(len(answers)), [len(a.boxes) for a in answers])]
+        box_label = np.array([label_index.get(b.label, -1) for b in boxes], dtype=np.int64)
+        ltwh = np.fromiter(
+            chain.from_iterable(map(attrgetter("left", "top", "width", "height"), boxes)),
+            dtype=np.float64,
+            count=4 * len(boxes),
+        ).reshape(-1, 4)
+        xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
+        ans_image, ans_worker = ans_image[order], ans_worker[order]
+        xyxy, keep = _validate(xyxy, sizes, ans_image[box_answer])
+        keep &= box_label >= 0  # a label not in `labels`
+        xyxy, box_label, box_answer = xyxy[keep], box_label[keep], box_answer[keep]
+        # Sorted once by (image, coordinates, label): each pass then only needs a stable sort by its
+        # worker ranks to get its processing order (rank, image, coordinates, label).
+        by_image = _sort_boxes(ans_image[box_answer], xyxy, box_label)
+        return cls(
+            worker_ids=worker_ids,
+            label_names=list(labels),
+            n_images=len(objects),
+            image_size=sizes,
+            ans_image=ans_image,
+            ans_worker=ans_worker,
+            box_answer=box_answer[by_image],
+            box_xyxy=xyxy[by_image],
+            box_label=box_label[by_image],
+        )
+
+
+def _sort_boxes(image: np.ndarray, xyxy: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Order of boxes by (image, x1, y1, x2, y2, label), ties in input order: np.lexsort on all six
+    keys, sorting on the remaining keys only the runs tied on (image, x1), which are few (a full
+    six-key lexsort costs one sort of the whole job per key)."""
+    order = np.lexsort((xyxy[:, 0], image))
+    same = (np.diff(image[order]) == 0) & (np.diff(xyxy[order, 0]) == 0)
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    runs = order[tied]  # whole runs, in (image, x1, input) order: lexsort keeps that order on ties
+    x1, y1, x2, y2 = xyxy[runs].T
+    order[tied] = runs[np.lexsort((label[runs], y2, x2, y1, x1, image[runs]))]
+    return order
+
+
+def _validate(
+    xyxy: np.ndarray, sizes: list[tuple[int | None, int | None]], box_image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order corners, clip to the image where its size is known; mask of finite, in-range boxes with area."""
+    xyxy = np.concatenate(
+        [np.minimum(xyxy[:, :2], xyxy[:, 2:]), np.maximum(xyxy[:, :2], xyxy[:, 2:])], axis=1
+    )
+    limits = np.array([(w or np.inf, h or np.inf) for w, h in sizes], dtype=np.float64).reshape(-1, 2)
+    upper = np.tile(limits[box_image], 2)
+    xyxy = np.clip(xyxy, 0.0, upper, where=np.isfinite(upper), out=xyxy.copy())
+    in_range = np.all(np.abs(xyxy) <= MAX_COORDINATE, axis=1)  # False for NaN too
+    keep = in_range & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return xyxy, keep
+
+
+class _Vote:
+    """One voting pass over a job with fixed worker weights: clusters, kept boxes, per-box matches."""
+
+    def __init__(
+        self,
+        job: _Job,
+        weights: np.ndarray,
+        iou_threshold: float,
+        min_support: float,
+        coordinates: Coordinates,
+    ) -> None:
+        self.job = job
+        ans_weight = weights[job.ans_worker]
+        # Processing order inside each image: heavier workers first, then worker id (answers are
+        # already sorted by image, then worker id, so lexsort's stability supplies the id tie-break).
+        by_rank = np.lexsort((-ans_weight, job.ans_image))
+        first = np.searchsorted(job.ans_image, job.ans_image)
+        ans_rank = np.empty(len(by_rank), dtype=np.int64)
+        ans_rank[by_rank] = np.arange(len(by_rank)) - first[by_rank]
+        self.image_weight = np.bincount(job.ans_image, weights=ans_weight, minlength=job.n_images)
+        self.n_workers = np.bincount(job.ans_image, minlength=job.n_images)
+
+        xyxy, label, answer = job.box_xyxy, job.box_label, job.box_answer
+        order = np.argsort(ans_rank[answer], kind="stable")  # job boxes are sorted by image, coordinates
+        self.xyxy, self.label, self.answer = xyxy[order], label[order], answer[order]
+        self.image = job.ans_image[self.answer]
+        self.weight = ans_weight[self.answer]
+        self.rank = ans_rank[self.answer]
+        self.cluster, self.cluster_image = _cluster(
+            self.image, self.xyxy, self.weight, self.rank, iou_threshold, job.n_images
+        )
+        self.cluster, self.cluster_image = _merge_split(
+            self.cluster, self.cluster_image, self.xyxy, self.weight, self.rank, iou_threshold, job.n_images
+        )
+        self._score_clusters(min_support, coordinates)
+
+    def _score_clusters(self, min_support: float, coordinates: Coordinates) -> None:
+        n_clusters = len(self.cluster_image)
+        cluster_weight = np.bincount(self.cluster, weights=self.weight, minlength=n_clusters)
+        support = cluster_weight / self.image_weight[self.cluster_image]
+        kept = support >= min_support - _TOL
+        kept_index = np.cumsum(kept) - 1  # cluster -> row among kept clusters
+        n_kept = int(kept.sum())
+        member = kept[self.cluster]  # boxes in kept clusters
+        row, slot = kept_index[self.cluster[member]], self.rank[member]
+        box, agreement = _box_and_agreement(
+            row,
+            slot,
+            self.xyxy[member],
+            self.weight[member],
+            self.n_workers[self.cluster_image[kept]],
+            coordinates,
+        )
+
+        n_labels = max(len(self.job.label_names), 1)
+        label_weight = np.bincount(
+            row * n_labels + self.label[member], weights=self.weight[member], minlength=n_kept * n_labels
+        ).reshape(n_kept, n_labels)
+        top = label_weight.max(axis=1, initial=0.0)
+        winner = np.argmax(label_weight >= top[:, None] - _TOL, axis=1)  # first label in tie-break order
+        self.kept_weight = cluster_weight[kept]
+        self.label_disagreement = top < self.kept_weight - _TOL
+
+        member_iou = _pair_iou(self.xyxy[member], box[row])
+        votes = np.bincount(row, minlength=n_kept)
+        self.box, self.box_label, self.votes = box, winner, votes
+        self.support = support[kept]
+        self.mean_iou = np.bincount(row, weights=member_iou, minlength=n_kept) / np.maximum(votes, 1)
+        self.confidence = self.support * agreement
+        self.kept, self.kept_image = kept, self.cluster_image[kept]
+        self.rejected_image = np.bincount(self.cluster_image[~kept], minlength=self.job.n_images) > 0
+        # A box matches the consensus if its cluster was kept and it carries the winning label.
+        self.matched = np.zeros(len(self.cluster), dtype=bool)
+        self.matched[member] = self.label[member] == winner[row]
+        self.matched_iou = np.zeros(len(self.cluster))
+        self.matched_iou[member] = member_iou
+        self.box_row = np.full(len(self.cluster), -1)
+        self.box_row[member] = row
+
+    def _worker_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        job, n = self.job, len(self.job.worker_ids)
+        box_worker = job.ans_worker[self.answer]
+        kept_per_image = np.bincount(self.kept_image, minlength=job.n_images)
+        answers = np.bincount(job.ans_worker, minlength=n)
+        boxes = np.bincount(box_worker, minlength=n)
+        matched = np.bincount(box_worker, weights=self.matched, minlength=n)
+        expected = np.bincount(job.ans_worker, weights=kept_per_image[job.ans_image], minlength=n)
+        iou_sum = np.bincount(box_worker, weights=np.where(self.matched, self.matched_iou, 0.0), minlength=n)
+        return answers, boxes, matched, expected, iou_sum
+
+    def worker_f1(self) -> np.ndarray:
+        """Each worker's F1 against this pass's consensus over the job (1.0 when both drew nothing)."""
+        _, boxes, matched, expected, _ = self._worker_counts()
+        return np.divide(2 * matched, boxes + expected, out=np.ones(len(boxes)), where=boxes + expected > 0)
+
+    def worker_quality(self, weights: np.ndarray, low_quality_f1: float) -> dict[str, WorkerQuality]:
+        answers, boxes, matched, expected, iou_sum = self._worker_counts()
+        f1 = self.worker_f1()
+        quality = {}
+        for i, worker in enumerate(self.job.worker_ids):
+            quality[worker] = WorkerQuality(
+                worker_id=worker,
+                answers=int(answers[i]),
+                boxes=int(boxes[i]),
+                matched=int(matched[i]),
+                recall=float(matched[i] / expected[i]) if expected[i] else 1.0,
+                precision=float(matched[i] / boxes[i]) if boxes[i] else 1.0,
+                mean_iou=float(iou_sum[i] / matched[i]) if matched[i] else 0.0,
+                weight=float(weights[i]),
+                low_quality=bool(f1[i] < low_quality_f1 and boxes[i] + expected[i] >= MIN_EVIDENCE),
+            )
+        return quality
+
+    def results(self, objects: Sequence[ObjectAnswers]) -> list[ObjectResult]:
+        job = self.job
+        # Kept boxes grouped by image, in coordinate order inside an image. Columns become Python lists
+        # once (tolist), not one numpy scalar at a time: this loop runs once per box of the job.
+        order = np.lexsort(
+            (self.box_label, self.box[:, 3], self.box[:, 2], self.box[:, 1], self.box[:, 0], self.kept_image)
+        )
+        bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1)).tolist()
+        box = self.box[order]
+        members = self._members()
+        columns = zip(  # in the order of ConsolidatedBox's fields
+            [job.label_names[k] for k in self.box_label[order].tolist()],
+            box[:, 0].tolist(),
+            box[:, 1].tolist(),
+            (box[:, 2] - box[:, 0]).tolist(),
+            (box[:, 3] - box[:, 1]).tolist(),
+            self.confidence[order].tolist(),
+            self.support[order].tolist(),
+            self.votes[order].tolist(),
+            self.mean_iou[order].tolist(),
+            [members[k] for k in order.tolist()],
+            strict=True,
+        )
+        boxes = [ConsolidatedBox(*row) for row in columns]
+        low_support = np.bincount(self.kept_image[self.support < LOW_SUPPORT - _TOL], minlength=job.n_images)
+        disagree = np.bincount(self.kept_image[self.label_disagreement], minlength=job.n_images)
+        image_flags = zip(
+            self.n_workers.tolist(),
+            (low_support > 0).tolist(),
+            self.rejected_image.tolist(),
+            (disagree > 0).tolist(),
+            strict=True,
+        )
+        results = []
+        for i, (obj, (n_workers, low, rejected, disagreement)) in enumerate(
+            zip(objects, image_flags, strict=True)
+        ):
+            flags = [
+                flag
+                for flag, on in (
+                    ("no_answers", n_workers == 0),
+                    ("few_workers", 0 < n_workers < FEW_WORKERS),
+                    ("low_support", low),
+                    ("rejected_clusters", rejected),
+                    ("label_disagreement", disagreement),
+                )
+                if on
+            ]
+            width_px, height_px = job.image_size[i]
+            results.append(
+                ObjectResult(
+                    dataset_object_id=obj.dataset_object_id,
+                    source_ref=obj.source_ref,
+                    image_width=width_px,
+                    image_height=height_px,
+                    boxes=boxes[bounds[i] : bounds[i + 1]],
+                    n_workers=n_workers,
+                    flags=flags,
+                )
+            )
+        return results
+
+    def _members(self) -> list[tuple[str, ...]]:
+        """Worker ids of each kept cluster, sorted."""
+        member = self.kept[self.cluster]
+        row = (np.cumsum(self.kept) - 1)[self.cluster[member]]
+        worker = self.job.ans_worker[self.answer[member]]
+        order = np.lexsort((worker, row))
+        bounds = np.searchsorted(row[order], np.arange(len(self.support) + 1)).tolist()
+        names = [self.job.worker_ids[w] for w in worker[order].tolist()]
+        return [tuple(names[bounds[k] : bounds[k + 1]]) for k in range(len(self.support))]
+
+
+def _cluster(
+    image: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    rank: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster id of every box and image of every cluster. Boxes come sorted by (rank, image, coordinates).
+
+    Round r adds the r-th worker of every image at once: its boxes are matched to that image's
+    clusters (one box per cluster, pairs with IoU >= threshold against the cluster's running
+    weighted mean, maximum total IoU); the rest start new clusters.
+    """
+    n = len(image)
+    cluster = np.empty(n, dtype=np.int64)
+    cluster_image = np.empty(n, dtype=np.int64)
+    mean = np.empty((n, 4))
+    weighted_sum = np.empty((n, 4))
+    weight_sum = np.empty(n)
+    n_clusters = 0
+    bounds = np.searchsorted(rank, np.arange(int(rank.max(initial=-1)) + 2))
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
+        boxes, w = xyxy[start:stop], weight[start:stop]
+        fresh = np.ones(stop - start, dtype=bool)
+        if n_clusters:
+            c, b = _match_round(
+                cluster_image[:n_clusters],
+                mean[:n_clusters],
+                image[start:stop],
+                boxes,
+                iou_threshold,
+                n_images,
+            )
+            cluster[start + b] = c
+            weighted_sum[c] += w[b, None] * boxes[b]
+            weight_sum[c] += w[b]
+            mean[c] = weighted_sum[c] / weight_sum[c, None]
+            fresh[b] = False
+        new = np.flatnonzero(fresh)
+        ids = np.arange(n_clusters, n_clusters + len(new))
+        cluster[start + new] = ids
+        cluster_image[ids] = image[start + new]
+        mean[ids] = boxes[new]
+        weighted_sum[ids] = w[new, None] * boxes[new]
+        weight_sum[ids] = w[new]
+        n_clusters += len(new)
+    return cluster, cluster_image[:n_clusters]
+
+
+def _match_round(
+    cluster_image: np.ndarray,
+    cluster_box: np.ndarray,
+    box_image: np.ndarray,
+    boxes: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters."""
+    c, b = _cross_pairs(cluster_image, box_image, n_images)
+    iou = _pair_iou(cluster_box[c], boxes[b])
+    ok = iou >= iou_threshold
+    c, b, iou = c[ok], b[ok], iou[ok]
+    # Where some cluster or box has two candidates the Hungarian algorithm decides; elsewhere every
+    # candidate pair is the optimal assignment already.
+    crowded = (np.bincount(c, minlength=len(cluster_image))[c] > 1) | (
+        np.bincount(b, minlength=len(boxes))[b] > 1
+    )
+    if not crowded.any():
+        return c, b
+    pair_image = box_image[b]
+    contested = np.zeros(n_images, dtype=bool)
+    contested[pair_image[crowded]] = True
+    hard = contested[pair_image]
+    keep_c, keep_b = [c[~hard]], [b[~hard]]
+    c, b, iou, pair_image = c[hard], b[hard], iou[hard], pair_image[hard]
+    # One small matrix per contested image: rows are its candidate clusters, columns its candidate
+    # boxes, both ascending. Local indexes come from one global sort of all contested pairs (grouped
+    # by image), so the loop below does O(pairs of the image) work per image.
+    rows, row_of = np.unique(c, return_inverse=True)
+    cols, col_of = np.unique(b, return_inverse=True)
+    images, pair_start = np.unique(pair_image, return_index=True)
+    # Clusters and boxes of an image: a contiguous run of rows (cols) once sorted by image.
+    by_image = np.argsort(cluster_image[rows], kind="stable")
+    rows, row_of = rows[by_image], np.argsort(by_image)[row_of]
+    row_start = np.searchsorted(cluster_image[rows], images)
+    col_start = np.searchsorted(box_image[cols], images)
+    row_stop = np.append(row_start[1:], len(rows))
+    col_stop = np.append(col_start[1:], len(cols))
+    # Everything but the assignment itself is done outside the per-image loop, which runs thousands
+    # of times: local indexes of each pair in its image's matrix, and (after the loop) dropping the
+    # assigned cells that are not candidate pairs (the zero cells: candidates have IoU >= threshold > 0).
+    pair_stop = np.append(pair_start[1:], len(c))
+    local_row = row_of - np.repeat(row_start, pair_stop - pair_start)
+    local_col = col_of - np.repeat(col_start, pair_stop - pair_start)
+    assigned_rows, assigned_cols = [], []
+    for p0, p1, r0, r1, k0, k1 in zip(
+        pair_start.tolist(),
+        pair_stop.tolist(),
+        row_start.tolist(),
+        row_stop.tolist(),
+        col_start.tolist(),
+        col_stop.tolist(),
+        strict=True,
+    ):
+        matrix = np.zeros((r1 - r0, k1 - k0))
+        matrix[local_row[p0:p1], local_col[p0:p1]] = iou[p0:p1]
+        r, k = linear_sum_assignment(matrix, maximize=True)
+        assigned_rows.append(r + r0)
+        assigned_cols.append(k + k0)
+    r, k = np.concatenate(assigned_rows), np.concatenate(assigned_cols)
+    good = np.isin(r * len(cols) + k, row_of * len(cols) + col_of)
+    keep_c.append(rows[r[good]])
+    keep_b.append(cols[k[good]])
+    return np.concatenate(keep_c), np.concatenate(keep_b)
+
+
+def _cross_pairs(image_a: np.ndarray, image_b: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with image_a[i] == image_b[j], grouped by image, i then j ascending."""
+    sort_a = np.argsort(image_a, kind="stable")
+    sort_b = np.argsort(image_b, kind="stable")
+    n_b = np.bincount(image_b, minlength=n_images)
+    first_b = np.cumsum(n_b) - n_b  # where each image's run starts in sort_b
+    image = image_a[sort_a]
+    per_a = n_b[image]  # partners of each i, taken in image order
+    slot = np.cumsum(per_a) - per_a  # first output slot of each i
+    i = np.repeat(sort_a, per_a)
+    # Output slot s of the i starting at `slot` takes the (s - slot)-th j of its image.
+    j = sort_b[np.arange(len(i)) - np.repeat(slot - first_b[image], per_a)]
+    return i, j
+
+
+def _merge_split(
+    cluster: np.ndarray,
+    cluster_image: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    rank: np.ndarray,
+    iou_threshold: float,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two clusters of an image that share no worker and whose mean boxes overlap at IoU >=
+    threshold (best pair first, repeated until none is left): greedy clustering can split one object
+    when an early sloppy box drags a cluster's mean away from later boxes."""
+    # Only images that merged something in the last round are looked at again: elsewhere no pair
+    # qualified and no cluster changed, so none would now.
+    active = np.ones(n_images, dtype=bool)
+    while len(cluster):
+        n = len(cluster_image)
+        weight_sum = np.bincount(cluster, weights=weight, minlength=n)
+        mean = np.stack(
+            [np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)], axis=1
+        )
+        mean /= weight_sum[:, None]
+        live = np.flatnonzero(active[cluster_image])
+        a, b = _cross_pairs(cluster_image[live], cluster_image[live], n_images)
+        a, b = live[a[a < b]], live[b[a < b]]
+        iou = _pair_iou(mean[a], mean[b])
+        ok = iou >= iou_threshold
+        a, b, iou = a[ok], b[ok], iou[ok]
+        if len(a):
+            members = np.zeros((n, int(rank.max()) + 1), dtype=bool)
+            members[cluster, rank] = True
+            ok = ~np.any(members[a] & members[b], axis=1)
+            a, b, iou = a[ok], b[ok], iou[ok]
+        if not len(a):
+            return cluster, cluster_image
+        target = np.arange(n)
+        used = np.zeros(n, dtype=bool)
+        first, second = a.tolist(), b.tolist()
+        for i in np.lexsort((b, a, -iou)).tolist():
+            if not used[first[i]] and not used[second[i]]:
+                used[first[i]] = used[second[i]] = True
+                target[second[i]] = first[i]
+        active[:] = False
+        active[cluster_image[used]] = True
+        keep = target == np.arange(n)
+        cluster = (np.cumsum(keep) - 1)[target[cluster]]
+        cluster_image = cluster_image[keep]
+    return cluster, cluster_image
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a[i] and b[i], both (n, 4) as x1, y1, x2, y2."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
+    inter = iw * ih
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return inter / union
+
+
+def _box_and_agreement(
+    row: np.ndarray,
+    slot: np.ndarray,
+    xyxy: np.ndarray,
+    weight: np.ndarray,
+    width: np.ndarray,
+    coordinates: Coordinates,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each kept cluster's box and agreement from its members (cluster `row`, worker `slot`).
+
+    Members are laid out (cluster, worker slot, edge) in one block per number of workers of the
+    cluster's image (`width`): one job-wide width would make a single image with many workers cost
+    that many slots, and their square, for every cluster of the job.
+    """
+    box, agreement = np.empty((len(width), 4)), np.empty(len(width))
+    for m in np.unique(width).tolist():
+        rows = np.flatnonzero(width == m)
+        position = np.empty(len(width), dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        pick = width[row] == m
+        at = (position[row[pick]], slot[pick])
+        edges = np.full((len(rows), m, 4), np.nan)
+        edges[at] = xyxy[pick]
+        weights = np.zeros((len(rows), m))
+        weights[at] = weight[pick]
+        # Weights choose the clusters and labels, not the edges: members already agree at IoU >= the
+        # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
+        # one box (measured against a skill-weighted median: better on real and simulated crowds alike).
+        box[rows] = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
+        agreement[rows] = _pairwise_agreement(edges, weights)
+    return box, agreement
+
+
+def _median(edges: np.ndarray) -> np.ndarray:
+    """Per cluster and edge, the median of the members' values. edges (k, m, 4), NaN = absent."""
+    values = np.sort(edges, axis=1)  # NaN (absent) last
+    present = np.sum(~np.isnan(edges), axis=1, keepdims=True)
+    low = np.take_along_axis(values, np.maximum(present - 1, 0) // 2, axis=1)
+    high = np.take_along_axis(values, present // 2, axis=1)
+    return ((low + high) / 2)[:, 0, :]
+
+
+def _pairwise_agreement(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean IoU over pairs of different members of each cluster; 0 with one member."""
+    a, b = edges[:, :, None, :], edges[:, None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
+    inter = iw * ih
+    area = (edges[..., 2] - edges[..., 0]) * (edges[..., 3] - edges[..., 1])
+    iou = np.nan_to_num(inter / (area[:, :, None] + area[:, None, :] - inter))
+    pair_weight = weights[:, :, None] * weights[:, None, :]
+    pair_weight[:, np.arange(weights.shape[1]), np.arange(weights.shape[1])] = 0.0
+    total = pair_weight.sum(axis=(1, 2))
+    return np.divide((pair_weight * iou).sum(axis=(1, 2)), total, out=np.zeros(len(total)), where=total > 0)

@@ -1,0 +1,130 @@
+"""Writing the outputs of a job that has ended, the same way for every backend.
+
+Portal and MTurk answers (and Ground Truth's with `--reconsolidate` or `consolidation =
+"labeljob"`) are read back from the worker-response layout the job layer stored them in and
+consolidated by IoU voting. A Ground Truth job consolidated by AWS keeps Ground Truth's own
+`output.manifest`, which is read and validated line by line. Either way the job gets its
+augmented manifest, a COCO export, and a `remaining.manifest` of the objects that got no label.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.consolidation import AnswerReport
+from orchestrator.errors import InputError, NotFound
+from orchestrator.jobs.lifecycle import job_output_prefix
+from orchestrator.jobs.store import JobStore
+from orchestrator.manifest import write_jsonl
+from orchestrator.outputs import (
+    OUTPUT_MANIFEST_KEY,
+    WORKERS_REPORT_KEY,
+    OutputTargets,
+    consolidate_and_write,
+    export_lines,
+    read_augmented_manifest,
+    read_source_lines,
+    read_worker_responses,
+)
+from orchestrator.storage import open_object, open_store
+
+if TYPE_CHECKING:
+    from orchestrator.jobs.record import JobRecord
+    from orchestrator.spec import JobSpec
+
+# Our re-consolidation of a Ground Truth job never overwrites the manifest Ground Truth wrote.
+RECONSOLIDATED_MANIFEST_KEY = "manifests/output/labeljob.manifest"
+COCO_EXPORT_PREFIX = "exports/coco"
+
+
+def uses_aws_consolidation(spec: JobSpec, reconsolidate: bool) -> bool:
+    return (
+        spec.backend == "groundtruth"
+        and not reconsolidate
+        and spec.groundtruth is not None
+        and spec.groundtruth.consolidation == "aws"
+    )
+
+
+def finish_job(
+    spec: JobSpec, record: JobRecord, jobs: JobStore, *, boto3_session=None, reconsolidate: bool = False
+) -> dict[str, str]:
+    """Write the outputs of an ended job; returns their URIs, to be kept in the job record.
+
+    The output manifest is copied beside the job record in the workspace, with the
+    `remaining.manifest` of objects that got no label, ready to launch again.
+    """
+    job_folder = open_store(job_output_prefix(spec), boto3_session)
+    source_lines = read_source_lines(*open_object(spec.input_manifest, boto3_session))
+    paths: dict[str, str] = {}
+
+    if uses_aws_consolidation(spec, reconsolidate):
+        manifest_store, manifest_key = _groundtruth_manifest(record, job_folder, boto3_session)
+        if not manifest_store.exists(manifest_key):
+            if record.status == "completed":
+                raise NotFound(
+                    f"{manifest_store.uri(manifest_key)}: Ground Truth reported the job Completed "
+                    "but its output manifest is not there",
+                    hint="output files appear minutes after the job ends; poll again later",
+                )
+            # A job that failed or was stopped before labeling anything writes no manifest.
+            return _write_remaining(spec, jobs, source_lines, labeled=set(), paths=paths)
+    else:
+        report = AnswerReport()
+        refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
+        objects = read_worker_responses(job_folder, refs, spec.labels, report)
+        manifest_store = job_folder
+        manifest_key = RECONSOLIDATED_MANIFEST_KEY if spec.backend == "groundtruth" else OUTPUT_MANIFEST_KEY
+        targets = OutputTargets(
+            manifest=(job_folder, manifest_key),
+            workers_report=(job_folder, WORKERS_REPORT_KEY),
+            job_folder=job_folder,
+        )
+        outputs = consolidate_and_write(
+            objects,
+            source_lines,
+            spec.labels,
+            attr=spec.label_attribute,
+            job_name=spec.name,
+            targets=targets,
+            params=spec.consolidation,
+            report=report,
+        )
+        paths.update(outputs.paths)
+    paths["manifest"] = manifest_store.uri(manifest_key)
+
+    errors: list[InputError] = []
+    lines = [
+        line
+        for _, line in read_augmented_manifest(manifest_store, manifest_key, spec.label_attribute, errors)
+    ]
+    if errors:
+        # A few bad lines from the service must not hold back the good ones; they are relaunched.
+        paths["manifest_errors"] = f"{len(errors)} invalid line(s); first: {errors[0].message}"
+    paths["workspace_manifest"] = jobs.put_file(
+        spec.name, "output.manifest", manifest_store.get(manifest_key), "application/jsonl"
+    )
+    if lines:
+        coco = export_lines(lines, "coco", open_store(job_folder.uri(COCO_EXPORT_PREFIX), boto3_session))
+        paths["coco"] = coco.destination
+    return _write_remaining(spec, jobs, source_lines, {line.source_ref for line in lines}, paths)
+
+
+def _write_remaining(
+    spec: JobSpec, jobs: JobStore, source_lines: dict[str, dict], labeled: set[str], paths: dict[str, str]
+) -> dict[str, str]:
+    """Write `remaining.manifest` beside the job record when some objects got no label."""
+    remaining = [line for line in source_lines.values() if line["source-ref"] not in labeled]
+    if remaining:
+        key = JobStore.key(spec.name, "remaining.manifest")
+        write_jsonl(jobs.workspace, key, remaining)
+        paths["remaining_manifest"] = jobs.workspace.uri(key)
+    return paths
+
+
+def _groundtruth_manifest(record: JobRecord, job_folder, boto3_session):
+    """Ground Truth's output manifest: where the service said it is, else where it always writes it."""
+    uri = record.backend_state.get("output_manifest_uri")
+    if uri:
+        return open_object(uri, boto3_session)
+    return job_folder, OUTPUT_MANIFEST_KEY

@@ -1,0 +1,53 @@
+"""Input manifests: JSON Lines I/O and source-ref rules, building from a bucket, checking, image headers.
+
+`from orchestrator.manifest import build_manifest`; the modules are `jsonl`, `build`, `check` and
+`images` (docs/manifests.md).
+"""
+
+from orchestrator.manifest.build import (
+    SKIP_REASONS,
+    BuildOptions,
+    BuildReport,
+    Destination,
+    assign_split,
+    build_manifest,
+    parse_extensions,
+    parse_size,
+    parse_splits,
+    plan_destination,
+    probe_image,
+)
+from orchestrator.manifest.check import CheckReport, check_manifests
+from orchestrator.manifest.images import HEADER_BYTES, ImageHeader, NeedMoreBytes, sniff
+from orchestrator.manifest.jsonl import (
+    DEFAULT_WORKERS,
+    object_checker,
+    parse_line,
+    read_manifest,
+    write_jsonl,
+)
+
+__all__ = [
+    "DEFAULT_WORKERS",
+    "HEADER_BYTES",
+    "SKIP_REASONS",
+    "BuildOptions",
+    "BuildReport",
+    "CheckReport",
+    "Destination",
+    "ImageHeader",
+    "NeedMoreBytes",
+    "assign_split",
+    "build_manifest",
+    "check_manifests",
+    "object_checker",
+    "parse_extensions",
+    "parse_line",
+    "parse_size",
+    "parse_splits",
+    "plan_destination",
+    "probe_image",
+    "read_manifest",
+    "sniff",
+    "write_jsonl",
+]

@@ -1,0 +1,190 @@
+"""Ground Truth's output layout under `<output prefix>/<job name>/`, which every backend writes.
+
+    manifests/output/output.manifest
+    annotations/worker-response/iteration-<N>/<datasetObjectId>/<YYYY-MM-DD_HH:MM:SS>.json
+    annotations/consolidated-annotation/consolidation-response/iteration-<N>/<YYYY-MM-DD_HH:MM:SS>.json
+    reports/workers.csv          (ours: per-worker agreement; Ground Truth has no such file)
+
+Every function takes a store rooted at the job folder. A worker-response file holds Ground
+Truth's JSON: `{"answers": [{"workerId", "answerContent": {"annotatedResult": {"boundingBoxes",
+"inputImageProperties"}}, "submissionTime", "timeSpentInSeconds"}]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from orchestrator.consolidation import AnswerReport, ObjectAnswers, WorkerAnswer, parse_worker_response
+from orchestrator.errors import InputError, NotFound
+from orchestrator.storage import ObjectStore, join_key, list_or_empty
+
+OUTPUT_MANIFEST_KEY = "manifests/output/output.manifest"
+WORKER_RESPONSE_PREFIX = "annotations/worker-response/"
+CONSOLIDATION_RESPONSE_PREFIX = "annotations/consolidated-annotation/consolidation-response/"
+WORKERS_REPORT_KEY = "reports/workers.csv"
+# The `name` of the template's <crowd-bounding-box>; the parser accepts any name.
+ANSWER_NAME = "annotatedResult"
+# S3 GETs are latency-bound; a few in flight make reading a large job's answers minutes faster.
+READ_THREADS = 16
+
+_RESPONSE_KEY = re.compile(r"^iteration-(\d+)/([^/]+)/([^/]+\.json)$")
+
+
+def file_timestamp(when: datetime) -> str:
+    """Ground Truth's file-name timestamp, UTC: `2020-12-28_18:59:58`."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d_%H:%M:%S")
+
+
+def worker_response_key(dataset_object_id: str, when: datetime, iteration: int = 1) -> str:
+    if not dataset_object_id or "/" in dataset_object_id or dataset_object_id in (".", ".."):
+        raise ValueError(f"dataset object id {dataset_object_id!r} cannot be a folder name")
+    name = file_timestamp(when) + ".json"
+    return join_key(WORKER_RESPONSE_PREFIX, f"iteration-{iteration}", dataset_object_id, name)
+
+
+def _number(value: float) -> int | float:
+    # Ground Truth writes integer pixels; keep a fractional value from another tool as it is.
+    return int(value) if float(value).is_integer() else value
+
+
+def worker_response_entry(answer: WorkerAnswer) -> dict:
+    """One worker's answer in Ground Truth's worker-response shape; unknown fields are left out."""
+    result: dict = {
+        "boundingBoxes": [
+            {
+                "height": _number(box.height),
+                "label": box.label,
+                "left": _number(box.left),
+                "top": _number(box.top),
+                "width": _number(box.width),
+            }
+            for box in answer.boxes
+        ]
+    }
+    if answer.image_width is not None and answer.image_height is not None:
+        result["inputImageProperties"] = {"height": answer.image_height, "width": answer.image_width}
+    entry: dict = {}
+    if answer.submitted_at is not None:
+        entry["submissionTime"] = answer.submitted_at
+    if answer.time_spent_seconds is not None:
+        entry["timeSpentInSeconds"] = answer.time_spent_seconds
+    entry["workerId"] = answer.worker_id
+    entry["answerContent"] = {ANSWER_NAME: result}
+    return entry
+
+
+def _latest_submission(obj: ObjectAnswers) -> datetime | None:
+    times = []
+    for answer in obj.answers:
+        try:
+            times.append(datetime.fromisoformat(answer.submitted_at or ""))
+        except ValueError:
+            continue
+    times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in times]
+    return max(times) if times else None
+
+
+def write_worker_responses(
+    store: ObjectStore, objects: Iterable[ObjectAnswers], *, iteration: int = 1, now: datetime | None = None
+) -> list[str]:
+    """Store each object's answers as one worker-response file; returns the keys written.
+
+    The file is named after the latest submission time of its answers (or `now` when none has
+    one), so a repeated poll that hands over the same answers rewrites the same file. When the
+    file exists already, answers are merged into it by worker id and it is rewritten only if
+    that changed it.
+    """
+    now = now or datetime.now(UTC)
+    written = []
+    for obj in objects:
+        if not obj.answers:
+            continue
+        key = worker_response_key(obj.dataset_object_id, _latest_submission(obj) or now, iteration)
+        entries = {entry["workerId"]: entry for entry in map(worker_response_entry, obj.answers)}
+        try:
+            existing = json.loads(store.get(key))["answers"]
+        except NotFound:
+            existing = None
+        except (ValueError, KeyError, TypeError):
+            existing = None  # a torn or foreign file: replace it with what we know
+        if existing is not None:
+            merged = {entry.get("workerId"): entry for entry in existing}
+            merged.update(entries)
+            if list(merged.values()) == existing:
+                continue
+            entries = merged
+        data = json.dumps({"answers": list(entries.values())}, ensure_ascii=False).encode()
+        store.put(key, data, "application/json")
+        written.append(key)
+    return written
+
+
+def _natural(object_id: str) -> tuple[int, int, str]:
+    return (0, int(object_id), "") if object_id.isdigit() else (1, 0, object_id)
+
+
+def read_worker_responses(
+    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str], report: AnswerReport
+) -> list[ObjectAnswers]:
+    """Every object's answers from `annotations/worker-response/`, all iterations, in id order.
+
+    A worker's answer in a later file replaces the same worker's earlier one. `source_refs` maps
+    each dataset object id (the input manifest line index) to its source-ref; an object without
+    one is an InputError, because the manifest given does not belong to this job. Malformed
+    answers, and files that are not JSON, are repaired or dropped and counted in `report`.
+    """
+    files: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for info in list_or_empty(store, WORKER_RESPONSE_PREFIX):
+        match = _RESPONSE_KEY.match(info.key[len(WORKER_RESPONSE_PREFIX) :])
+        if match:
+            files[match.group(2)].append((int(match.group(1)), match.group(3), info.key))
+    unknown = sorted(set(files) - set(source_refs), key=_natural)
+    if unknown:
+        raise InputError(
+            f"{store.uri(WORKER_RESPONSE_PREFIX)}: object {unknown[0]} has worker responses but no line "
+            f"in the manifest ({len(source_refs)} lines)",
+            hint="give the job's own input manifest (--input-manifest); object ids are its line indexes",
+        )
+    ids = sorted(files, key=_natural)
+    keys = [key for object_id in ids for _, _, key in sorted(files[object_id])]
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        contents = dict(zip(keys, pool.map(store.get, keys), strict=True))
+    objects = []
+    for object_id in ids:
+        answers: dict[str, WorkerAnswer] = {}
+        for _, _, key in sorted(files[object_id]):
+            try:
+                parsed = parse_worker_response(
+                    contents[key], object_id, source_refs[object_id], labels, report
+                )
+            except InputError:
+                report.add("bad_json", store.uri(key))  # one torn file must not lose the whole job
+                continue
+            answers.update((answer.worker_id, answer) for answer in parsed.answers)
+        objects.append(
+            ObjectAnswers(
+                dataset_object_id=object_id, source_ref=source_refs[object_id], answers=list(answers.values())
+            )
+        )
+    return objects
+
+
+def consolidation_entry(dataset_object_id: str, content: dict) -> dict:
+    """One element of a post-annotation Lambda's response (and of a consolidation-response file)."""
+    return {"datasetObjectId": dataset_object_id, "consolidatedAnnotation": {"content": content}}
+
+
+def write_consolidation_response(
+    store: ObjectStore, entries: list[dict], when: datetime, iteration: int = 1
+) -> str:
+    """Write the consolidation response of one iteration; returns its URI."""
+    key = join_key(CONSOLIDATION_RESPONSE_PREFIX, f"iteration-{iteration}", file_timestamp(when)) + ".json"
+    store.put(key, json.dumps(entries, ensure_ascii=False).encode(), "application/json")
+    return store.uri(key)
