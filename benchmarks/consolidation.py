@@ -1,8 +1,9 @@
 """Consolidation benchmark: IoUVote against one random worker, WBF and vote-NMS, on real and simulated crowds.
 
 Real: tests/data/pedestrians-dev.jsonl (7 MTurk workers per image, expert boxes), workers
-sub-sampled to k = 1, 3, 5, 7 per image with several seeds. Synthetic: orchestrator.consolidation.simulated_crowd
-scenarios (spammers, wrong labels, objects per image, workers per image). Prints markdown tables.
+sub-sampled to k = 1, 3, 5, 7 per image with several seeds. Synthetic:
+orchestrator.consolidation.simulated_crowd scenarios (spammers, wrong labels, objects per image,
+workers per image). Prints markdown tables.
 
     .venv/bin/python -m benchmarks.consolidation                 # everything (a few minutes)
     .venv/bin/python -m benchmarks.consolidation --quick         # 1,000 synthetic images, 2 seeds

@@ -34,3 +34,18 @@ def client(service: str, boto3_session: boto3.Session | None = None, **kwargs):
     session = boto3_session or boto3.Session()
     config = Config(retries=dict(RETRY_CONFIG), **kwargs.pop("config_kwargs", {}))
     return session.client(service, config=config, **kwargs)
+
+
+def error_code(exc: BaseException, default: str = "") -> str:
+    """The AWS error code of a botocore ClientError (`Error.Code`); `default` for any other exception."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", default))
+
+
+def error_message(exc: BaseException) -> str:
+    """The AWS error message of a botocore ClientError (`Error.Message`, "" when absent); the
+    exception's text for any other exception."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return str(exc)
+    return str(response.get("Error", {}).get("Message", ""))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
-from orchestrator.aws import client
+from orchestrator.aws import client, error_code, error_message
 from orchestrator.backends.groundtruth.backend import (
     GroundTruthBackend,
     foreign_source_refs,
@@ -56,8 +56,7 @@ class Check:
 
 
 def _error(exc: Exception) -> tuple[str, str]:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return str(error.get("Code", type(exc).__name__)), str(error.get("Message", exc))
+    return error_code(exc, type(exc).__name__), error_message(exc)
 
 
 # ------------------------------------------------------------------------------- the checks

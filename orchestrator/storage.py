@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, unquote, urlparse
 
+from orchestrator.aws import error_code, error_message
 from orchestrator.errors import AccessDenied, NotFound, PreconditionFailed, StorageError
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class S3Store:
                     Bucket=self.bucket, Key=self._full(key), Range=f"bytes={start}-{start + length - 1}"
                 )
             except Exception as exc:  # an empty object cannot satisfy any range
-                if _error_code(exc) == "InvalidRange":
+                if error_code(exc) == "InvalidRange":
                     return b""
                 raise
             return resp["Body"].read()
@@ -204,13 +205,8 @@ class S3Store:
         )
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def _map_client_error(exc: Exception, what: str) -> StorageError:
-    code = _error_code(exc)
+    code = error_code(exc)
     status = str(getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
     if code in _PRECONDITION_CODES or status in {"412", "409"}:
         return PreconditionFailed(f"{what}: changed since it was read or already exists ({code})")
@@ -224,7 +220,7 @@ def _map_client_error(exc: Exception, what: str) -> StorageError:
             hint="check the credentials (--profile) and the bucket policy; "
             "`labeljob iam-policy` lists what is needed",
         )
-    message = getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
+    message = error_message(exc)
     return StorageError(f"{what}: {code or status}: {message}")
 
 

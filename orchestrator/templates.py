@@ -1,7 +1,7 @@
 """Render the bounding-box task page for Ground Truth, an MTurk HTMLQuestion or the labeljob portal.
 
 One Liquid file, `task_templates/bounding_box.liquid.html`, serves all three workforces; only the
-element script, the image source and the form action differ (design.md, "One template, three
+element script, the image source and the form action differ (docs/architecture.md, "One template, three
 workforces"). Every value that comes from a job spec is HTML-escaped here, and so are `{` and `}`:
 Ground Truth renders our output once more with its own Liquid, so a label or an instruction
 holding `{{ ... }}` must reach it as text, not as code.

@@ -13,12 +13,6 @@ from orchestrator.doctor import GROUNDTRUTH_CORS_RULE
 from orchestrator.iam_policy import all_actions, iam_action
 
 # Fixtures: moto_url (session), aws (moto for every service), groundtruth (the fake), api_calls.
-from tests.fakes.groundtruth import (  # noqa: F401
-    api_calls_fixture,
-    aws_fixture,
-    groundtruth_fixture,
-    moto_url_fixture,
-)
 
 BUCKET = "sagemaker-doctor"
 ROLE = "GroundTruthExecution"

@@ -20,12 +20,7 @@ from orchestrator.spec import load_spec
 from orchestrator.storage import open_store
 
 # Fixtures: moto_url (session), aws (moto for every service), groundtruth (the fake).
-from tests.fakes.groundtruth import (  # noqa: F401
-    FakeGroundTruth,
-    aws_fixture,
-    groundtruth_fixture,
-    moto_url_fixture,
-)
+from tests.fakes.groundtruth import FakeGroundTruth
 
 BUCKET = "sagemaker-e2e"
 WORKSPACE = f"s3://{BUCKET}/labeljob"

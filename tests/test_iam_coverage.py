@@ -20,18 +20,8 @@ from typer.testing import CliRunner
 
 from orchestrator.cli.app import app
 from orchestrator.iam_policy import execution_role_policy, iam_action, operator_policy
-from tests.fakes.groundtruth import (  # noqa: F401 (fixtures)
-    FakeGroundTruth,
-    aws_fixture,
-    groundtruth_fixture,
-    moto_url_fixture,
-)
-from tests.fakes.mturk import (  # noqa: F401 (fixture)
-    IMAGE_BUCKET,
-    SPAMMERS,
-    fake_mturk_fixture,
-    pedestrian_images,
-)
+from tests.fakes.groundtruth import FakeGroundTruth
+from tests.fakes.mturk import IMAGE_BUCKET, SPAMMERS, pedestrian_images
 
 BUCKET = "iam-coverage"
 ROLE = "GroundTruthExecution"

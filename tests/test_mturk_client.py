@@ -15,7 +15,7 @@ from orchestrator.backends.mturk.client import (
     paginate,
 )
 from orchestrator.errors import BackendError
-from tests.fakes.mturk import FakeMTurk, fake_mturk_fixture, fast_retries_fixture  # noqa: F401 (fixtures)
+from tests.fakes.mturk import FakeMTurk
 
 
 def session() -> boto3.Session:

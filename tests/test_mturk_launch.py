@@ -20,14 +20,7 @@ from orchestrator.cli.app import app
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.jobs import new_record
 from orchestrator.spec import parse_spec
-from tests.fakes.mturk import (  # noqa: F401 (fixtures)
-    FakeMTurk,
-    MTurkJob,
-    SimulatedCrash,
-    crash_after,
-    fake_mturk_fixture,
-    fast_retries_fixture,
-)
+from tests.fakes.mturk import FakeMTurk, MTurkJob, SimulatedCrash, crash_after
 
 
 def hits_by_object(fake: FakeMTurk, job: MTurkJob) -> dict[str, list[str]]:

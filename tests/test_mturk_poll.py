@@ -12,16 +12,7 @@ from typer.testing import CliRunner
 from orchestrator.backends.mturk.review import SPAM_FEEDBACK, UNREADABLE_FEEDBACK
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
-from tests.fakes.mturk import (  # noqa: F401 (fixtures)
-    SPAMMERS,
-    FakeMTurk,
-    MTurkJob,
-    SimulatedCrash,
-    crash_after,
-    fake_mturk_fixture,
-    fast_retries_fixture,
-    pedestrian_images,
-)
+from tests.fakes.mturk import SPAMMERS, FakeMTurk, MTurkJob, SimulatedCrash, crash_after, pedestrian_images
 
 
 def settled(fake: FakeMTurk, operation: str) -> Counter:

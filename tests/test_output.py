@@ -36,7 +36,7 @@ from orchestrator.storage import LocalStore, open_store
 LABELS = ["car", "dog", "bone"]
 CREATED = datetime(2026, 11, 23, 12, 0, 0)
 
-# The output manifest line of the Ground Truth docs (reference/groundtruth.md §4), plus the keys a
+# The output manifest line of the Ground Truth docs (docs/groundtruth.md, "Limits"), plus the keys a
 # real job adds: a job name without `labeling-job/` and `adjustment-status`.
 GT_LINE = {
     "source-ref": "s3://AWSDOC-EXAMPLE-BUCKET/example_image.png",

@@ -13,7 +13,6 @@ import functools
 
 import pytest
 
-from tests.fakes.groundtruth import moto_url_fixture  # noqa: F401 (fixture)
 from tests.reliability import concurrency
 from tests.reliability.scenarios import GroundTruthScenario, MTurkScenario, PortalScenario
 from tests.reliability.sweep import baseline, crash_sweep, transient_run

@@ -55,19 +55,7 @@ from orchestrator.redact import (
 )
 from orchestrator.spec import parse_spec
 from orchestrator.storage import LocalStore, open_store
-from tests.fakes.groundtruth import (  # noqa: F401 (fixtures)
-    FakeGroundTruth,
-    aws_fixture,
-    groundtruth_fixture,
-    moto_url_fixture,
-)
-from tests.fakes.mturk import (  # noqa: F401 (fixtures)
-    IMAGE_BUCKET,
-    FakeMTurk,
-    MTurkJob,
-    fake_mturk_fixture,
-    fast_retries_fixture,
-)
+from tests.fakes.mturk import IMAGE_BUCKET, MTurkJob
 from tests.reliability.crowd import answer_all
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"

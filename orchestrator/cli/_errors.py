@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.aws import error_code, error_message
 from orchestrator.errors import LabeljobError
 
 
@@ -34,8 +35,7 @@ def describe(exc: BaseException) -> CliError | None:
     if isinstance(exc, bex.EndpointConnectionError):
         return CliError(str(exc), "check the network, the region, or AWS_ENDPOINT_URL_* overrides", 1)
     if isinstance(exc, bex.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "ClientError")
+        code = error_code(exc, "ClientError")
         hint = None
         if code in {"ThrottlingException", "Throttling", "TooManyRequestsException"}:
             hint = (
@@ -44,7 +44,7 @@ def describe(exc: BaseException) -> CliError | None:
         elif code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             hint = "`labeljob iam-policy` prints the permissions labeljob needs"
         operation = getattr(exc, "operation_name", "")
-        return CliError(f"{operation}: {code}: {error.get('Message', '')}".strip(": "), hint, 1)
+        return CliError(f"{operation}: {code}: {error_message(exc)}".strip(": "), hint, 1)
     if isinstance(exc, bex.BotoCoreError):
         return CliError(str(exc), None, 1)
     if isinstance(exc, OSError) and exc.filename:

@@ -16,7 +16,6 @@ from orchestrator.cli import iam as iam_cmd
 from orchestrator.cli import init as init_cmd
 from orchestrator.cli import job as job_cmd
 from orchestrator.cli import manifest as manifest_cmd
-from orchestrator.cli import mturk as mturk_cmd
 from orchestrator.cli import portal as portal_cmd
 from orchestrator.cli import results as results_cmd
 from orchestrator.cli import workforce as workforce_cmd
@@ -96,7 +95,7 @@ app.command("status")(job_cmd.status)
 app.command("poll")(job_cmd.poll)
 app.command("wait")(job_cmd.wait)
 app.command("stop")(job_cmd.stop)
-app.command("cleanup")(mturk_cmd.cleanup)
+app.command("cleanup")(job_cmd.cleanup)
 app.command("consolidate")(results_cmd.consolidate)
 app.command("export")(results_cmd.export)
 app.command("doctor")(doctor_cmd.doctor)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from orchestrator.cli._options import SpecPath
 from orchestrator.cli._state import state
 from orchestrator.doctor import run_checks
 from orchestrator.spec import load_spec
@@ -14,7 +14,7 @@ from orchestrator.spec import load_spec
 
 def doctor(
     ctx: typer.Context,
-    spec_path: Annotated[Path, typer.Argument(help="The job spec (TOML).", metavar="JOB.toml")],
+    spec_path: SpecPath,
     fix_cors: Annotated[
         bool, typer.Option("--fix-cors", help="Add Ground Truth's CORS rule to image buckets lacking it.")
     ] = False,

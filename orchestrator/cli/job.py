@@ -1,15 +1,15 @@
-"""Job commands shared by every backend: estimate, launch, status, poll, wait, stop."""
+"""Job commands: estimate, launch, status, poll, wait, stop, and `cleanup` of a finished MTurk job."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.groundtruth.chaining import chain_spec
+from orchestrator.cli._options import SpecPath
 from orchestrator.cli._state import State, state
 from orchestrator.errors import UsageError
 from orchestrator.jobs import (
@@ -26,8 +26,6 @@ from orchestrator.jobs import (
 )
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
-
-SpecPath = Annotated[Path, typer.Argument(help="The job spec (TOML).", metavar="JOB.toml")]
 
 
 def _job_store(st: State) -> JobStore:
@@ -229,3 +227,19 @@ def stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job t
             f"asked the {record.backend} backend to stop {name}; `labeljob poll {name}` collects the rest"
         )
     st.output.data(status_row(jobs.load(name)[0]))
+
+
+def cleanup(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A finished MTurk job.")]) -> None:
+    """Delete the HITs of a finished MTurk job whose every assignment is approved or rejected."""
+    from orchestrator.backends.mturk.backend import MTurkBackend
+
+    st = state(ctx)
+    workspace = open_store(st.settings.workspace, st.session)
+    record = JobStore(workspace).load(name)[0]
+    if record.backend != "mturk":
+        raise UsageError(f"job {name} runs on {record.backend}; cleanup is for MTurk jobs")
+    backend = MTurkBackend(boto3_session=st.session, workspace=workspace)
+    report = backend.cleanup(record.job_spec, record)
+    for kept in report.kept:
+        st.output.warn(f"kept HIT {kept['hit']} (object {kept['object']}): {kept['reason']}")
+    st.output.data({"job": name, "deleted": len(report.deleted), "kept": len(report.kept)})

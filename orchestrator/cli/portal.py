@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +10,10 @@ import typer
 from sqlalchemy import select
 
 from orchestrator.backends.portal import catalog
-from orchestrator.backends.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
+from orchestrator.backends.portal.db import Database, Task, default_db_url, open_database, redacted
 from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
+from orchestrator.backends.portal.workers import invite_worker
+from orchestrator.cli._options import DatabaseUrl
 from orchestrator.cli._state import State, state
 from orchestrator.errors import BackendError, NotFound, UsageError
 from orchestrator.jobs import JobStore
@@ -27,16 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
-        "(default: portal.db in a local workspace).",
-        metavar="URL",
-    ),
-]
 
 
 def _session(st: State):
@@ -61,7 +51,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    db: DbOption = None,
+    db: DatabaseUrl = None,
     new_admin_token: Annotated[
         bool, typer.Option("--new-admin-token", help="Revoke the admin token and print a new one.")
     ] = False,
@@ -102,14 +92,13 @@ def invite(
         str | None,
         typer.Option(help="The portal's address as workers reach it (default: the job's public_url)."),
     ] = None,
-    db: DbOption = None,
+    db: DatabaseUrl = None,
 ) -> None:
     """Print a personal link for a new worker; its token is stored only as a hash."""
     st = state(ctx)
     if not name.strip() or len(name) > 256:
         raise UsageError("NAME must be 1-256 characters")
     database = _database(st, db)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "worker"
     with database.write() as session:
         job_id = None
         if job is not None:
@@ -119,16 +108,7 @@ def invite(
                     f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
                 )
             job_id = found.id
-        worker = Worker(
-            public_id=f"{slug}-{secrets.token_hex(3)}",
-            name=name,
-            source="invite",
-            job_id=job_id,
-            created_at=time.time(),
-        )
-        session.add(worker)
-        session.flush()
-        token = issue_token(session, "worker", worker.id)
+        worker, token = invite_worker(session, name, job_id, time.time())
         public_id = worker.public_id
     record = JobStore(_workspace(st)).get(job) if job and url is None else None
     base = (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
@@ -150,7 +130,7 @@ def simulate_command(
         typer.Option(help="truth.jsonl with the true boxes (default: the one beside the images)."),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise model.")] = 0,
-    db: DbOption = None,
+    db: DatabaseUrl = None,
 ) -> None:
     """Answer a job's tasks as simulated workers through the portal's HTTP API."""
     import httpx

@@ -8,7 +8,10 @@ import typer
 
 from orchestrator.aws import client
 from orchestrator.backends.groundtruth import workteams as private_workforce
-from orchestrator.cli import mturk as mturk_cmd
+from orchestrator.backends.mturk.client import mturk_client
+from orchestrator.backends.mturk.pool import grant as grant_pool
+from orchestrator.backends.mturk.pool import revoke as revoke_pool
+from orchestrator.cli._options import MTurkWorkerIds
 from orchestrator.cli._state import state
 
 app = typer.Typer(
@@ -83,5 +86,33 @@ def portal_url(
 
 
 # A private MTurk workforce: the team's pool is a qualification type granted to worker ids.
-app.command("grant")(mturk_cmd.grant)
-app.command("revoke")(mturk_cmd.revoke)
+MTurkTeam = Annotated[str, typer.Option("--team", help="The team whose private MTurk pool to change.")]
+MTurkSandbox = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox/--production", help="The MTurk environment of the pool (the sandbox by default)."
+    ),
+]
+
+
+# A private MTurk workforce is a qualification type owned by the team, granted to the listed workers.
+@app.command("grant")
+def grant(
+    ctx: typer.Context, worker_ids: MTurkWorkerIds, team: MTurkTeam, sandbox: MTurkSandbox = True
+) -> None:
+    """Add MTurk workers to a team's private pool; only they see the team's MTurk HITs."""
+    st = state(ctx)
+    qualification_id = grant_pool(mturk_client(st.session, sandbox), team, worker_ids)
+    st.output.data({"team": team, "qualification_type_id": qualification_id, "granted": worker_ids})
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context, worker_ids: MTurkWorkerIds, team: MTurkTeam, sandbox: MTurkSandbox = True
+) -> None:
+    """Remove MTurk workers from a team's private pool."""
+    st = state(ctx)
+    qualification_id = revoke_pool(mturk_client(st.session, sandbox), team, worker_ids)
+    if qualification_id is None:
+        st.output.info(f"team {team} has no MTurk pool; nothing to revoke")
+    st.output.data({"team": team, "qualification_type_id": qualification_id, "revoked": worker_ids})

@@ -59,6 +59,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.consolidation.iou import box_iou
 from orchestrator.errors import InputError
 
 # A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
@@ -341,18 +342,6 @@ def _collapse_near_duplicates(boxes: list[Box], report: AnswerReport, where: str
         else:
             kept.append(i)
     return [boxes[i] for i in sorted(kept)]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes `a` (n, 4) and `b` (m, 4), both as x1, y1, x2, y2."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    # A positive size can still give an area that underflows to 0: such pairs have IoU 0, not NaN.
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _dedupe_workers(answers: Iterable[WorkerAnswer], report: AnswerReport, where: str) -> list[WorkerAnswer]:

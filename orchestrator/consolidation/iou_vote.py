@@ -44,6 +44,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from orchestrator.consolidation.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
+from orchestrator.consolidation.iou import iou as paired_iou
 
 Coordinates = Literal["median", "mean"]
 Weighting = Literal["none", "agreement"]
@@ -116,9 +117,8 @@ class IoUVote:
         low_quality_f1: a worker whose F1 against the final consensus is below this, with at least
             `MIN_EVIDENCE` boxes drawn or expected, gets `low_quality=True`.
 
-    Fitted attributes: `results_` (one `ObjectResult` per input object, same order), `skills_`
-    (worker id -> weight used in the final vote) and `workers_` (worker id -> `WorkerQuality`).
-    `ObjectResult.flags` holds: "no_answers", "few_workers" (< 3 answers), "low_support" (a kept
+    Fitted attributes are `results_`, `skills_` and `workers_` (declared below). `ObjectResult.flags`
+    holds: "no_answers", "few_workers" (< 3 answers), "low_support" (a kept
     box with support < 0.7), "rejected_clusters" (boxes some workers drew were voted out),
     "label_disagreement" (a kept box whose members disagree on the label).
 
@@ -135,6 +135,16 @@ class IoUVote:
         >>> result.flags
         ['rejected_clusters']
     """
+
+    results_: list[ObjectResult]
+    """One `ObjectResult` per input object, in input order."""
+
+    skills_: dict[str, float]
+    """Worker id -> the weight the worker's boxes carried in the final vote (1.0 each without weighting)."""
+
+    workers_: dict[str, WorkerQuality]
+    """Worker id -> `WorkerQuality`: boxes drawn and matched, precision, recall and F1 against the final
+    consensus, and the `low_quality` flag."""
 
     def __init__(
         self,
@@ -378,7 +388,7 @@ class _Vote:
         self.kept_weight = cluster_weight[kept]
         self.label_disagreement = top < self.kept_weight - _TOL
 
-        member_iou = _pair_iou(self.xyxy[member], box[row])
+        member_iou = paired_iou(self.xyxy[member], box[row])
         votes = np.bincount(row, minlength=n_kept)
         self.box, self.box_label, self.votes = box, winner, votes
         self.support = support[kept]
@@ -561,7 +571,7 @@ def _match_round(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters."""
     c, b = _cross_pairs(cluster_image, box_image, n_images)
-    iou = _pair_iou(cluster_box[c], boxes[b])
+    iou = paired_iou(cluster_box[c], boxes[b])
     ok = iou >= iou_threshold
     c, b, iou = c[ok], b[ok], iou[ok]
     # Where some cluster or box has two candidates the Hungarian algorithm decides; elsewhere every
@@ -658,7 +668,7 @@ def _merge_split(
         live = np.flatnonzero(active[cluster_image])
         a, b = _cross_pairs(cluster_image[live], cluster_image[live], n_images)
         a, b = live[a[a < b]], live[b[a < b]]
-        iou = _pair_iou(mean[a], mean[b])
+        iou = paired_iou(mean[a], mean[b])
         ok = iou >= iou_threshold
         a, b, iou = a[ok], b[ok], iou[ok]
         if len(a):
@@ -681,15 +691,6 @@ def _merge_split(
         cluster = (np.cumsum(keep) - 1)[target[cluster]]
         cluster_image = cluster_image[keep]
     return cluster, cluster_image
-
-
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a[i] and b[i], both (n, 4) as x1, y1, x2, y2."""
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
-    inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return inter / union
 
 
 def _box_and_agreement(
@@ -736,13 +737,10 @@ def _median(edges: np.ndarray) -> np.ndarray:
 
 def _pairwise_agreement(edges: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean IoU over pairs of different members of each cluster; 0 with one member."""
-    a, b = edges[:, :, None, :], edges[:, None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = iw * ih
-    area = (edges[..., 2] - edges[..., 0]) * (edges[..., 3] - edges[..., 1])
-    iou = np.nan_to_num(inter / (area[:, :, None] + area[:, None, :] - inter))
+    pair_iou = paired_iou(edges[:, :, None, :], edges[:, None, :, :])
     pair_weight = weights[:, :, None] * weights[:, None, :]
     pair_weight[:, np.arange(weights.shape[1]), np.arange(weights.shape[1])] = 0.0
     total = pair_weight.sum(axis=(1, 2))
-    return np.divide((pair_weight * iou).sum(axis=(1, 2)), total, out=np.zeros(len(total)), where=total > 0)
+    return np.divide(
+        (pair_weight * pair_iou).sum(axis=(1, 2)), total, out=np.zeros(len(total)), where=total > 0
+    )

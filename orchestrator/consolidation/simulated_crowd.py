@@ -3,7 +3,8 @@
 Used by benchmarks and tests, and by `labeljob portal simulate`. Pure numpy; every draw comes from
 one seeded `numpy.random.Generator`, so a seed reproduces a run call for call.
 
-The noise model (shared/reference/consolidation.md §5, calibrated to real pedestrian answers):
+The noise model (docs/consolidation.md, "The simulated crowd"), calibrated to the real pedestrian
+answers in tests/data/:
 - a worker is a spammer with probability `spammer_rate` (exactly that share of the pool): it draws
   Poisson(number of objects) random boxes with random labels;
 - every other worker has a base recall r ~ Beta(`recall_beta`) (p10/p50/p90 0.89/0.98/1.00 by
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.consolidation.answers import Box, ObjectAnswers, WorkerAnswer, box_iou
+from orchestrator.consolidation.answers import Box, ObjectAnswers, WorkerAnswer
+from orchestrator.consolidation.iou import box_iou
 
 CROWDING = 0.02
 IMAGE_SIZES = ((1280, 720), (640, 480), (1920, 1080))

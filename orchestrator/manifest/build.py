@@ -49,7 +49,7 @@ R = TypeVar("R")
 DEFAULT_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp"})
 DEFAULT_MAX_BYTES = 6 * 1024 * 1024
 NO_SPLIT = "input"
-# Ground Truth refuses images over 100 megapixels (reference/groundtruth.md section 8).
+# Ground Truth refuses images over 100 megapixels (docs/groundtruth.md, "Limits").
 MAX_PIXELS = 100_000_000
 # A header that needs more than this is not worth fetching: no real image keeps its size that far in.
 MAX_HEADER_BYTES = 4 * 1024 * 1024

@@ -22,7 +22,7 @@ MIN_IMAGES_PER_LABEL = 50
 MIN_LABEL_BALANCE = 0.5
 MIN_IMAGE_SIDE = 256
 MIN_BOX_WIDTH = 30
-# Ground Truth's limits on an input manifest (reference/groundtruth.md section 8).
+# Ground Truth's limits on an input manifest (docs/groundtruth.md, "Limits").
 GT_MAX_LINE_CHARS = 100_000
 GT_MAX_OBJECTS = 100_000
 _MAX_KEPT_MESSAGES = 1000

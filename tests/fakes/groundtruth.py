@@ -28,13 +28,11 @@ point all of AWS at it and assert that nothing was called.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import re
 import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -673,59 +671,9 @@ class FakeGroundTruth:
 # ------------------------------------------------------------------------------ fixtures
 
 
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto server on loopback serving S3, IAM, STS, Cognito, ...; yields its URL."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(name="moto_url", scope="session")
-def moto_url_fixture() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(name="aws")
-def aws_fixture(moto_url: str, monkeypatch) -> str:
-    """Every AWS service of the product goes to a freshly reset moto server; returns its URL."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    return moto_url
-
-
 @pytest.fixture(name="groundtruth")
 def groundtruth_fixture(aws: str, monkeypatch) -> Iterator[FakeGroundTruth]:
     """The fake Ground Truth, reached through AWS_ENDPOINT_URL_SAGEMAKER; S3 is the moto server."""
     with FakeGroundTruth(s3_endpoint=aws) as fake:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", fake.url)
         yield fake
-
-
-@pytest.fixture(name="api_calls")
-def api_calls_fixture(monkeypatch) -> list[tuple[str, str, dict]]:
-    """Every botocore call in this process from now on, as (service, operation, params); calls go through.
-
-    `service` is the IAM prefix (the signing name: sagemaker, s3, cognito-idp, ...).
-    """
-    import botocore.client
-
-    calls: list[tuple[str, str, dict]] = []
-    real = botocore.client.BaseClient._make_api_call
-
-    def record(self, operation_name, params):
-        calls.append((self.meta.service_model.signing_name, operation_name, params))
-        return real(self, operation_name, params)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
-    return calls

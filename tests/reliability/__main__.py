@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.fakes.groundtruth import moto_server
+from tests.fakes.aws import moto_server
 from tests.reliability import concurrency
 from tests.reliability.scenarios import REPO, GroundTruthScenario, MTurkScenario, PortalScenario, environment
 from tests.reliability.sweep import COMMANDS, Outcome, Sweep, baseline, crash_sweep, transient_run

@@ -1,7 +1,7 @@
 """Ground Truth's per-region ARNs: built-in bounding-box Lambdas and work teams.
 
 Source: the API model's `PreHumanTaskLambdaArn` / `AnnotationConsolidationLambdaArn` docs
-(botocore sagemaker 2017-07-24); see reference/groundtruth.md section 2.
+(botocore sagemaker 2017-07-24); the table is in docs/groundtruth.md, "Limits".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SageMaker Ground Truth: validated CreateLabelingJob, polling, stopping, cost, chained jobs.
 
-Every limit of reference/groundtruth.md is checked before any call, each problem naming its spec
+Every limit of docs/groundtruth.md ("Limits") is checked before any call, each problem naming its spec
 key; then the whole request is checked against botocore's service model (pattern, max, enum).
 
 Files Ground Truth reads (label categories, the rendered template, a chained job's filtered
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.aws import client
+from orchestrator.aws import client, error_code
 from orchestrator.backends.groundtruth.arns import (
     LAMBDA_ACCOUNTS,
     TASK_FOR_CHAIN,
@@ -504,7 +504,7 @@ class GroundTruthBackend:
         try:
             arn = sm.create_labeling_job(**request)["LabelingJobArn"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUse":
+            if error_code(exc) != "ResourceInUse":
                 raise
             arn = self._adopt(sm, request)
         return {"labeling_job_arn": arn, "region": self.region(spec)}
@@ -541,7 +541,7 @@ class GroundTruthBackend:
         try:
             described = self.sagemaker(spec).describe_labeling_job(LabelingJobName=spec.name)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFound":
+            if error_code(exc) != "ResourceNotFound":
                 raise
             raise BackendError(
                 f"Ground Truth has no job named {spec.name} in {self.region(spec)}",

@@ -6,14 +6,11 @@ it. Every function takes the SageMaker and Cognito clients from its caller.
 
 from __future__ import annotations
 
+from orchestrator.aws import error_code
 from orchestrator.errors import BackendError, NotFound, UsageError
 from orchestrator.service_model import validate_request
 
 DEFAULT_WORKFORCE = "default"
-
-
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def cognito_workforce(sm, workforce: str = DEFAULT_WORKFORCE) -> tuple[str, str]:
@@ -23,7 +20,7 @@ def cognito_workforce(sm, workforce: str = DEFAULT_WORKFORCE) -> tuple[str, str]
     try:
         described = sm.describe_workforce(WorkforceName=workforce)["Workforce"]
     except ClientError as exc:
-        if _code(exc) in {"ResourceNotFound", "ValidationException"}:
+        if error_code(exc) in {"ResourceNotFound", "ValidationException"}:
             raise NotFound(
                 f"no private workforce named {workforce!r} in this region",
                 hint="create one in the SageMaker console (Ground Truth > Labeling workforces), "
@@ -69,12 +66,12 @@ def create_team(
     try:
         cognito_idp.create_group(GroupName=name, UserPoolId=user_pool, Description=request["Description"])
     except ClientError as exc:
-        if _code(exc) != "GroupExistsException":
+        if error_code(exc) != "GroupExistsException":
             raise
     try:
         arn = sm.create_workteam(**request)["WorkteamArn"]
     except ClientError as exc:
-        if _code(exc) != "ResourceInUse":
+        if error_code(exc) != "ResourceInUse":
             raise
         existing = sm.describe_workteam(WorkteamName=name)["Workteam"]
         if team_group(existing) != (user_pool, name):
@@ -102,7 +99,7 @@ def describe_team(sm, name: str) -> dict:
     try:
         return sm.describe_workteam(WorkteamName=name)["Workteam"]
     except ClientError as exc:
-        if _code(exc) in {"ResourceNotFound", "ValidationException"}:
+        if error_code(exc) in {"ResourceNotFound", "ValidationException"}:
             raise NotFound(
                 f"no work team named {name!r} in this region",
                 hint="`labeljob workforce list` shows the teams; `labeljob workforce create-team` makes one",
@@ -139,7 +136,7 @@ def invite(sm, cognito_idp, team: str, emails: list[str]) -> list[dict]:
                 DesiredDeliveryMediums=["EMAIL"],
             )
         except ClientError as exc:
-            if _code(exc) != "UsernameExistsException":
+            if error_code(exc) != "UsernameExistsException":
                 raise
             status = "already a user"
         cognito_idp.admin_add_user_to_group(UserPoolId=user_pool, Username=email, GroupName=group_name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from orchestrator.aws import error_code, error_message
 from orchestrator.errors import BackendError
 from orchestrator.service_model import validate_request
 
@@ -81,12 +82,11 @@ def call(mturk, operation: str, **params) -> dict:
     try:
         return getattr(mturk, xform_name(operation))(**params)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
         raise MTurkError(
             operation,
-            str(error.get("Code", "")),
+            error_code(exc),
             str(exc.response.get("TurkErrorCode", "")),  # MTurk puts its code at the top level
-            str(error.get("Message", "")),
+            error_message(exc),
         ) from None
 
 

@@ -44,6 +44,7 @@ from orchestrator.backends.portal.tokens import (
     sign,
     signature_ok,
 )
+from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import AnswerReport, parse_element_answer
 from orchestrator.errors import NotFound, StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
@@ -128,13 +129,9 @@ class Portal:
         for _ in range(2):
             try:
                 with self.db.write() as session:
-                    worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
-                    if worker is None:
-                        worker = Worker(
-                            public_id=public_id, name=external_id, source=source, created_at=self.clock()
-                        )
-                        session.add(worker)
-                        session.flush()
+                    worker = worker_by_public_id(
+                        session, public_id, name=external_id, source=source, now=self.clock()
+                    )
                     return worker.id, issue_token(session, "session", worker.id, self.clock())
             except IntegrityError:
                 continue  # another request created the same worker at the same moment

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Database, Worker
 from orchestrator.backends.portal.tokens import issue_token
+from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import Box, CrowdSimulator, TruthImage
 from orchestrator.errors import InputError
 
@@ -76,14 +76,7 @@ def truth_for(source_ref: str, truth: dict[str, TruthImage]) -> TruthImage | Non
 
 def simulated_worker(session: Session, public_id: str, job_id: int | None, now: float) -> Worker:
     """The simulated worker `public_id`, created on first use."""
-    worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
-    if worker is None:
-        worker = Worker(
-            public_id=public_id, name=public_id, source="simulator", job_id=job_id, created_at=now
-        )
-        session.add(worker)
-        session.flush()
-    return worker
+    return worker_by_public_id(session, public_id, name=public_id, source="simulator", now=now, job_id=job_id)
 
 
 def simulated_workers(db: Database, count: int, job_id: int | None = None, prefix: str = "sim") -> list[str]:
