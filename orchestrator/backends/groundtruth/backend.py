@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.aws import client, error_code
+from orchestrator.aws import client
 from orchestrator.backends.groundtruth.arns import (
     LAMBDA_ACCOUNTS,
     TASK_FOR_CHAIN,
@@ -29,6 +29,7 @@ from orchestrator.backends.groundtruth.arns import (
     public_workteam_arn,
 )
 from orchestrator.backends.groundtruth.chaining import filter_manifest
+from orchestrator.backends.groundtruth.client import GroundTruthError, call
 from orchestrator.errors import BackendError, InputError, SpecError
 from orchestrator.jobs import CostEstimate, CostLine, JobStore, LaunchPlan, PollResult, job_output_prefix
 from orchestrator.service_model import validate_request
@@ -491,8 +492,6 @@ class GroundTruthBackend:
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         """Write the input files and create the job; a job this spec created before is adopted."""
-        from botocore.exceptions import ClientError
-
         request = self.request(spec)
         if spec.groundtruth is not None and spec.groundtruth.chain is not None:
             store, key = open_object(spec.input_manifest, self.session)
@@ -502,9 +501,9 @@ class GroundTruthBackend:
         self._put_input(spec, TEMPLATE_FILE, render_template(spec), "text/html")
         sm = self.sagemaker(spec)
         try:
-            arn = sm.create_labeling_job(**request)["LabelingJobArn"]
-        except ClientError as exc:
-            if error_code(exc) != "ResourceInUse":
+            arn = call(sm, "CreateLabelingJob", **request)["LabelingJobArn"]
+        except GroundTruthError as exc:
+            if exc.code != "ResourceInUse":
                 raise
             arn = self._adopt(sm, request)
         return {"labeling_job_arn": arn, "region": self.region(spec)}
@@ -513,7 +512,7 @@ class GroundTruthBackend:
     def _adopt(sm, request: dict) -> str:
         """The ARN of the existing job of this name, if an earlier launch of this spec created it."""
         name = request["LabelingJobName"]
-        existing = sm.describe_labeling_job(LabelingJobName=name)
+        existing = call(sm, "DescribeLabelingJob", LabelingJobName=name)
 
         def source(d: dict) -> str:
             return d["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
@@ -536,12 +535,10 @@ class GroundTruthBackend:
 
     def poll(self, spec: JobSpec, record: JobRecord) -> PollResult:
         """Status and label counters from DescribeLabelingJob."""
-        from botocore.exceptions import ClientError
-
         try:
-            described = self.sagemaker(spec).describe_labeling_job(LabelingJobName=spec.name)
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFound":
+            described = call(self.sagemaker(spec), "DescribeLabelingJob", LabelingJobName=spec.name)
+        except GroundTruthError as exc:
+            if exc.code != "ResourceNotFound":
                 raise
             raise BackendError(
                 f"Ground Truth has no job named {spec.name} in {self.region(spec)}",
@@ -569,13 +566,11 @@ class GroundTruthBackend:
 
     def stop(self, spec: JobSpec, record: JobRecord) -> None:
         """StopLabelingJob; a job that has already ended or is stopping is left as it is."""
-        from botocore.exceptions import ClientError
-
         sm = self.sagemaker(spec)
         try:
-            sm.stop_labeling_job(LabelingJobName=spec.name)
-        except ClientError:
-            status = sm.describe_labeling_job(LabelingJobName=spec.name)["LabelingJobStatus"]
+            call(sm, "StopLabelingJob", LabelingJobName=spec.name)
+        except GroundTruthError:
+            status = call(sm, "DescribeLabelingJob", LabelingJobName=spec.name)["LabelingJobStatus"]
             if status not in ("Stopping", "Stopped", "Completed", "Failed"):
                 raise
 
