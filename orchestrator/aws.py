@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConfigError
@@ -49,3 +50,28 @@ def error_message(exc: BaseException) -> str:
     if response is None:
         return str(exc)
     return str(response.get("Error", {}).get("Message", ""))
+
+
+def checked_call(
+    service_client,
+    operation: str,
+    params: dict,
+    *,
+    invalid: Callable[[list[str]], Exception],
+    refused: Callable[[Exception], Exception],
+) -> dict:
+    """Make `operation` only if `params` pass the client's service model, which botocore checks only in
+    part (orchestrator/service_model.py); raise `invalid(problems)` before sending, or `refused(error)`
+    when the service answers with a ClientError."""
+    from botocore import xform_name
+    from botocore.exceptions import ClientError
+
+    from orchestrator.service_model import validate_request
+
+    problems = validate_request(service_client.meta.service_model.service_name, operation, params)
+    if problems:
+        raise invalid(problems)
+    try:
+        return getattr(service_client, xform_name(operation))(**params)
+    except ClientError as exc:
+        raise refused(exc) from None

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.aws import error_code, error_message
+from orchestrator.aws import checked_call, error_code, error_message
 from orchestrator.errors import BackendError
-from orchestrator.service_model import validate_request
 
 __all__ = ["GroundTruthError", "call"]
 
@@ -27,16 +26,13 @@ class GroundTruthError(BackendError):
 
 def call(sm, operation: str, **params) -> dict:
     """Check the request against the service model, then make it; GroundTruthError when it is refused."""
-    from botocore import xform_name
-    from botocore.exceptions import ClientError
-
-    problems = validate_request("sagemaker", operation, params)
-    if problems:
-        raise BackendError(
+    return checked_call(
+        sm,
+        operation,
+        params,
+        invalid=lambda problems: BackendError(
             f"Ground Truth {operation}: invalid request: {'; '.join(problems)}",
             hint="check the job spec's [groundtruth] values",
-        )
-    try:
-        return getattr(sm, xform_name(operation))(**params)
-    except ClientError as exc:
-        raise GroundTruthError(operation, error_code(exc), error_message(exc)) from None
+        ),
+        refused=lambda exc: GroundTruthError(operation, error_code(exc), error_message(exc)),
+    )

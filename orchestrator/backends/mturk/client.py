@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from orchestrator.aws import error_code, error_message
+from orchestrator.aws import checked_call, error_code, error_message
 from orchestrator.errors import BackendError
-from orchestrator.service_model import validate_request
 
 if TYPE_CHECKING:
     import boto3
@@ -70,24 +69,22 @@ def mturk_client(boto3_session: boto3.Session | None, sandbox: bool):
 
 def call(mturk, operation: str, **params) -> dict:
     """Check the request against the service model, then make it; MTurkError when it is refused."""
-    from botocore import xform_name
-    from botocore.exceptions import ClientError
-
-    problems = validate_request("mturk", operation, params)
-    if problems:
-        raise BackendError(
+    return checked_call(
+        mturk,
+        operation,
+        params,
+        invalid=lambda problems: BackendError(
             f"MTurk {operation}: invalid request: {'; '.join(problems)}",
             hint="check the job spec's [task] and [mturk] values",
-        )
-    try:
-        return getattr(mturk, xform_name(operation))(**params)
-    except ClientError as exc:
-        raise MTurkError(
+        ),
+        refused=lambda exc: MTurkError(
             operation,
             error_code(exc),
-            str(exc.response.get("TurkErrorCode", "")),  # MTurk puts its code at the top level
+            # MTurk puts its own code at the top level of the response.
+            str(exc.response.get("TurkErrorCode", "")),
             error_message(exc),
-        ) from None
+        ),
+    )
 
 
 def paginate(mturk, operation: str, result_key: str, **params) -> Iterator[dict]:
