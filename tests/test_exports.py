@@ -6,6 +6,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import stat
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
@@ -123,7 +125,8 @@ def test_csv_header_and_rows(tmp_path, lines):
     text = (tmp_path / "annotations.csv").read_text().splitlines()
     assert text[0] == "image,label,xmin,ymin,xmax,ymax,confidence"
     assert text[1] == "s3://bucket/images/a.jpg,car,100,50,300,150,0.9"
-    assert len(text) == 4  # the image without boxes has no row
+    assert text[-1] == "s3://bucket/images/empty.jpg,,,,,,"  # a negative keeps its row
+    assert len(text) == 5
 
 
 def test_label_map_merges_renames_and_drops(tmp_path, lines):
@@ -134,7 +137,7 @@ def test_label_map_merges_renames_and_drops(tmp_path, lines):
     assert summary.categories == ["vehicle", "car"]
     assert summary.dropped_by_label_map == 1
     rows = list(csv.DictReader((tmp_path / "annotations.csv").open()))
-    assert [r["label"] for r in rows] == ["vehicle", "car"]
+    assert [r["label"] for r in rows] == ["vehicle", "car", ""]
 
     merged = export_lines(lines, "yolo", LocalStore(tmp_path / "y"), label_map={"truck": "car"})
     assert merged.categories == ["car", "bicycle"]
@@ -196,3 +199,33 @@ def test_export_to_s3(s3, lines):
     summary = export_lines(lines, "coco", store)
     assert summary.destination == "s3://exports/coco/"
     assert json.loads(store.get("annotations.json"))["images"][0]["file_name"] == "s3://bucket/images/a.jpg"
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it after."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_files_for_users_follow_the_umask(tmp_path, lines, umask, mask, mode):
+    umask(mask)
+    export_lines(lines, "csv", LocalStore(tmp_path))
+    LocalStore(tmp_path).put("a/b.manifest", b"{}\n")
+    assert stat.S_IMODE((tmp_path / "annotations.csv").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "a/b.manifest").stat().st_mode) == mode
+
+
+def test_the_portal_database_stays_owner_only(tmp_path, umask):
+    from orchestrator.backends.portal.db import Database
+
+    old = tmp_path / "old.db"
+    old.write_bytes(b"")
+    old.chmod(0o644)
+    for path in (tmp_path / "new.db", old):
+        db = Database(f"sqlite:///{path}")
+        db.create_all()
+        db.dispose()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
