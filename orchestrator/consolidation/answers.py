@@ -447,6 +447,11 @@ def parse_consolidation_payload(
     return list(objects.values())
 
 
+def labels_in_answers(objects: Iterable[ObjectAnswers]) -> list[str]:
+    """Every label the answers use, in the order they first appear (object, worker, box)."""
+    return list(dict.fromkeys(box.label for obj in objects for answer in obj.answers for box in answer.boxes))
+
+
 def _as_list(value: Any, report: AnswerReport, where: str) -> list[Any]:
     if value is None:
         return []
