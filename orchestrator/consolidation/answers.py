@@ -101,6 +101,8 @@ class WorkerAnswer(BaseModel):
     image_height: int | None = Field(default=None, gt=0)
     submitted_at: str | None = None
     time_spent_seconds: float | None = None
+    accepted_at: str | None = None
+    worker_metadata: dict[str, Any] | None = None
 
 
 class ObjectAnswers(BaseModel):
@@ -507,8 +509,10 @@ def parse_worker_response(
 ) -> ObjectAnswers:
     """A Ground Truth `annotations/worker-response/iteration-N/<id>/<ts>.json` file as `ObjectAnswers`.
 
-    The file is `{"answers": [{"workerId", "answerContent": {...}, "submissionTime",
-    "timeSpentInSeconds", ...}]}`. Raises InputError only when `data` is not JSON at all.
+    The file is `{"answers": [{"acceptanceTime", "answerContent": {...}, "submissionTime",
+    "timeSpentInSeconds", "workerId", "workerMetadata"}]}`; every field but `workerId` and
+    `answerContent` may be missing (files labeljob wrote before it wrote them all) or null.
+    Raises InputError only when `data` is not JSON at all.
     """
     where = f"object {dataset_object_id}"
     if isinstance(data, bytes | str):
@@ -541,7 +545,15 @@ def parse_worker_response(
             time_spent_seconds=_optional_seconds(entry.get("timeSpentInSeconds")),
         )
         if answer is not None:
-            answers.append(answer)
+            metadata = entry.get("workerMetadata")
+            answers.append(
+                answer.model_copy(
+                    update={
+                        "accepted_at": _optional_str(entry.get("acceptanceTime")),
+                        "worker_metadata": metadata if isinstance(metadata, dict) else None,
+                    }
+                )
+            )
     return ObjectAnswers(
         dataset_object_id=dataset_object_id,
         source_ref=source_ref,
