@@ -10,14 +10,15 @@ import os
 import stat
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from orchestrator.consolidation import ConsolidatedBox, ObjectResult
+from orchestrator.consolidation import Box, ConsolidatedBox, ObjectAnswers, ObjectResult, WorkerAnswer
 from orchestrator.errors import InputError
-from orchestrator.outputs import AugmentedLine, augmented_line, export_lines, parse_label_map
+from orchestrator.outputs import AugmentedLine, augmented_line, export_lines, export_splits, parse_label_map
 from orchestrator.outputs.exports.dataset import build_dataset, file_stems
-from orchestrator.storage import LocalStore, open_store
+from orchestrator.storage import LocalStore, open_object, open_store
 
 LABELS = ["car", "truck", "bicycle"]
 
@@ -44,7 +45,14 @@ def test_coco_loads_in_pycocotools_and_faster_coco_eval_with_ap_one(tmp_path, li
     assert (summary.images, summary.boxes, summary.files) == (3, 3, 1)
     path = str(tmp_path / "annotations.json")
     doc = json.loads((tmp_path / "annotations.json").read_text())
-    assert doc["images"][0] == {"id": 1, "file_name": "s3://bucket/images/a.jpg", "width": 400, "height": 200}
+    assert doc["images"][0] == {
+        "id": 1,
+        "file_name": "a.jpg",
+        "width": 400,
+        "height": 200,
+        "source_ref": "s3://bucket/images/a.jpg",
+    }
+    assert doc["info"]["images_root"] == "s3://bucket/images/"
     assert doc["annotations"][0] == {
         "id": 1,
         "image_id": 1,
@@ -92,7 +100,7 @@ def test_yolo_normalized_values_exact(tmp_path, lines):
     assert 'nc: 3\nnames:\n  0: "car"\n  1: "truck"\n  2: "bicycle"\n' in data_yaml
     rows = list(csv.DictReader((tmp_path / "images.csv").open()))
     assert rows[1] == {
-        "image": "b.png",
+        "image": "images/b.png",
         "label_file": "labels/b.txt",
         "source-ref": "s3://bucket/images/b.png",
     }
@@ -190,7 +198,9 @@ def test_classes_merge_across_datasets_by_name():
     # Two jobs with different label lists: class ids differ, names decide.
     a = line("s3://b/1.jpg", [("car", 0, 0, 5, 5, 0.9)], labels=["car"])
     b = line("s3://b/2.jpg", [("car", 0, 0, 5, 5, 0.9), ("dog", 0, 0, 5, 5, 0.9)], labels=["dog", "car"])
-    assert build_dataset([a, b]).categories == ["car", "dog"]
+    dataset = build_dataset({"": [a, b]})
+    assert dataset.categories == ["car", "dog"]
+    assert dataset.warnings == ["the class-maps of these lines disagree on class ids; classes are car, dog"]
 
 
 def test_export_to_s3(s3, lines):
@@ -198,7 +208,7 @@ def test_export_to_s3(s3, lines):
     store.client.create_bucket(Bucket="exports")
     summary = export_lines(lines, "coco", store)
     assert summary.destination == "s3://exports/coco/"
-    assert json.loads(store.get("annotations.json"))["images"][0]["file_name"] == "s3://bucket/images/a.jpg"
+    assert json.loads(store.get("annotations.json"))["images"][0]["source_ref"] == "s3://bucket/images/a.jpg"
 
 
 @pytest.fixture
@@ -229,3 +239,168 @@ def test_the_portal_database_stays_owner_only(tmp_path, umask):
         db.create_all()
         db.dispose()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def only(labels: list[str], *boxes: tuple, ref: str = "s3://bucket/val/v.jpg") -> AugmentedLine:
+    """A line whose class-map, as Ground Truth writes it, names only the classes it uses."""
+    return line(ref, list(boxes), labels=labels)
+
+
+def test_a_split_missing_a_class_needs_the_label_list(tmp_path):
+    # Ground Truth's class-maps hold used classes only: this split never saw truck (id 1).
+    val = [only(LABELS, ("bicycle", 0, 0, 40, 40, 0.9))]
+    assert val[0].metadata.class_map == {"2": "bicycle"}
+    with pytest.raises(InputError, match="class id 0 has no name") as caught:
+        export_lines(val, "yolo", LocalStore(tmp_path / "v"))
+    assert "--labels" in caught.value.hint
+    with pytest.raises(InputError, match="class 'bicycle' of the manifest is not in the job's labels"):
+        export_lines(val, "yolo", LocalStore(tmp_path / "v"), labels=["car", "truck"])
+
+
+def test_class_ids_are_the_same_in_every_split_and_format(tmp_path, lines):
+    val = [
+        only(LABELS, ("bicycle", 0, 0, 40, 40, 0.9)),
+        only(LABELS, ("car", 0, 0, 8, 8, 0.9), ref="s3://x/w.jpg"),
+    ]
+    for name, split in (("train", lines), ("val", val)):
+        for fmt in ("yolo", "coco"):
+            summary = export_lines(split, fmt, LocalStore(tmp_path / name / fmt), labels=LABELS)
+            assert summary.categories == LABELS
+    assert (tmp_path / "train/yolo/labels/a.txt").read_text().splitlines()[1].startswith("2 ")
+    assert (tmp_path / "val/yolo/labels/v.txt").read_text().startswith("2 ")
+    assert (tmp_path / "val/yolo/classes.txt").read_text() == (
+        tmp_path / "train/yolo/classes.txt"
+    ).read_text()
+    for name in ("train", "val"):
+        doc = json.loads((tmp_path / name / "coco/annotations.json").read_text())
+        assert {c["name"]: c["id"] for c in doc["categories"]} == {"car": 1, "truck": 2, "bicycle": 3}
+    bicycle = json.loads((tmp_path / "val/coco/annotations.json").read_text())["annotations"][0]
+    assert bicycle["category_id"] == 3
+    # Without a label list, a manifest whose class-maps name every id gives the same ids.
+    assert export_lines(lines, "csv", LocalStore(tmp_path / "c")).categories == LABELS
+
+
+def test_coco_file_names_are_relative_to_the_images_root(tmp_path, lines):
+    export_lines(lines, "coco", LocalStore(tmp_path / "a"), images_root="s3://bucket")
+    doc = json.loads((tmp_path / "a/annotations.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == ["images/a.jpg", "images/b.png", "images/empty.jpg"]
+    assert doc["info"]["images_root"] == "s3://bucket/"
+    with pytest.raises(InputError, match=r"^s3://bucket/images/a\.jpg: not under --images-root s3://other/"):
+        export_lines(lines, "coco", LocalStore(tmp_path / "b"), images_root="s3://other/")
+    mixed = [line("s3://one/x/a.jpg", []), line("s3://one/y/b.jpg", [])]
+    export_lines(mixed, "coco", LocalStore(tmp_path / "c"))
+    doc = json.loads((tmp_path / "c/annotations.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == ["x/a.jpg", "y/b.jpg"]
+
+
+def test_coco_per_worker_has_each_workers_boxes_with_their_id(tmp_path, lines):
+    answers = [
+        ObjectAnswers(
+            dataset_object_id="0",
+            source_ref="s3://bucket/images/a.jpg",
+            answers=[
+                WorkerAnswer(
+                    worker_id="w1", boxes=[Box(label="car", left=100, top=50, width=200, height=100)]
+                ),
+                WorkerAnswer(
+                    worker_id="w2",
+                    boxes=[
+                        Box(label="car", left=101.5, top=50, width=198, height=100),
+                        Box(label="truck", left=0, top=0, width=10, height=10),
+                    ],
+                ),
+            ],
+        ),
+        ObjectAnswers(dataset_object_id="9", source_ref="s3://bucket/images/gone.jpg", answers=[]),
+    ]
+    summary = export_lines(lines, "coco", LocalStore(tmp_path), answers=answers, label_map={"truck": "car"})
+    assert summary.boxes == 3
+    assert summary.warnings == ["1 answered image(s) are not in the manifest: left out"]
+    doc = json.loads((tmp_path / "annotations.json").read_text())
+    assert [(a["image_id"], a["worker_id"], a["category_id"], a["bbox"]) for a in doc["annotations"]] == [
+        (1, "w1", 1, [100, 50, 200, 100]),
+        (1, "w2", 1, [101.5, 50, 198, 100]),
+        (1, "w2", 1, [0, 0, 10, 10]),
+    ]
+    assert all("score" not in a for a in doc["annotations"])
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert len(COCO(str(tmp_path / "annotations.json")).getAnnIds(imgIds=[1])) == 3
+    with pytest.raises(ValueError, match="answers is for the coco format"):
+        export_lines(lines, "yolo", LocalStore(tmp_path), answers=answers)
+
+
+def ultralytics_pairs(root, data: dict, key: str) -> list[tuple]:
+    """The (image, label file) pairs Ultralytics would load for `key`, resolved as it does."""
+    listing = root / data[key]
+    pairs = []
+    for entry in listing.read_text().splitlines():
+        assert entry.startswith("./")  # resolved against the list's folder, not the working directory
+        image = listing.parent / entry[2:]
+        label = str(image).rsplit("/images/", 1)
+        pairs.append((image, Path(label[0] + "/labels/" + label[1]).with_suffix(".txt")))
+    return pairs
+
+
+def test_yolo_splits_point_data_yaml_at_their_own_image_lists_and_copy_images(tmp_path, lines):
+    import yaml
+
+    source = tmp_path / "bucket"
+    for name in ("a.jpg", "b.png", "v.jpg"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(name.encode())
+    train = [line(str(source / "a.jpg"), [("car", 1, 1, 4, 4, 0.9)]), line(str(source / "b.png"), [])]
+    val = [
+        line(str(source / "v.jpg"), [("truck", 2, 2, 4, 4, 0.9)]),
+        line(str(source / "missing.jpg"), []),
+    ]
+    out = tmp_path / "ds"
+    summary = export_splits(
+        {"train": train, "validation": val},
+        "yolo",
+        LocalStore(out),
+        labels=LABELS,
+        fetch_image=lambda ref: open_object(ref)[0].get(open_object(ref)[1]),
+    )
+    assert summary.splits == {"train": 2, "validation": 2}
+    assert len(summary.warnings) == 1 and "missing.jpg: not copied" in summary.warnings[0]
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert "path" not in data  # Ultralytics then resolves the lists against data.yaml's folder
+    assert (data["train"], data["val"], data["nc"]) == ("train.txt", "validation.txt", 3)
+    assert data["names"] == {0: "car", 1: "truck", 2: "bicycle"}
+    train_pairs = ultralytics_pairs(out, data, "train")
+    val_pairs = ultralytics_pairs(out, data, "val")
+    assert [image.relative_to(out).as_posix() for image, _ in train_pairs] == [
+        "images/train/a.jpg",
+        "images/train/b.png",
+    ]
+    assert [image.relative_to(out).as_posix() for image, _ in val_pairs] == ["images/validation/v.jpg"]
+    assert all(image.is_file() and label.is_file() for image, label in train_pairs + val_pairs)
+    assert (out / "images/validation/v.jpg").read_bytes() == b"v.jpg"
+    assert (out / "labels/validation/v.txt").read_text().startswith("1 ")
+    assert (out / "labels/train/b.txt").read_text() == ""
+
+
+def test_yolo_split_names_must_say_train_val_or_test(tmp_path, lines):
+    with pytest.raises(InputError, match="split 'extra': not a train, val or test split"):
+        export_splits({"train": lines[:1], "extra": lines[1:]}, "yolo", LocalStore(tmp_path))
+    summary = export_splits({"train": lines[:1], "test": lines[1:]}, "yolo", LocalStore(tmp_path))
+    assert summary.warnings == ["no validation split: data.yaml validates on train.txt"]
+    assert "train: train.txt\ntest: test.txt\nval: train.txt\n" in (tmp_path / "data.yaml").read_text()
+
+
+def test_splits_in_coco_voc_and_csv(tmp_path, lines):
+    splits = {"train": lines[:2], "val": lines[2:]}
+    export_splits(splits, "coco", LocalStore(tmp_path / "coco"))
+    train = json.loads((tmp_path / "coco/annotations_train.json").read_text())
+    val = json.loads((tmp_path / "coco/annotations_val.json").read_text())
+    assert [len(train["images"]), len(val["images"])] == [2, 1]
+    assert train["categories"] == val["categories"]
+    export_splits(splits, "voc", LocalStore(tmp_path / "voc"))
+    assert (tmp_path / "voc/ImageSets/Main/train.txt").read_text() == "a\nb\n"
+    assert (tmp_path / "voc/ImageSets/Main/val.txt").read_text() == "empty\n"
+    export_splits(splits, "csv", LocalStore(tmp_path / "csv"))
+    assert (tmp_path / "csv/annotations_val.csv").read_text().splitlines()[
+        1
+    ] == "s3://bucket/images/empty.jpg,,,,,,"
