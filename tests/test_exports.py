@@ -13,10 +13,19 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from orchestrator.cli.app import app
 from orchestrator.consolidation import Box, ConsolidatedBox, ObjectAnswers, ObjectResult, WorkerAnswer
 from orchestrator.errors import InputError
-from orchestrator.outputs import AugmentedLine, augmented_line, export_lines, export_splits, parse_label_map
+from orchestrator.outputs import (
+    AugmentedLine,
+    augmented_line,
+    export_lines,
+    export_splits,
+    parse_label_map,
+    write_augmented_manifest,
+)
 from orchestrator.outputs.exports.dataset import build_dataset, file_stems
 from orchestrator.storage import LocalStore, open_object, open_store
 
@@ -404,3 +413,117 @@ def test_splits_in_coco_voc_and_csv(tmp_path, lines):
     assert (tmp_path / "csv/annotations_val.csv").read_text().splitlines()[
         1
     ] == "s3://bucket/images/empty.jpg,,,,,,"
+
+
+# ------------------------------------------------------------------------------ labeljob export
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, ["--format", "json", "export", *args])
+
+
+@pytest.fixture
+def split_manifests(tmp_path):
+    """train.manifest uses every class; validation.manifest never saw truck; local images."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("t1.jpg", "t2.jpg", "v1.jpg"):
+        (images / name).write_bytes(b"jpeg " + name.encode())
+    train = [
+        line(str(images / "t1.jpg"), [("car", 10, 10, 40, 20, 0.9), ("truck", 100, 50, 80, 40, 0.8)]),
+        line(str(images / "t2.jpg"), [("bicycle", 5, 5, 10, 10, 0.7)]),
+    ]
+    val = [line(str(images / "v1.jpg"), [("bicycle", 20, 20, 10, 10, 0.9)])]
+    paths = []
+    for name, lines in (("train", train), ("validation", val)):
+        store = LocalStore(tmp_path / "manifests")
+        write_augmented_manifest(store, f"{name}.manifest", [x.to_json() for x in lines])
+        paths.append(str(tmp_path / "manifests" / f"{name}.manifest"))
+    labels = tmp_path / "labels.json"
+    labels.write_text(
+        json.dumps({"document-version": "2018-11-28", "labels": [{"label": n} for n in LABELS]})
+    )
+    return paths, str(labels)
+
+
+def test_cli_refuses_options_of_other_formats_before_reading(tmp_path, split_manifests):
+    (train, _), _ = split_manifests
+    out = str(tmp_path / "out")
+    for args, message in (
+        (["--format", "coco", "--copy-images"], "--copy-images is for --format yolo"),
+        (["--format", "yolo", "--images-root", "s3://b/"], "--images-root is for --format coco"),
+        (["--format", "csv", "--per-worker"], "--per-worker is for --format coco"),
+        (["--format", "coco", "--per-worker"], "--per-worker and --answers go together"),
+        (
+            ["--format", "yolo", "--copy-images", "--out", "s3://b/ds"],
+            "--copy-images writes into a local folder",
+        ),
+    ):
+        result = cli(train, "--out", out, *args)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    result = cli(train, str(tmp_path / "other" / "train.manifest"), "--format", "csv", "--out", out)
+    assert result.exit_code == 2 and "two manifests are named 'train'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_split_exported_alone_needs_the_labels_and_then_keeps_the_ids(tmp_path, split_manifests):
+    (train, val), labels = split_manifests
+    result = cli(val, "--format", "yolo", "--out", str(tmp_path / "v"))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    error, hint = result.stderr.splitlines()
+    assert error.startswith("Error: class id 0 has no name in the manifest's class-map")
+    assert hint.startswith("Hint: ") and "--labels" in hint
+    for name, manifest in (("t", train), ("v", val)):
+        result = cli(manifest, "--format", "yolo", "--out", str(tmp_path / name), "--labels", labels)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["categories"] == LABELS
+    assert (tmp_path / "t/labels/t2.txt").read_text().startswith("2 ")
+    assert (tmp_path / "v/labels/v1.txt").read_text().startswith("2 ")
+
+
+def test_cli_yolo_splits_with_copied_images(tmp_path, split_manifests):
+    import yaml
+
+    manifests, labels = split_manifests
+    out = tmp_path / "ds"
+    result = cli(*manifests, "--format", "yolo", "--out", str(out), "--labels", labels, "--copy-images")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["splits"] == {"train": 2, "validation": 1}
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert (data["train"], data["val"]) == ("train.txt", "validation.txt")
+    assert (out / "validation.txt").read_text() == "./images/validation/v1.jpg\n"
+    assert (out / "images/train/t2.jpg").read_bytes() == b"jpeg t2.jpg"
+    assert (out / "labels/train/t1.txt").read_text().count("\n") == 2
+
+
+def test_cli_coco_per_worker_and_images_root(tmp_path, split_manifests):
+    (train, _), labels = split_manifests
+    ref = json.loads(Path(train).read_text().splitlines()[0])["source-ref"]
+    answer = json.dumps(
+        {"crowd": {"boundingBoxes": [{"label": "car", "left": 1, "top": 2, "width": 3, "height": 4}]}}
+    )
+    payload = tmp_path / "payload.json"
+    payload.write_text(
+        json.dumps(
+            [
+                {
+                    "datasetObjectId": "0",
+                    "dataObject": {"s3Uri": ref},
+                    "annotations": [
+                        {"workerId": w, "annotationData": {"content": answer}} for w in ("w1", "w2")
+                    ],
+                }
+            ]
+        )
+    )
+    out = tmp_path / "coco"
+    root = str(tmp_path)
+    result = cli(train, "--format", "coco", "--out", str(out), "--labels", labels,
+                 "--per-worker", "--answers", str(payload), "--images-root", root)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "annotations.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == ["images/t1.jpg", "images/t2.jpg"]
+    assert [(a["image_id"], a["worker_id"], a["bbox"]) for a in doc["annotations"]] == [
+        (1, "w1", [1, 2, 3, 4]),
+        (1, "w2", [1, 2, 3, 4]),
+    ]

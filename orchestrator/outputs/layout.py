@@ -158,7 +158,7 @@ def _natural(object_id: str) -> tuple[int, int, str]:
 
 
 def read_worker_responses(
-    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str], report: AnswerReport
+    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str] | None, report: AnswerReport
 ) -> list[ObjectAnswers]:
     """Every object's answers from `annotations/worker-response/`, all iterations, in id order.
 
