@@ -316,6 +316,7 @@ def test_coco_per_worker_has_each_workers_boxes_with_their_id(tmp_path, lines):
                     boxes=[
                         Box(label="car", left=101.5, top=50, width=198, height=100),
                         Box(label="truck", left=0, top=0, width=10, height=10),
+                        Box(label="lorry", left=0, top=0, width=10, height=10),
                     ],
                 ),
             ],
@@ -324,7 +325,10 @@ def test_coco_per_worker_has_each_workers_boxes_with_their_id(tmp_path, lines):
     ]
     summary = export_lines(lines, "coco", LocalStore(tmp_path), answers=answers, label_map={"truck": "car"})
     assert summary.boxes == 3
-    assert summary.warnings == ["1 answered image(s) are not in the manifest: left out"]
+    assert summary.warnings == [
+        "1 answered image(s) are not in the manifest: left out",
+        "1 worker box(es) with a label not in the classes: left out",
+    ]
     doc = json.loads((tmp_path / "annotations.json").read_text())
     assert [(a["image_id"], a["worker_id"], a["category_id"], a["bbox"]) for a in doc["annotations"]] == [
         (1, "w1", 1, [100, 50, 200, 100]),
@@ -527,3 +531,17 @@ def test_cli_coco_per_worker_and_images_root(tmp_path, split_manifests):
         (1, "w1", [1, 2, 3, 4]),
         (1, "w2", [1, 2, 3, 4]),
     ]
+
+
+def test_cli_copies_images_from_s3(s3, tmp_path):
+    client = s3.client("s3")
+    client.create_bucket(Bucket="pics")
+    client.put_object(Bucket="pics", Key="day/a.jpg", Body=b"jpeg a")
+    manifest = tmp_path / "out.manifest"
+    lines = [line("s3://pics/day/a.jpg", [("car", 1, 1, 4, 4, 0.9)]), line("s3://pics/day/gone.jpg", [])]
+    write_augmented_manifest(LocalStore(tmp_path), "out.manifest", [x.to_json() for x in lines])
+    result = cli(str(manifest), "--format", "yolo", "--out", str(tmp_path / "ds"), "--copy-images")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ds/images/a.jpg").read_bytes() == b"jpeg a"
+    assert (tmp_path / "ds/images.txt").read_text() == "./images/a.jpg\n"
+    assert "s3://pics/day/gone.jpg: not copied" in result.stderr

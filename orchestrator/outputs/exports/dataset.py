@@ -212,6 +212,8 @@ def build_dataset(
             label = label_map.get(box.label, box.label)
             if label is None:
                 dropped["label_map"] += 1
+            elif label not in dataset.categories:
+                dropped["unknown_label"] += 1  # a worker's label the job's class list lacks
             elif (
                 min_confidence is not None and box.confidence is not None and box.confidence < min_confidence
             ):
@@ -235,6 +237,10 @@ def build_dataset(
         unmatched = len(set(by_ref) - {image.source_ref for image in dataset.images})
         if unmatched:
             warnings.append(f"{unmatched} answered image(s) are not in the manifest: left out")
+    if dropped["unknown_label"]:
+        warnings.append(
+            f"{dropped['unknown_label']} worker box(es) with a label not in the classes: left out"
+        )
     dataset.dropped_by_label_map = dropped["label_map"]
     dataset.below_min_confidence = dropped["confidence"]
     return dataset
