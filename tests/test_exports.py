@@ -545,3 +545,10 @@ def test_cli_copies_images_from_s3(s3, tmp_path):
     assert (tmp_path / "ds/images/a.jpg").read_bytes() == b"jpeg a"
     assert (tmp_path / "ds/images.txt").read_text() == "./images/a.jpg\n"
     assert "s3://pics/day/gone.jpg: not copied" in result.stderr
+
+
+def test_an_empty_split_still_gets_its_files(tmp_path, lines):
+    summary = export_splits({"train": lines, "val": []}, "coco", LocalStore(tmp_path))
+    assert summary.splits == {"train": 3, "val": 0}
+    assert json.loads((tmp_path / "annotations_val.json").read_text())["images"] == []
+    assert export_lines(lines, "coco", LocalStore(tmp_path / "one")).splits == {}

@@ -91,8 +91,10 @@ def export_splits(
         dropped_by_label_map=dataset.dropped_by_label_map,
         below_min_confidence=dataset.below_min_confidence,
         warnings=dataset.warnings + warnings,
+        # Images per named split; an export of one manifest has none.
         splits={
-            split: sum(1 for image in dataset.images if image.split == split) for split in dataset.splits
+            split: sum(1 for i in dataset.images if i.split == split)
+            for split in filter(None, dataset.splits)
         },
     )
 

@@ -71,14 +71,11 @@ class WriteOptions:
 class Dataset:
     images: list[ExportImage]
     categories: list[str]
+    # In export order; `[""]` for an export of one manifest.
+    splits: list[str] = field(default_factory=lambda: [""])
     dropped_by_label_map: int = 0
     below_min_confidence: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def splits(self) -> list[str]:
-        """The split names in export order; `[""]` for an export of one manifest."""
-        return list(dict.fromkeys(image.split for image in self.images))
 
     @property
     def n_boxes(self) -> int:
@@ -198,7 +195,7 @@ def build_dataset(
     named = [(split, line) for split, lines in splits.items() for line in lines]
     label_map = label_map or {}
     names, warnings = class_list([line for _, line in named], labels)
-    dataset = Dataset(images=[], categories=_mapped(names, label_map), warnings=warnings)
+    dataset = Dataset(images=[], categories=_mapped(names, label_map), splits=list(splits), warnings=warnings)
     by_ref = None if answers is None else {obj.source_ref: obj.answers for obj in answers}
     stems = file_stems([line.source_ref for _, line in named])
     dropped: Counter[str] = Counter()
