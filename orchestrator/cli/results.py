@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,15 @@ from orchestrator.outputs import (
     read_worker_responses,
 )
 from orchestrator.spec import ConsolidationSpec
-from orchestrator.storage import ObjectStore, is_s3_uri, open_object, open_store
+from orchestrator.storage import (
+    ObjectStore,
+    S3Store,
+    is_s3_uri,
+    open_object,
+    open_store,
+    s3_client,
+    split_s3_uri,
+)
 
 MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
@@ -171,6 +180,23 @@ def consolidate(
     st.output.data(outputs.summary)
 
 
+def _image_reader(st: State, source_refs: list[str]) -> Callable[[str], bytes]:
+    """Reads an image by source-ref, from S3 through one client for every copying thread.
+
+    A boto3 client may be shared by threads; creating clients from one session in many threads may not.
+    """
+    client = s3_client(st.session) if any(map(is_s3_uri, source_refs)) else None
+
+    def read(uri: str) -> bytes:
+        if is_s3_uri(uri):
+            bucket, key = split_s3_uri(uri)
+            return S3Store(bucket, "", client).get(key)
+        store, key = open_object(uri)
+        return store.get(key)
+
+    return read
+
+
 def _split_names(manifests: list[str]) -> list[str]:
     """Each manifest's split, its file name without extension; "" for a single manifest."""
     if len(manifests) == 1:
@@ -286,10 +312,7 @@ def export(
         worker_answers, _ = _read_answers(answers, input_manifest, label_list, report, session)
         if report.problems:
             st.output.warn(f"{report.problems} answer problem(s) repaired or dropped")
-
-    def fetch_image(uri: str) -> bytes:
-        return _read(uri, st.session if is_s3_uri(uri) else None)
-
+    refs = [line.source_ref for lines in splits.values() for line in lines]
     summary = export_splits(
         splits,
         fmt,
@@ -299,7 +322,7 @@ def export(
         min_confidence=min_confidence,
         images_root=images_root,
         answers=worker_answers,
-        fetch_image=fetch_image if copy_images else None,
+        fetch_image=_image_reader(st, refs) if copy_images else None,
     )
     for warning in summary.warnings:
         st.output.warn(warning)
