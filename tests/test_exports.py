@@ -25,6 +25,7 @@ from orchestrator.outputs import (
     export_splits,
     parse_label_map,
     write_augmented_manifest,
+    write_worker_responses,
 )
 from orchestrator.outputs.exports.dataset import build_dataset, file_stems
 from orchestrator.storage import LocalStore, open_object, open_store
@@ -434,10 +435,10 @@ def split_manifests(tmp_path):
     for name in ("t1.jpg", "t2.jpg", "v1.jpg"):
         (images / name).write_bytes(b"jpeg " + name.encode())
     train = [
-        line(str(images / "t1.jpg"), [("car", 10, 10, 40, 20, 0.9), ("truck", 100, 50, 80, 40, 0.8)]),
-        line(str(images / "t2.jpg"), [("bicycle", 5, 5, 10, 10, 0.7)]),
+        line((images / "t1.jpg").as_uri(), [("car", 10, 10, 40, 20, 0.9), ("truck", 100, 50, 80, 40, 0.8)]),
+        line((images / "t2.jpg").as_uri(), [("bicycle", 5, 5, 10, 10, 0.7)]),
     ]
-    val = [line(str(images / "v1.jpg"), [("bicycle", 20, 20, 10, 10, 0.9)])]
+    val = [line((images / "v1.jpg").as_uri(), [("bicycle", 20, 20, 10, 10, 0.9)])]
     paths = []
     for name, lines in (("train", train), ("validation", val)):
         store = LocalStore(tmp_path / "manifests")
@@ -521,7 +522,7 @@ def test_cli_coco_per_worker_and_images_root(tmp_path, split_manifests):
         )
     )
     out = tmp_path / "coco"
-    root = str(tmp_path)
+    root = tmp_path.as_uri()
     result = cli(train, "--format", "coco", "--out", str(out), "--labels", labels,
                  "--per-worker", "--answers", str(payload), "--images-root", root)  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -552,3 +553,27 @@ def test_an_empty_split_still_gets_its_files(tmp_path, lines):
     assert summary.splits == {"train": 3, "val": 0}
     assert json.loads((tmp_path / "annotations_val.json").read_text())["images"] == []
     assert export_lines(lines, "coco", LocalStore(tmp_path / "one")).splits == {}
+
+
+def test_cli_per_worker_from_a_jobs_stored_worker_responses(tmp_path, split_manifests):
+    (train, _), labels = split_manifests
+    refs = [json.loads(row)["source-ref"] for row in Path(train).read_text().splitlines()]
+    (tmp_path / "input.manifest").write_text("".join(json.dumps({"source-ref": ref}) + "\n" for ref in refs))
+    job = LocalStore(tmp_path / "job")
+    box = Box(label="truck", left=5, top=6, width=7, height=8)
+    write_worker_responses(
+        job,
+        [
+            ObjectAnswers(
+                dataset_object_id="1",
+                source_ref=refs[1],
+                answers=[WorkerAnswer(worker_id="ada", boxes=[box], submitted_at="2026-01-01T00:00:00Z")],
+            )
+        ],
+    )
+    out = tmp_path / "coco"
+    job_args = ["--answers", str(tmp_path / "job"), "--input-manifest", str(tmp_path / "input.manifest")]
+    result = cli(train, "--format", "coco", "--out", str(out), "--labels", labels, "--per-worker", *job_args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "annotations.json").read_text())
+    assert [(a["image_id"], a["worker_id"], a["category_id"]) for a in doc["annotations"]] == [(2, "ada", 2)]
