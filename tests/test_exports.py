@@ -297,10 +297,14 @@ def test_coco_file_names_are_relative_to_the_images_root(tmp_path, lines):
     assert doc["info"]["images_root"] == "s3://bucket/"
     with pytest.raises(InputError, match=r"^s3://bucket/images/a\.jpg: not under --images-root s3://other/"):
         export_lines(lines, "coco", LocalStore(tmp_path / "b"), images_root="s3://other/")
-    mixed = [line("s3://one/x/a.jpg", []), line("s3://one/y/b.jpg", [])]
+    mixed = [line("s3://one/x/a%20.jpg", []), line("s3://one/y/b.jpg", [])]
     export_lines(mixed, "coco", LocalStore(tmp_path / "c"))
     doc = json.loads((tmp_path / "c/annotations.json").read_text())
-    assert [i["file_name"] for i in doc["images"]] == ["x/a.jpg", "y/b.jpg"]
+    assert [i["file_name"] for i in doc["images"]] == ["x/a%20.jpg", "y/b.jpg"]  # an S3 key is raw
+    local = [line("file:///data/set/day%201/a.jpg", []), line("file:///data/set/b.jpg", [])]
+    export_lines(local, "coco", LocalStore(tmp_path / "d"))
+    doc = json.loads((tmp_path / "d/annotations.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == ["day 1/a.jpg", "b.jpg"]  # a file:// URI is decoded
 
 
 def test_coco_per_worker_has_each_workers_boxes_with_their_id(tmp_path, lines):

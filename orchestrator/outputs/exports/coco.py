@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from urllib.parse import unquote
 
 from orchestrator.errors import InputError
 from orchestrator.outputs.exports.dataset import Dataset, ExportBox, ExportImage, WriteOptions
@@ -44,6 +45,12 @@ def images_root(dataset: Dataset, root: str | None) -> str:
     return root
 
 
+def _relative(source_ref: str, root: str) -> str:
+    """The path of `source_ref` under `root`; file:// URIs are percent-encoded, S3 keys are raw."""
+    rest = source_ref[len(root) :]
+    return unquote(rest) if source_ref.startswith("file://") else rest
+
+
 def _annotation(number: int, image_id: int, category_id: int, box: ExportBox) -> dict:
     annotation = {
         "id": number,
@@ -67,7 +74,7 @@ def coco_document(dataset: Dataset, images: list[ExportImage], root: str) -> dic
         image_rows.append(
             {
                 "id": image_id,
-                "file_name": image.source_ref[len(root) :],
+                "file_name": _relative(image.source_ref, root),
                 "width": image.width or 0,
                 "height": image.height or 0,
                 "source_ref": image.source_ref,
