@@ -305,6 +305,9 @@ def test_coco_file_names_are_relative_to_the_images_root(tmp_path, lines):
     export_lines(local, "coco", LocalStore(tmp_path / "d"))
     doc = json.loads((tmp_path / "d/annotations.json").read_text())
     assert [i["file_name"] for i in doc["images"]] == ["day 1/a.jpg", "b.jpg"]  # a file:// URI is decoded
+    export_lines(local, "coco", LocalStore(tmp_path / "e"), images_root="/data")  # a local path
+    doc = json.loads((tmp_path / "e/annotations.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == ["set/day 1/a.jpg", "set/b.jpg"]
 
 
 def test_coco_per_worker_has_each_workers_boxes_with_their_id(tmp_path, lines):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from pathlib import Path
 from urllib.parse import unquote
 
 from orchestrator.errors import InputError
@@ -31,10 +32,12 @@ def common_root(source_refs: list[str]) -> str:
 
 
 def images_root(dataset: Dataset, root: str | None) -> str:
-    """`root` (checked to hold every image, `/` added) or the images' common root."""
+    """`root` (a local path taken as its file:// URI; must hold every image) or the images' common root."""
     refs = [image.source_ref for image in dataset.images]
     if root is None:
         return common_root(refs)
+    if root and "://" not in root:
+        root = Path(root).expanduser().resolve().as_uri()
     root = root if root.endswith("/") or not root else root + "/"
     outside = next((ref for ref in refs if not ref.startswith(root)), None)
     if outside is not None:
