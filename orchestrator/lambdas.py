@@ -7,8 +7,11 @@ holds the workers' answers, and the handler returns, for every object of the pay
     {"datasetObjectId": "0", "consolidatedAnnotation": {"content": {"<attr>": {
         "image_size": [{"width", "height", "depth"}], "annotations": [{"class_id", "left", ...}]}}}}
 
-Ground Truth adds `<attr>-metadata` itself. The same parser, IoUVote and output code as
-`labeljob consolidate` run here. Tuning comes from the function's environment:
+Ground Truth adds `<attr>-metadata` itself. `labelCategories` may be missing (the test event of
+AWS's aws-sagemaker-ground-truth-recipe) or null (jobs created in the console, says that recipe):
+then the labels are the ones the payload's answers use, in the order they first appear, and the
+log line says so, since class ids then depend on the batch. The same parser, IoUVote and output
+code as `labeljob consolidate` run here. Tuning comes from the function's environment:
 `LABELJOB_IOU_THRESHOLD`, `LABELJOB_MIN_SUPPORT`, `LABELJOB_COORDINATES`, `LABELJOB_WEIGHTING`.
 """
 
@@ -21,7 +24,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.consolidation import AnswerReport, IoUVote, ObjectResult, parse_consolidation_payload
+from orchestrator.consolidation import (
+    AnswerReport,
+    IoUVote,
+    ObjectResult,
+    labels_in_answers,
+    parse_consolidation_payload,
+)
 from orchestrator.errors import ConfigError, StorageError
 from orchestrator.outputs import consolidation_entry, label_value
 from orchestrator.redact import install_log_redaction
@@ -61,7 +70,7 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
     import boto3
 
     session = boto3.Session()  # the Lambda's role, from its environment
-    labels = list(event["labelCategories"])
+    given = event.get("labelCategories")
     attr = event["labelAttributeName"]
     store, key = open_object(event["payload"]["s3Uri"], session)
 
@@ -75,7 +84,9 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
             return b""
 
     report = AnswerReport()
-    objects = parse_consolidation_payload(store.get(key), labels, report, fetch=fetch)
+    # Without a label list no box is an unknown label; the list is then read off the answers.
+    objects = parse_consolidation_payload(store.get(key), given or None, report, fetch=fetch)
+    labels = list(given) if given else labels_in_answers(objects)
     params = consolidation_params()
     answered = [obj for obj in objects if obj.answers]
     results = {
@@ -96,6 +107,8 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
                 "answers": sum(len(obj.answers) for obj in objects),
                 "boxes": sum(len(r.boxes) for r in results.values()),
                 "repairs": dict(sorted(report.counts.items())),
+                "labels_from": "labelCategories" if given else "answers",
+                **({} if given else {"labels": labels}),
             }
         )
     )

@@ -13,6 +13,7 @@ import hashlib
 import mimetypes
 import os
 import posixpath
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,6 +228,21 @@ def _map_client_error(exc: Exception, what: str) -> StorageError:
 # ------------------------------------------------------------------------------------- local
 
 
+def _create_temp(folder: Path) -> tuple[int, str]:
+    """A new temporary file in `folder`, open for writing, with mode 0666 less the umask.
+
+    Manifests, exports and reports are for people and tools other than this process, so they get
+    the permissions any new file gets (mkstemp's 0600 would hide them); the kernel applies the
+    umask at creation, which reading it with os.umask() could not do safely across threads.
+    """
+    while True:
+        tmp = str(folder / f".tmp-{secrets.token_hex(8)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 class LocalStore:
     """A folder on this machine. Keys never reach outside it."""
 
@@ -322,7 +338,7 @@ class LocalStore:
 
     def _write_atomic(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        fd, tmp = _create_temp(path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -66,6 +66,12 @@ def test_a_partly_answered_job_writes_outputs_and_the_rest(tmp_path):
     assert open_object(paths["workspace_manifest"])[0].exists("output.manifest")
     coco = json.loads(open_store(paths["coco"]).get("annotations.json"))
     assert len(coco["annotations"]) == 2
+    # Class ids are the job's label list, even for a label no box uses.
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "car"), (2, "sign")]
+    assert [(i["file_name"], i["source_ref"]) for i in coco["images"]] == [
+        ("img0.jpg", REFS[0]),
+        ("img2.jpg", REFS[2]),
+    ]
     remaining_store, remaining_key = open_object(paths["remaining_manifest"])
     assert json.loads(remaining_store.get(remaining_key))["source-ref"] == REFS[1]
     workers_csv = open_object(paths["workers_report"])

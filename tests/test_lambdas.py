@@ -110,3 +110,83 @@ def test_consolidation_params():
     assert consolidation_params({"LABELJOB_COORDINATES": "mean"}).coordinates == "mean"
     with pytest.raises(ConfigError):
         consolidation_params({"LABELJOB_WEIGHTING": "sometimes"})
+
+
+# The test event and payload of AWS's aws-sagemaker-ground-truth-recipe (resources/): no
+# labelCategories, an outputConfig, and answers under the element name `annotatedResult`.
+RECIPE_PAYLOAD = [
+    {
+        "datasetObjectId": "0",
+        "dataObject": {"s3Uri": "s3://test-bucket/test-image1.jpg"},
+        "annotations": [
+            annotation(
+                "private.us-east-1.CYUQXZT3LFXJIUFCZMZ6HC2KFM",
+                json.dumps(
+                    {
+                        "annotatedResult": {
+                            "boundingBoxes": [
+                                {"height": 128, "label": "Red", "left": 116, "top": 283, "width": 137},
+                                {"height": 141, "label": "Green", "left": 418, "top": 281, "width": 138},
+                            ],
+                            "inputImageProperties": {"height": 432, "width": 640},
+                        }
+                    }
+                ),
+            )
+        ],
+    },
+    {
+        "datasetObjectId": "2",
+        "dataObject": {"s3Uri": "s3://test-bucket/test-image2.jpg"},
+        "annotations": [
+            annotation(
+                "private.us-east-1.CYUQXZT3LFXJIUFCZMZ6HC2KFM",
+                content(("Green", 76, 485, 182, 192), ("Red", 414, 516, 205, 186), size=(1000, 1000)),
+            )
+        ],
+    },
+]
+
+
+@pytest.fixture
+def recipe_event(s3):
+    client = s3.client("s3")
+    client.create_bucket(Bucket="test-bucket")
+    client.put_object(
+        Bucket="test-bucket",
+        Key="sample_annotation_consolidation_payload.json",
+        Body=json.dumps(RECIPE_PAYLOAD).encode(),
+    )
+    return {
+        "version": "2018-10-06",
+        "labelingJobArn": "arn:aws:sagemaker:us-east-1:111111111111:labeling-job/test-labeling-job",
+        "payload": {"s3Uri": "s3://test-bucket/sample_annotation_consolidation_payload.json"},
+        "labelAttributeName": "test-label-attribute",
+        "roleArn": "arn:aws:iam::111111111111:role/service-role/test-gt-role",
+        "outputConfig": "s3://test-bucket/test-image.jpg",
+    }
+
+
+@pytest.mark.parametrize("categories", ["missing", None, []])
+def test_handler_without_label_categories_takes_the_labels_of_the_answers(recipe_event, caplog, categories):
+    if categories != "missing":
+        recipe_event["labelCategories"] = categories
+    with caplog.at_level(logging.INFO, logger="orchestrator.lambdas"):
+        response = consolidation_handler(recipe_event, None)
+    # One worker: each box is its own object; Red appears first in the payload, so it is class 0.
+    labels = [response[i]["consolidatedAnnotation"]["content"]["test-label-attribute"] for i in (0, 1)]
+    assert [(a["class_id"], a["left"]) for a in labels[0]["annotations"]] == [(0, 116), (1, 418)]
+    assert sorted((a["class_id"], a["left"]) for a in labels[1]["annotations"]) == [(0, 414), (1, 76)]
+    [record] = [json.loads(r.getMessage()) for r in caplog.records if r.levelno == logging.INFO]
+    assert record["labels_from"] == "answers" and record["labels"] == ["Red", "Green"]
+    assert record["boxes"] == 4 and "unknown_label" not in record["repairs"]
+
+
+def test_handler_with_label_categories_keeps_their_order_and_says_so(recipe_event, caplog):
+    recipe_event["labelCategories"] = ["Green", "Red"]
+    with caplog.at_level(logging.INFO, logger="orchestrator.lambdas"):
+        response = consolidation_handler(recipe_event, None)
+    first = response[0]["consolidatedAnnotation"]["content"]["test-label-attribute"]["annotations"]
+    assert [(a["class_id"], a["left"]) for a in first] == [(1, 116), (0, 418)]
+    [record] = [json.loads(r.getMessage()) for r in caplog.records if r.levelno == logging.INFO]
+    assert record["labels_from"] == "labelCategories" and "labels" not in record

@@ -227,17 +227,25 @@ def test_worker_responses_in_ground_truth_layout(tmp_path):
         "annotations/worker-response/iteration-1/1/2026-11-23_12:00:09.json",
     ]
     doc = json.loads(store.get(keys[0]))
-    assert doc["answers"][0] == {
-        "submissionTime": "2026-11-23T12:00:05.123Z",
-        "timeSpentInSeconds": 12.5,
-        "workerId": "w1",
-        "answerContent": {
-            "annotatedResult": {
-                "boundingBoxes": [{"height": 4.5, "label": "car", "left": 1, "top": 2, "width": 3}],
-                "inputImageProperties": {"height": 480, "width": 640},
-            }
-        },
-    }
+    # Ground Truth's documented fields, in its order; acceptance is submission less the time spent.
+    assert list(doc["answers"][0].items()) == [
+        ("acceptanceTime", "2026-11-23T11:59:52.623Z"),
+        (
+            "answerContent",
+            {
+                "annotatedResult": {
+                    "boundingBoxes": [{"height": 4.5, "label": "car", "left": 1, "top": 2, "width": 3}],
+                    "inputImageProperties": {"height": 480, "width": 640},
+                }
+            },
+        ),
+        ("submissionTime", "2026-11-23T12:00:05.123Z"),
+        ("timeSpentInSeconds", 12.5),
+        ("workerId", "w1"),
+        ("workerMetadata", None),
+    ]
+    assert doc["answers"][1]["submissionTime"] == "2026-11-23T12:00:09.000Z"
+    assert doc["answers"][1]["acceptanceTime"] is None
     # The same answers again write nothing; a new worker's answer is merged into the file.
     assert write_worker_responses(store, [answers("0")]) == []
     late = ObjectAnswers(
@@ -260,6 +268,62 @@ def test_worker_responses_in_ground_truth_layout(tmp_path):
     assert len(read[1].answers) == 2 and report.counts["bad_json"] == 1
     with pytest.raises(InputError, match="object 1 has worker responses but no line"):
         read_worker_responses(store, {"0": "s3://b/0.jpg"}, ["car"], AnswerReport())
+
+
+IDENTITY = {
+    "identityData": {
+        "identityProviderType": "Cognito",
+        "issuer": "https://cognito-idp.us-west-2.amazonaws.com/us-west-2_111111",
+        "sub": "c6aa8eb7-9944-42e9-a6b9-111111111111",
+    }
+}
+
+
+def test_worker_responses_of_both_layouts_are_read_and_rewritten_in_ground_truth_format(tmp_path):
+    store = LocalStore(tmp_path)
+    folder = tmp_path / "annotations/worker-response/iteration-1/0"
+    folder.mkdir(parents=True)
+    box = {"boundingBoxes": [{"height": 4, "label": "car", "left": 1, "top": 2, "width": 3}]}
+    # What labeljob wrote before: Python's ISO times, no acceptanceTime, no workerMetadata.
+    old = {
+        "submissionTime": "2026-11-23T12:00:05.123000+00:00",
+        "timeSpentInSeconds": 12.5,
+        "workerId": "w1",
+        "answerContent": {"annotatedResult": box},
+    }
+    # What Ground Truth writes for a private team.
+    new = {
+        "acceptanceTime": "2026-11-23T11:59:58.000Z",
+        "answerContent": {"boundingBox": box},
+        "submissionTime": "2026-11-23T12:00:09.250Z",
+        "timeSpentInSeconds": 11.25,
+        "workerId": "private.us-west-2.abc",
+        "workerMetadata": IDENTITY,
+    }
+    (folder / "2026-11-23_12:00:05.json").write_text(json.dumps({"answers": [old]}))
+    (folder / "2026-11-23_12:00:09.json").write_text(json.dumps({"answers": [new]}))
+    report = AnswerReport()
+    [obj] = read_worker_responses(store, {"0": "s3://b/0.jpg"}, ["car"], report)
+    first, second = obj.answers
+    assert (first.submitted_at, first.accepted_at, first.worker_metadata) == (
+        old["submissionTime"],
+        None,
+        None,
+    )
+    assert (second.submitted_at, second.accepted_at, second.worker_metadata) == (
+        "2026-11-23T12:00:09.250Z",
+        "2026-11-23T11:59:58.000Z",
+        IDENTITY,
+    )
+    assert report.problems == 0
+
+    out = LocalStore(tmp_path / "out")
+    [key] = write_worker_responses(out, [obj])
+    assert key.endswith("/0/2026-11-23_12:00:09.json")
+    written = json.loads(out.get(key))["answers"]
+    assert written[0]["acceptanceTime"] == "2026-11-23T11:59:52.623Z"
+    assert written[0]["submissionTime"] == "2026-11-23T12:00:05.123Z"
+    assert written[1] == {**new, "answerContent": {"annotatedResult": box}}
 
 
 def test_worker_response_time_falls_back_to_now_and_ids_are_checked(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_consolidation_payload
 from orchestrator.errors import InputError, UsageError
 from orchestrator.outputs import (
     FORMATS,
@@ -18,7 +20,7 @@ from orchestrator.outputs import (
     OutputTargets,
     consolidate_and_write,
     detect_attr,
-    export_lines,
+    export_splits,
     load_label_map,
     parse_label_categories,
     read_augmented_manifest,
@@ -26,7 +28,15 @@ from orchestrator.outputs import (
     read_worker_responses,
 )
 from orchestrator.spec import ConsolidationSpec
-from orchestrator.storage import ObjectStore, is_s3_uri, open_object, open_store
+from orchestrator.storage import (
+    ObjectStore,
+    S3Store,
+    is_s3_uri,
+    open_object,
+    open_store,
+    s3_client,
+    split_s3_uri,
+)
 
 MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
@@ -48,6 +58,40 @@ def _job_folder(uri: str, session) -> ObjectStore | None:
 def _read(uri: str, session) -> bytes:
     store, key = open_object(uri, session)
     return store.get(key)
+
+
+def _labels(uri: str, session) -> list[str]:
+    store, key = open_object(uri, session)
+    return parse_label_categories(store.get(key), store.uri(key))
+
+
+def _read_answers(
+    input: str, input_manifest: str | None, labels: list[str] | None, report: AnswerReport, session
+) -> tuple[list[ObjectAnswers], dict[str, dict]]:
+    """Workers' raw answers from a payload file or a job folder, and the source lines by object id."""
+    source_lines: dict[str, dict] = {}
+    if input_manifest:
+        source_lines = read_source_lines(*open_object(input_manifest, session))
+    folder = _job_folder(input, session)
+    if folder is None:
+        objects = parse_consolidation_payload(
+            _read(input, session), labels, report, fetch=lambda uri: _read(uri, session)
+        )
+        return objects, source_lines
+    if next(iter(folder.list(WORKER_RESPONSE_PREFIX)), None) is None:
+        raise InputError(
+            f"{folder.uri(WORKER_RESPONSE_PREFIX)}: no worker responses",
+            hint="give a payload file or a job's folder: <S3OutputPath>/<job name>/",
+        )
+    if not input_manifest:
+        if not folder.exists(OUTPUT_MANIFEST_KEY):
+            raise InputError(
+                f"{folder.uri(OUTPUT_MANIFEST_KEY)}: not found",
+                hint="give the job's input manifest with --input-manifest",
+            )
+        source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
+    source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
+    return read_worker_responses(folder, source_refs, labels, report), source_lines
 
 
 def _params(**values) -> ConsolidationSpec:
@@ -112,32 +156,9 @@ def consolidate(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
     )
     session = _session(st, input, out, labels, workers_report, input_manifest)
-    label_store, label_key = open_object(labels, session)
-    label_list = parse_label_categories(label_store.get(label_key), label_store.uri(label_key))
+    label_list = _labels(labels, session)
     report = AnswerReport()
-    source_lines: dict[str, dict] = {}
-    if input_manifest:
-        source_lines = read_source_lines(*open_object(input_manifest, session))
-    folder = _job_folder(input, session)
-    if folder is not None:
-        if next(iter(folder.list(WORKER_RESPONSE_PREFIX)), None) is None:
-            raise InputError(
-                f"{folder.uri(WORKER_RESPONSE_PREFIX)}: no worker responses",
-                hint="INPUT is a payload file or a Ground Truth job's folder: <S3OutputPath>/<job name>/",
-            )
-        if not input_manifest:
-            if not folder.exists(OUTPUT_MANIFEST_KEY):
-                raise InputError(
-                    f"{folder.uri(OUTPUT_MANIFEST_KEY)}: not found",
-                    hint="give the job's input manifest with --input-manifest",
-                )
-            source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
-        source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-        objects = read_worker_responses(folder, source_refs, label_list, report)
-    else:
-        objects = parse_consolidation_payload(
-            _read(input, session), label_list, report, fetch=lambda uri: _read(uri, session)
-        )
+    objects, source_lines = _read_answers(input, input_manifest, label_list, report, session)
     attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
     name = job_name or Path(input.rstrip("/")).stem
     targets = OutputTargets(
@@ -159,13 +180,55 @@ def consolidate(
     st.output.data(outputs.summary)
 
 
+def _image_reader(st: State, source_refs: list[str]) -> Callable[[str], bytes]:
+    """Reads an image by source-ref, from S3 through one client for every copying thread.
+
+    A boto3 client may be shared by threads; creating clients from one session in many threads may not.
+    """
+    client = s3_client(st.session) if any(map(is_s3_uri, source_refs)) else None
+
+    def read(uri: str) -> bytes:
+        if is_s3_uri(uri):
+            bucket, key = split_s3_uri(uri)
+            return S3Store(bucket, "", client).get(key)
+        store, key = open_object(uri)
+        return store.get(key)
+
+    return read
+
+
+def _split_names(manifests: list[str]) -> list[str]:
+    """Each manifest's split, its file name without extension; "" for a single manifest."""
+    if len(manifests) == 1:
+        return [""]
+    names = [posixpath.splitext(posixpath.basename(uri.rstrip("/")))[0] for uri in manifests]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise UsageError(f"two manifests are named {twice!r}: each split needs its own file name")
+    return names
+
+
 def export(
     ctx: typer.Context,
-    manifest: Annotated[
-        str, typer.Argument(help="An augmented manifest (path or s3:// URI).", metavar="MANIFEST")
+    manifests: Annotated[
+        list[str],
+        typer.Argument(
+            help="Augmented manifests (paths or s3:// URIs); several are splits named after their "
+            "files (train.manifest, validation.manifest).",
+            metavar="MANIFEST",
+        ),
     ],
     fmt: Annotated[str, typer.Option("--format", help="Export format.", metavar="coco|voc|yolo|csv")],
     out: Annotated[str, typer.Option("--out", help="Folder or s3:// prefix to write into.", metavar="DIR")],
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="The job's label categories file (Ground Truth's, or a JSON list): class ids; "
+            "default: the manifests' class-maps.",
+            metavar="LABELS",
+        ),
+    ] = None,
     label_map: Annotated[
         str | None,
         typer.Option(
@@ -180,26 +243,86 @@ def export(
         str | None,
         typer.Option("--attr", help="Label attribute to export; default: detected.", metavar="ATTR"),
     ] = None,
+    images_root: Annotated[
+        str | None,
+        typer.Option(
+            "--images-root",
+            help="COCO: file_name is relative to this prefix; default: the source-refs' common folder.",
+            metavar="PREFIX",
+        ),
+    ] = None,
+    per_worker: Annotated[
+        bool, typer.Option("--per-worker", help="COCO: each worker's own boxes, with worker_id.")
+    ] = False,
+    answers: Annotated[
+        str | None,
+        typer.Option(
+            "--answers",
+            help="With --per-worker: a consolidation payload or a job's output folder, as for consolidate.",
+            metavar="INPUT",
+        ),
+    ] = None,
+    input_manifest: Annotated[
+        str | None,
+        typer.Option(
+            help="With --answers naming a job folder: the job's input manifest (object ids).",
+            metavar="MANIFEST",
+        ),
+    ] = None,
+    copy_images: Annotated[
+        bool, typer.Option("--copy-images", help="YOLO: copy the images into DIR/images/ (DIR local).")
+    ] = False,
 ) -> None:
-    """Export an augmented manifest to COCO JSON, Pascal VOC XML, YOLO text files or CSV."""
+    """Export augmented manifests to COCO JSON, Pascal VOC XML, YOLO text files or CSV."""
     if fmt not in FORMATS:
         raise UsageError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    for given, option, only in (
+        (images_root is not None, "--images-root", "coco"),
+        (per_worker, "--per-worker", "coco"),
+        (copy_images, "--copy-images", "yolo"),
+    ):
+        if given and fmt != only:
+            raise UsageError(f"{option} is for --format {only}")
+    if per_worker != (answers is not None):
+        raise UsageError("--per-worker and --answers go together: the workers' boxes come from --answers")
+    if copy_images and is_s3_uri(out):
+        raise UsageError("--copy-images writes into a local folder", hint="give --out a local path")
     st = state(ctx)
-    session = _session(st, manifest, out, label_map)
+    session = _session(st, *manifests, out, labels, label_map, answers, input_manifest)
+    label_list = _labels(labels, session) if labels else None
     mapping = load_label_map(*open_object(label_map, session)) if label_map else None
     bad_lines: list[InputError] = []
-    lines = [line for _, line in read_augmented_manifest(*open_object(manifest, session), attr, bad_lines)]
+    splits = {
+        split: [line for _, line in read_augmented_manifest(*open_object(uri, session), attr, bad_lines)]
+        for split, uri in zip(_split_names(manifests), manifests, strict=True)
+    }
     for problem in bad_lines[:MAX_LISTED_BAD_LINES]:
         st.output.warn(f"skipped {problem.message}")
     if len(bad_lines) > MAX_LISTED_BAD_LINES:
         st.output.warn(f"skipped {len(bad_lines) - MAX_LISTED_BAD_LINES} more bad line(s)")
-    if not lines:
+    empty = next((uri for uri, lines in zip(manifests, splits.values(), strict=True) if not lines), None)
+    if empty is not None:
         raise InputError(
-            f"{manifest}: no valid bounding-box line to export",
+            f"{empty}: no valid bounding-box line to export",
             hint=bad_lines[0].message if bad_lines else "is it an augmented (output) manifest?",
         )
-    summary = export_lines(
-        lines, fmt, open_store(out, session), label_map=mapping, min_confidence=min_confidence
+    worker_answers = None
+    if answers:
+        report = AnswerReport()
+        worker_answers, _ = _read_answers(answers, input_manifest, label_list, report, session)
+        if report.problems:
+            st.output.warn(f"{report.problems} answer problem(s) repaired or dropped")
+    refs = [line.source_ref for lines in splits.values() for line in lines]
+    summary = export_splits(
+        splits,
+        fmt,
+        open_store(out, session),
+        labels=label_list,
+        label_map=mapping,
+        min_confidence=min_confidence,
+        images_root=images_root,
+        answers=worker_answers,
+        fetch_image=_image_reader(st, refs) if copy_images else None,
     )
     for warning in summary.warnings:
         st.output.warn(warning)

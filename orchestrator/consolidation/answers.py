@@ -101,6 +101,8 @@ class WorkerAnswer(BaseModel):
     image_height: int | None = Field(default=None, gt=0)
     submitted_at: str | None = None
     time_spent_seconds: float | None = None
+    accepted_at: str | None = None
+    worker_metadata: dict[str, Any] | None = None
 
 
 class ObjectAnswers(BaseModel):
@@ -447,6 +449,11 @@ def parse_consolidation_payload(
     return list(objects.values())
 
 
+def labels_in_answers(objects: Iterable[ObjectAnswers]) -> list[str]:
+    """Every label the answers use, in the order they first appear (object, worker, box)."""
+    return list(dict.fromkeys(box.label for obj in objects for answer in obj.answers for box in answer.boxes))
+
+
 def _as_list(value: Any, report: AnswerReport, where: str) -> list[Any]:
     if value is None:
         return []
@@ -502,8 +509,10 @@ def parse_worker_response(
 ) -> ObjectAnswers:
     """A Ground Truth `annotations/worker-response/iteration-N/<id>/<ts>.json` file as `ObjectAnswers`.
 
-    The file is `{"answers": [{"workerId", "answerContent": {...}, "submissionTime",
-    "timeSpentInSeconds", ...}]}`. Raises InputError only when `data` is not JSON at all.
+    The file is `{"answers": [{"acceptanceTime", "answerContent": {...}, "submissionTime",
+    "timeSpentInSeconds", "workerId", "workerMetadata"}]}`; every field but `workerId` and
+    `answerContent` may be missing (files labeljob wrote before it wrote them all) or null.
+    Raises InputError only when `data` is not JSON at all.
     """
     where = f"object {dataset_object_id}"
     if isinstance(data, bytes | str):
@@ -536,7 +545,15 @@ def parse_worker_response(
             time_spent_seconds=_optional_seconds(entry.get("timeSpentInSeconds")),
         )
         if answer is not None:
-            answers.append(answer)
+            metadata = entry.get("workerMetadata")
+            answers.append(
+                answer.model_copy(
+                    update={
+                        "accepted_at": _optional_str(entry.get("acceptanceTime")),
+                        "worker_metadata": metadata if isinstance(metadata, dict) else None,
+                    }
+                )
+            )
     return ObjectAnswers(
         dataset_object_id=dataset_object_id,
         source_ref=source_ref,

@@ -105,7 +105,8 @@ def finish_job(
         spec.name, "output.manifest", manifest_store.get(manifest_key), "application/jsonl"
     )
     if lines:
-        coco = export_lines(lines, "coco", open_store(job_folder.uri(COCO_EXPORT_PREFIX), boto3_session))
+        coco_store = open_store(job_folder.uri(COCO_EXPORT_PREFIX), boto3_session)
+        coco = export_lines(lines, "coco", coco_store, labels=spec.labels)
         paths["coco"] = coco.destination
     return _write_remaining(spec, jobs, source_lines, {line.source_ref for line in lines}, paths)
 

@@ -18,7 +18,7 @@ from orchestrator.outputs.consolidate import (
     parse_label_categories,
     read_source_lines,
 )
-from orchestrator.outputs.exports import FORMATS, export_lines, load_label_map, parse_label_map
+from orchestrator.outputs.exports import FORMATS, export_lines, export_splits, load_label_map, parse_label_map
 from orchestrator.outputs.layout import (
     OUTPUT_MANIFEST_KEY,
     WORKER_RESPONSE_PREFIX,
@@ -43,6 +43,7 @@ __all__ = [
     "creation_date",
     "detect_attr",
     "export_lines",
+    "export_splits",
     "label_value",
     "load_label_map",
     "parse_label_categories",

@@ -6,18 +6,27 @@
     reports/workers.csv          (ours: per-worker agreement; Ground Truth has no such file)
 
 Every function takes a store rooted at the job folder. A worker-response file holds Ground
-Truth's JSON: `{"answers": [{"workerId", "answerContent": {"annotatedResult": {"boundingBoxes",
-"inputImageProperties"}}, "submissionTime", "timeSpentInSeconds"}]}`.
+Truth's JSON, field for field as docs/groundtruth.md shows it:
+
+    {"answers": [{"acceptanceTime": "2026-11-23T11:59:52.623Z",
+                  "answerContent": {"annotatedResult": {"boundingBoxes", "inputImageProperties"}},
+                  "submissionTime": "2026-11-23T12:00:05.123Z", "timeSpentInSeconds": 12.5,
+                  "workerId": "...", "workerMetadata": null}]}
+
+Times are UTC with milliseconds and `Z`; a field labeljob does not know is null. Files written
+before labeljob wrote every field (no `acceptanceTime`, `submissionTime` as Python's ISO format)
+are read the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.consolidation import AnswerReport, ObjectAnswers, WorkerAnswer, parse_worker_response
 from orchestrator.errors import InputError, NotFound
@@ -70,24 +79,42 @@ def worker_response_entry(answer: WorkerAnswer) -> dict:
     }
     if answer.image_width is not None and answer.image_height is not None:
         result["inputImageProperties"] = {"height": answer.image_height, "width": answer.image_width}
-    entry: dict = {}
-    if answer.submitted_at is not None:
-        entry["submissionTime"] = answer.submitted_at
-    if answer.time_spent_seconds is not None:
-        entry["timeSpentInSeconds"] = answer.time_spent_seconds
-    entry["workerId"] = answer.worker_id
-    entry["answerContent"] = {ANSWER_NAME: result}
-    return entry
+    submitted = _parse_time(answer.submitted_at)
+    accepted = _parse_time(answer.accepted_at)
+    if accepted is None and submitted is not None and answer.time_spent_seconds is not None:
+        # Ground Truth's time spent runs from acceptance to submission, so one gives the other.
+        with contextlib.suppress(OverflowError):
+            accepted = submitted - timedelta(seconds=answer.time_spent_seconds)
+    spent = answer.time_spent_seconds
+    return {
+        "acceptanceTime": _gt_time(accepted, answer.accepted_at),
+        "answerContent": {ANSWER_NAME: result},
+        "submissionTime": _gt_time(submitted, answer.submitted_at),
+        "timeSpentInSeconds": round(spent, 3) if spent is not None else None,
+        "workerId": answer.worker_id,
+        "workerMetadata": answer.worker_metadata,
+    }
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (UTC when it has no offset), or None."""
+    try:
+        when = datetime.fromisoformat(value or "")
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _gt_time(when: datetime | None, original: str | None) -> str | None:
+    """Ground Truth's time format, `2020-12-28T18:59:58.321Z`; a time that is not ISO 8601 stays as given."""
+    if when is None:
+        return original
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def _latest_submission(obj: ObjectAnswers) -> datetime | None:
-    times = []
-    for answer in obj.answers:
-        try:
-            times.append(datetime.fromisoformat(answer.submitted_at or ""))
-        except ValueError:
-            continue
-    times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in times]
+    times = [t for t in (_parse_time(answer.submitted_at) for answer in obj.answers) if t is not None]
     return max(times) if times else None
 
 
@@ -131,7 +158,7 @@ def _natural(object_id: str) -> tuple[int, int, str]:
 
 
 def read_worker_responses(
-    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str], report: AnswerReport
+    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str] | None, report: AnswerReport
 ) -> list[ObjectAnswers]:
     """Every object's answers from `annotations/worker-response/`, all iterations, in id order.
 

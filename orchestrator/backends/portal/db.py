@@ -217,7 +217,7 @@ class Database:
         if self.is_sqlite:
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(Path(database).expanduser())
             self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
             _sqlite_transactions(self.engine)
         else:
@@ -245,6 +245,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _owner_only(path: Path) -> None:
+    """Create the SQLite file readable by its owner alone (it holds the URL-signing key).
+
+    SQLite gives its journal and WAL files the database file's mode, so they follow.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
