@@ -16,7 +16,6 @@ from orchestrator.jobs import (
     JobRecord,
     JobStore,
     check_spec,
-    finish_job,
     launch_job,
     new_record,
     poll_job,
@@ -29,7 +28,7 @@ from orchestrator.storage import is_s3_uri, open_store
 
 
 def _job_store(st: State) -> JobStore:
-    return JobStore(open_store(st.settings.workspace, st.session))
+    return JobStore(open_store(st.settings.workspace, st.session_for(st.settings.workspace)))
 
 
 def _backend(st: State, name: str):
@@ -38,6 +37,8 @@ def _backend(st: State, name: str):
 
 
 def _poller(st: State, name: str, reconsolidate: bool = False):
+    from orchestrator.jobs import finish_job
+
     jobs = _job_store(st)
     record = jobs.load(name)[0]
     backend = _backend(st, record.backend)

@@ -8,23 +8,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+from orchestrator.cli._state import state
 from orchestrator.errors import InputError, UsageError
-from orchestrator.outputs import (
-    FORMATS,
-    OUTPUT_MANIFEST_KEY,
-    WORKER_RESPONSE_PREFIX,
-    OutputTargets,
-    consolidate_and_write,
-    detect_attr,
-    export_lines,
-    load_label_map,
-    parse_label_categories,
-    read_augmented_manifest,
-    read_source_lines,
-    read_worker_responses,
-)
+from orchestrator.outputs import FORMATS, detect_attr, export_lines, load_label_map, read_augmented_manifest
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import ObjectStore, is_s3_uri, open_object, open_store
 
@@ -32,13 +18,10 @@ MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
 
 
-def _session(st: State, *uris: str | None):
-    """The run's boto3 session when any location is on S3; None keeps local runs free of AWS."""
-    return st.session if any(uri and is_s3_uri(uri) for uri in uris) else None
-
-
 def _job_folder(uri: str, session) -> ObjectStore | None:
     """The store of a Ground Truth job output folder, or None when `uri` names a payload file."""
+    from orchestrator.outputs import WORKER_RESPONSE_PREFIX
+
     if is_s3_uri(uri):
         store = open_store(uri, session)
         return store if next(iter(store.list(WORKER_RESPONSE_PREFIX)), None) else None
@@ -107,11 +90,22 @@ def consolidate(
     ] = None,
 ) -> None:
     """Consolidate workers' boxes by IoU voting into an augmented manifest in Ground Truth's format."""
+    from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+    from orchestrator.outputs import (
+        OUTPUT_MANIFEST_KEY,
+        WORKER_RESPONSE_PREFIX,
+        OutputTargets,
+        consolidate_and_write,
+        parse_label_categories,
+        read_source_lines,
+        read_worker_responses,
+    )
+
     st = state(ctx)
     params = _params(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
     )
-    session = _session(st, input, out, labels, workers_report, input_manifest)
+    session = st.session_for(input, out, labels, workers_report, input_manifest)
     label_store, label_key = open_object(labels, session)
     label_list = parse_label_categories(label_store.get(label_key), label_store.uri(label_key))
     report = AnswerReport()
@@ -185,7 +179,7 @@ def export(
     if fmt not in FORMATS:
         raise UsageError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     st = state(ctx)
-    session = _session(st, manifest, out, label_map)
+    session = st.session_for(manifest, out, label_map)
     mapping = load_label_map(*open_object(label_map, session)) if label_map else None
     bad_lines: list[InputError] = []
     lines = [line for _, line in read_augmented_manifest(*open_object(manifest, session), attr, bad_lines)]
