@@ -203,15 +203,15 @@ def wait(
 ) -> None:
     """Wait for a job to end: exit 0 completed, 3 failed or stopped, 4 timed out."""
     st = state(ctx)
+    poller = _poller(st, name, reconsolidate)
+    with st.output.progress(f"{name}: waiting") as bar:
 
-    def report(record: JobRecord) -> None:
-        st.output.info(
-            f"{record.name}: {record.status} {record.counters.labeled}/{record.counters.total} labeled"
-        )
+        def report(record: JobRecord) -> None:
+            labeled, total = record.counters.labeled, record.counters.total
+            st.output.info(f"{record.name}: {record.status} {labeled}/{total} labeled")
+            bar.update(description=f"{name}: {record.status}", completed=labeled, total=total or None)
 
-    record = wait_job(
-        name, _poller(st, name, reconsolidate), timeout=timeout, interval=interval, on_poll=report
-    )
+        record = wait_job(name, poller, timeout=timeout, interval=interval, on_poll=report)
     st.output.data(status_row(record))
 
 

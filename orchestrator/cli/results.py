@@ -127,27 +127,30 @@ def consolidate(
                 )
             source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
         source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-        objects = read_worker_responses(folder, source_refs, label_list, report)
-    else:
-        objects = parse_consolidation_payload(
-            _read(input, session), label_list, report, fetch=lambda uri: _read(uri, session)
+    with st.output.progress("reading answers") as bar:
+        if folder is not None:
+            objects = read_worker_responses(folder, source_refs, label_list, report)
+        else:
+            objects = parse_consolidation_payload(
+                _read(input, session), label_list, report, fetch=lambda uri: _read(uri, session)
+            )
+        attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
+        name = job_name or Path(input.rstrip("/")).stem
+        targets = OutputTargets(
+            manifest=open_object(out, session),
+            workers_report=open_object(workers_report, session) if workers_report else None,
         )
-    attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
-    name = job_name or Path(input.rstrip("/")).stem
-    targets = OutputTargets(
-        manifest=open_object(out, session),
-        workers_report=open_object(workers_report, session) if workers_report else None,
-    )
-    outputs = consolidate_and_write(
-        objects,
-        source_lines,
-        label_list,
-        attr=attr,
-        job_name=name,
-        targets=targets,
-        params=params,
-        report=report,
-    )
+        bar.update(description=f"voting on {len(objects):,} objects and writing the outputs")
+        outputs = consolidate_and_write(
+            objects,
+            source_lines,
+            label_list,
+            attr=attr,
+            job_name=name,
+            targets=targets,
+            params=params,
+            report=report,
+        )
     if report.problems:
         st.output.warn(f"{report.problems} answer problem(s) repaired or dropped; see `repairs`")
     st.output.data(outputs.summary)
@@ -182,7 +185,11 @@ def export(
     session = st.session_for(manifest, out, label_map)
     mapping = load_label_map(*open_object(label_map, session)) if label_map else None
     bad_lines: list[InputError] = []
-    lines = [line for _, line in read_augmented_manifest(*open_object(manifest, session), attr, bad_lines)]
+    with st.output.progress("reading the manifest") as bar:
+        lines = []
+        for _, line in read_augmented_manifest(*open_object(manifest, session), attr, bad_lines):
+            lines.append(line)
+            bar.advance()
     for problem in bad_lines[:MAX_LISTED_BAD_LINES]:
         st.output.warn(f"skipped {problem.message}")
     if len(bad_lines) > MAX_LISTED_BAD_LINES:
@@ -192,9 +199,10 @@ def export(
             f"{manifest}: no valid bounding-box line to export",
             hint=bad_lines[0].message if bad_lines else "is it an augmented (output) manifest?",
         )
-    summary = export_lines(
-        lines, fmt, open_store(out, session), label_map=mapping, min_confidence=min_confidence
-    )
+    with st.output.progress(f"writing {len(lines):,} images as {fmt}"):
+        summary = export_lines(
+            lines, fmt, open_store(out, session), label_map=mapping, min_confidence=min_confidence
+        )
     for warning in summary.warnings:
         st.output.warn(warning)
     st.output.data({**summary.as_dict(), "skipped_lines": len(bad_lines)})
