@@ -13,6 +13,9 @@ then the labels are the ones the payload's answers use, in the order they first 
 log line says so, since class ids then depend on the batch. The same parser, IoUVote and output
 code as `labeljob consolidate` run here. Tuning comes from the function's environment:
 `LABELJOB_IOU_THRESHOLD`, `LABELJOB_MIN_SUPPORT`, `LABELJOB_COORDINATES`, `LABELJOB_WEIGHTING`.
+
+Each handler imports what it calls inside its body: one module serves both functions, and a cold
+start pays only for the handler it runs.
 """
 
 from __future__ import annotations
@@ -20,22 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from orchestrator.consolidation import (
-    AnswerReport,
-    IoUVote,
-    ObjectResult,
-    labels_in_answers,
-    parse_consolidation_payload,
-)
 from orchestrator.errors import ConfigError, StorageError
-from orchestrator.outputs import consolidation_entry, label_value
 from orchestrator.redact import install_log_redaction
-from orchestrator.spec import ConsolidationSpec
-from orchestrator.storage import open_object
+
+if TYPE_CHECKING:
+    from orchestrator.spec import ConsolidationSpec
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
@@ -52,6 +46,10 @@ _ENV_PARAMS = {
 
 def consolidation_params(environ: dict[str, str] | None = None) -> ConsolidationSpec:
     """IoUVote's settings from the Lambda's environment; unset ones keep their defaults."""
+    from pydantic import ValidationError
+
+    from orchestrator.spec import ConsolidationSpec
+
     environ = os.environ if environ is None else environ
     given = {name: environ[var] for name, var in _ENV_PARAMS.items() if environ.get(var)}
     try:
@@ -68,6 +66,16 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
     log line. An object whose boxes all fail the vote gets empty `annotations`.
     """
     import boto3
+
+    from orchestrator.consolidation import (
+        AnswerReport,
+        IoUVote,
+        ObjectResult,
+        labels_in_answers,
+        parse_consolidation_payload,
+    )
+    from orchestrator.outputs import consolidation_entry, label_value
+    from orchestrator.storage import open_object
 
     session = boto3.Session()  # the Lambda's role, from its environment
     given = event.get("labelCategories")
@@ -123,7 +131,6 @@ def poll_handler(event: dict, context: Any) -> dict[str, str]:
     """
     import boto3
 
-    # Imported here so the consolidation Lambda's cold start does not pay for the job layer.
     from orchestrator.backends import get_backend
     from orchestrator.jobs import JobStore, finish_job, poll_job
     from orchestrator.storage import open_store

@@ -10,13 +10,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.redact import install_log_redaction, redact, redact_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 def _cell(value: Any) -> str:
@@ -35,10 +36,17 @@ class Output:
     def __init__(self, format: str = "table", quiet: bool = False) -> None:
         self.format = format
         self.quiet = quiet
-        self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         # Log records reach stderr too; they get the same masking as everything printed here.
         install_log_redaction()
+
+    # rich is imported when something is printed through it: JSON output and `--help` never pay for it.
+    @cached_property
+    def out(self) -> Console:
+        return _console(sys.stdout)
+
+    @cached_property
+    def err(self) -> Console:
+        return _console(sys.stderr)
 
     @property
     def json(self) -> bool:
@@ -78,6 +86,8 @@ class Output:
     def table(
         self, rows: Iterable[dict], *, columns: list[str] | None = None, title: str | None = None
     ) -> None:
+        from rich.table import Table
+
         rows = [redact(row) for row in rows]
         columns = columns or (list(rows[0]) if rows else [])
         table = Table(title=title)
@@ -105,10 +115,18 @@ class Output:
         if self.json or self.quiet or not self.err.is_terminal:
             yield _NoProgress()
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, console=self.err, transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield _Advance(bar, task)
+
+
+def _console(file) -> Console:
+    from rich.console import Console
+
+    return Console(file=file, highlight=False, soft_wrap=True)
 
 
 class _NoProgress:

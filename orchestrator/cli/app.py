@@ -1,32 +1,82 @@
-"""The `labeljob` typer app: global options, and the command groups wired in one place."""
+"""The `labeljob` typer app: global options, and every command registered in one place (`COMMANDS`)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
+from typer.main import get_command_from_info, get_group
+from typer.models import CommandInfo
 
-from orchestrator.cli import demo as demo_cmd
-from orchestrator.cli import doctor as doctor_cmd
-from orchestrator.cli import iam as iam_cmd
-from orchestrator.cli import init as init_cmd
-from orchestrator.cli import job as job_cmd
-from orchestrator.cli import manifest as manifest_cmd
-from orchestrator.cli import portal as portal_cmd
-from orchestrator.cli import results as results_cmd
-from orchestrator.cli import workforce as workforce_cmd
 from orchestrator.cli._errors import describe
 from orchestrator.cli._output import Output
 from orchestrator.cli._state import State
 from orchestrator.config import load_settings
 
+# Every command, in the order `--help` lists them: name -> "module:function" or "module:typer_app".
+# A command's module is imported only when that command runs or `--help` lists the commands, so a
+# command pays for its own imports and no one else's.
+COMMANDS = {
+    "init": "orchestrator.cli.init:init",
+    "demo": "orchestrator.cli.demo:demo",
+    "estimate": "orchestrator.cli.job:estimate",
+    "launch": "orchestrator.cli.job:launch",
+    "status": "orchestrator.cli.job:status",
+    "poll": "orchestrator.cli.job:poll",
+    "wait": "orchestrator.cli.job:wait",
+    "stop": "orchestrator.cli.job:stop",
+    "cleanup": "orchestrator.cli.job:cleanup",
+    "consolidate": "orchestrator.cli.results:consolidate",
+    "export": "orchestrator.cli.results:export",
+    "doctor": "orchestrator.cli.doctor:doctor",
+    "iam-policy": "orchestrator.cli.iam:iam_policy",
+    "workforce": "orchestrator.cli.workforce:app",
+    "manifest": "orchestrator.cli.manifest:app",
+    "portal": "orchestrator.cli.portal:app",
+}
+
+
+class _Commands(Mapping):
+    """`COMMANDS` as the group's name -> click command mapping, each command built on first lookup."""
+
+    def __init__(self) -> None:
+        self._built: dict = {}
+
+    def __getitem__(self, name: str):
+        if name not in self._built:
+            module, _, attr = COMMANDS[name].partition(":")
+            target = getattr(importlib.import_module(module), attr)
+            self._built[name] = (
+                get_group(target)
+                if isinstance(target, typer.Typer)
+                else get_command_from_info(
+                    CommandInfo(name=name, callback=target),
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=app.rich_markup_mode,
+                )
+            )
+        return self._built[name]
+
+    def __iter__(self):
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
 
 class LabeljobGroup(TyperGroup):
-    """Turns every expected exception of any command into `Error: ...`, a hint and an exit code."""
+    """Loads commands from `COMMANDS` on first use, and turns every expected exception of any command
+    into `Error: ...`, a hint and an exit code."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.commands = _Commands()
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -85,21 +135,3 @@ def global_options(
         config_file=config,
     )
     ctx.obj = State(settings)
-
-
-app.command("init")(init_cmd.init)
-app.command("demo")(demo_cmd.demo)
-app.command("estimate")(job_cmd.estimate)
-app.command("launch")(job_cmd.launch)
-app.command("status")(job_cmd.status)
-app.command("poll")(job_cmd.poll)
-app.command("wait")(job_cmd.wait)
-app.command("stop")(job_cmd.stop)
-app.command("cleanup")(job_cmd.cleanup)
-app.command("consolidate")(results_cmd.consolidate)
-app.command("export")(results_cmd.export)
-app.command("doctor")(doctor_cmd.doctor)
-app.command("iam-policy")(iam_cmd.iam_policy)
-app.add_typer(workforce_cmd.app, name="workforce")
-app.add_typer(manifest_cmd.app, name="manifest")
-app.add_typer(portal_cmd.app, name="portal")

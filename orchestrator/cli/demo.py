@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli._state import state
-from orchestrator.demo import JOB_NAME, run_demo
 from orchestrator.redact import ShownOnce
 
 
@@ -24,6 +23,8 @@ def demo(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated crowd.")] = 0,
 ) -> None:
     """Build a manifest, launch on the portal, let a simulated crowd answer, consolidate, export."""
+    from orchestrator.demo import JOB_NAME, run_demo
+
     out = state(ctx).output
     result = run_demo(directory, workers=workers, spammers=spammers, seed=seed, progress=out.info)
     serve = f"labeljob --workspace {result.workspace} portal serve"

@@ -8,7 +8,6 @@ import typer
 
 from orchestrator.cli._options import SpecPath
 from orchestrator.cli._state import state
-from orchestrator.doctor import run_checks
 from orchestrator.spec import load_spec
 
 
@@ -20,6 +19,8 @@ def doctor(
     ] = False,
 ) -> None:
     """Check credentials, region, buckets, CORS, role, work team, manifest and template: exit 1 on a fail."""
+    from orchestrator.doctor import run_checks
+
     st = state(ctx)
     checks = run_checks(load_spec(spec_path), st.session, fix_cors=fix_cors)
     if st.output.json:

@@ -16,7 +16,6 @@ from orchestrator.jobs import (
     JobRecord,
     JobStore,
     check_spec,
-    finish_job,
     launch_job,
     new_record,
     poll_job,
@@ -29,7 +28,7 @@ from orchestrator.storage import is_s3_uri, open_store
 
 
 def _job_store(st: State) -> JobStore:
-    return JobStore(open_store(st.settings.workspace, st.session))
+    return JobStore(open_store(st.settings.workspace, st.session_for(st.settings.workspace)))
 
 
 def _backend(st: State, name: str):
@@ -38,6 +37,8 @@ def _backend(st: State, name: str):
 
 
 def _poller(st: State, name: str, reconsolidate: bool = False):
+    from orchestrator.jobs import finish_job
+
     jobs = _job_store(st)
     record = jobs.load(name)[0]
     backend = _backend(st, record.backend)
@@ -202,15 +203,15 @@ def wait(
 ) -> None:
     """Wait for a job to end: exit 0 completed, 3 failed or stopped, 4 timed out."""
     st = state(ctx)
+    poller = _poller(st, name, reconsolidate)
+    with st.output.progress(f"{name}: waiting") as bar:
 
-    def report(record: JobRecord) -> None:
-        st.output.info(
-            f"{record.name}: {record.status} {record.counters.labeled}/{record.counters.total} labeled"
-        )
+        def report(record: JobRecord) -> None:
+            labeled, total = record.counters.labeled, record.counters.total
+            st.output.info(f"{record.name}: {record.status} {labeled}/{total} labeled")
+            bar.update(description=f"{name}: {record.status}", completed=labeled, total=total or None)
 
-    record = wait_job(
-        name, _poller(st, name, reconsolidate), timeout=timeout, interval=interval, on_poll=report
-    )
+        record = wait_job(name, poller, timeout=timeout, interval=interval, on_poll=report)
     st.output.data(status_row(record))
 
 

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import select
 
-from orchestrator.backends.portal import catalog
-from orchestrator.backends.portal.db import Database, Task, default_db_url, open_database, redacted
-from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
-from orchestrator.backends.portal.workers import invite_worker
 from orchestrator.cli._options import DatabaseUrl
 from orchestrator.cli._state import State, state
 from orchestrator.errors import BackendError, NotFound, UsageError
 from orchestrator.jobs import JobStore
 from orchestrator.redact import ShownOnce
-from orchestrator.storage import ObjectStore, is_s3_uri, open_store
+from orchestrator.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from orchestrator.backends.portal.db import Database
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -29,16 +27,13 @@ app = typer.Typer(
 )
 
 
-def _session(st: State):
-    # A local workspace needs no AWS session, so a machine without AWS config works offline.
-    return st.session if is_s3_uri(st.settings.workspace) else None
-
-
 def _workspace(st: State) -> ObjectStore:
-    return open_store(st.settings.workspace, _session(st))
+    return open_store(st.settings.workspace, st.session_for(st.settings.workspace))
 
 
 def _database(st: State, db: str | None) -> Database:
+    from orchestrator.backends.portal.db import default_db_url, open_database
+
     return open_database(default_db_url(_workspace(st), db))
 
 
@@ -60,6 +55,8 @@ def serve(
     import uvicorn
 
     from orchestrator.backends.portal.app import create_app
+    from orchestrator.backends.portal.db import default_db_url, open_database, redacted
+    from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 
     st = state(ctx)
     workspace = _workspace(st)
@@ -78,7 +75,7 @@ def serve(
     else:
         st.output.info("Open the admin link printed when the portal first ran (or pass --new-admin-token).")
     st.output.data(result)
-    app_ = create_app(url, workspace, boto3_session=_session(st))
+    app_ = create_app(url, workspace, boto3_session=st.session_for(st.settings.workspace))
     # No access log: invite and admin links carry their tokens in the path.
     uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
 
@@ -95,6 +92,9 @@ def invite(
     db: DatabaseUrl = None,
 ) -> None:
     """Print a personal link for a new worker; its token is stored only as a hash."""
+    from orchestrator.backends.portal import catalog
+    from orchestrator.backends.portal.workers import invite_worker
+
     st = state(ctx)
     if not name.strip() or len(name) > 256:
         raise UsageError("NAME must be 1-256 characters")
@@ -134,7 +134,10 @@ def simulate_command(
 ) -> None:
     """Answer a job's tasks as simulated workers through the portal's HTTP API."""
     import httpx
+    from sqlalchemy import select
 
+    from orchestrator.backends.portal import catalog
+    from orchestrator.backends.portal.db import Task
     from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
 
     st = state(ctx)

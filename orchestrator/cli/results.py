@@ -42,11 +42,6 @@ MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
 
 
-def _session(st: State, *uris: str | None):
-    """The run's boto3 session when any location is on S3; None keeps local runs free of AWS."""
-    return st.session if any(uri and is_s3_uri(uri) for uri in uris) else None
-
-
 def _job_folder(uri: str, session) -> ObjectStore | None:
     """The store of a Ground Truth job output folder, or None when `uri` names a payload file."""
     if is_s3_uri(uri):
@@ -155,26 +150,28 @@ def consolidate(
     params = _params(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
     )
-    session = _session(st, input, out, labels, workers_report, input_manifest)
+    session = st.session_for(input, out, labels, workers_report, input_manifest)
     label_list = _labels(labels, session)
     report = AnswerReport()
-    objects, source_lines = _read_answers(input, input_manifest, label_list, report, session)
-    attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
-    name = job_name or Path(input.rstrip("/")).stem
-    targets = OutputTargets(
-        manifest=open_object(out, session),
-        workers_report=open_object(workers_report, session) if workers_report else None,
-    )
-    outputs = consolidate_and_write(
-        objects,
-        source_lines,
-        label_list,
-        attr=attr,
-        job_name=name,
-        targets=targets,
-        params=params,
-        report=report,
-    )
+    with st.output.progress("reading answers") as bar:
+        objects, source_lines = _read_answers(input, input_manifest, label_list, report, session)
+        attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
+        name = job_name or Path(input.rstrip("/")).stem
+        targets = OutputTargets(
+            manifest=open_object(out, session),
+            workers_report=open_object(workers_report, session) if workers_report else None,
+        )
+        bar.update(description=f"voting on {len(objects):,} objects and writing the outputs")
+        outputs = consolidate_and_write(
+            objects,
+            source_lines,
+            label_list,
+            attr=attr,
+            job_name=name,
+            targets=targets,
+            params=params,
+            report=report,
+        )
     if report.problems:
         st.output.warn(f"{report.problems} answer problem(s) repaired or dropped; see `repairs`")
     st.output.data(outputs.summary)
@@ -288,14 +285,17 @@ def export(
     if copy_images and is_s3_uri(out):
         raise UsageError("--copy-images writes into a local folder", hint="give --out a local path")
     st = state(ctx)
-    session = _session(st, *manifests, out, labels, label_map, answers, input_manifest)
+    session = st.session_for(*manifests, out, labels, label_map, answers, input_manifest)
     label_list = _labels(labels, session) if labels else None
     mapping = load_label_map(*open_object(label_map, session)) if label_map else None
     bad_lines: list[InputError] = []
-    splits = {
-        split: [line for _, line in read_augmented_manifest(*open_object(uri, session), attr, bad_lines)]
-        for split, uri in zip(_split_names(manifests), manifests, strict=True)
-    }
+    splits: dict[str, list] = {}
+    with st.output.progress("reading the manifests") as bar:
+        for split, uri in zip(_split_names(manifests), manifests, strict=True):
+            splits[split] = []
+            for _, line in read_augmented_manifest(*open_object(uri, session), attr, bad_lines):
+                splits[split].append(line)
+                bar.advance()
     for problem in bad_lines[:MAX_LISTED_BAD_LINES]:
         st.output.warn(f"skipped {problem.message}")
     if len(bad_lines) > MAX_LISTED_BAD_LINES:
@@ -313,17 +313,18 @@ def export(
         if report.problems:
             st.output.warn(f"{report.problems} answer problem(s) repaired or dropped")
     refs = [line.source_ref for lines in splits.values() for line in lines]
-    summary = export_splits(
-        splits,
-        fmt,
-        open_store(out, session),
-        labels=label_list,
-        label_map=mapping,
-        min_confidence=min_confidence,
-        images_root=images_root,
-        answers=worker_answers,
-        fetch_image=_image_reader(st, refs) if copy_images else None,
-    )
+    with st.output.progress(f"writing {len(refs):,} images as {fmt}"):
+        summary = export_splits(
+            splits,
+            fmt,
+            open_store(out, session),
+            labels=label_list,
+            label_map=mapping,
+            min_confidence=min_confidence,
+            images_root=images_root,
+            answers=worker_answers,
+            fetch_image=_image_reader(st, refs) if copy_images else None,
+        )
     for warning in summary.warnings:
         st.output.warn(warning)
     st.output.data({**summary.as_dict(), "skipped_lines": len(bad_lines)})

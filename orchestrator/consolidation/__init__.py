@@ -1,50 +1,27 @@
 """Worker answers from every source as one model, IoU voting, and the simulated crowd.
 
-Pure: no I/O, no AWS.
+Pure: no I/O, no AWS. Names are imported from their module on first use (`orchestrator.lazy_exports`).
 """
 
-from orchestrator.consolidation.answers import (
-    MAX_BOXES_PER_ANSWER,
-    MAX_XML_CHARS,
-    AnswerReport,
-    Box,
-    ObjectAnswers,
-    WorkerAnswer,
-    box_iou,
-    labels_in_answers,
-    parse_consolidation_payload,
-    parse_element_answer,
-    parse_mturk_answer,
-    parse_worker_response,
-)
-from orchestrator.consolidation.iou_vote import (
-    ConsolidatedBox,
-    IoUVote,
-    ObjectResult,
-    WorkerQuality,
-    consolidate_image,
-)
-from orchestrator.consolidation.simulated_crowd import CrowdSimulator, TruthImage, synthetic_dataset
+from orchestrator import lazy_exports
 
-__all__ = [
-    "AnswerReport",
-    "Box",
-    "ConsolidatedBox",
-    "CrowdSimulator",
-    "IoUVote",
-    "MAX_BOXES_PER_ANSWER",
-    "MAX_XML_CHARS",
-    "ObjectAnswers",
-    "ObjectResult",
-    "TruthImage",
-    "WorkerAnswer",
-    "WorkerQuality",
-    "box_iou",
-    "consolidate_image",
-    "labels_in_answers",
-    "parse_consolidation_payload",
-    "parse_element_answer",
-    "parse_mturk_answer",
-    "parse_worker_response",
-    "synthetic_dataset",
-]
+_EXPORTS = {
+    "answers": [
+        "MAX_BOXES_PER_ANSWER",
+        "MAX_XML_CHARS",
+        "AnswerReport",
+        "Box",
+        "ObjectAnswers",
+        "WorkerAnswer",
+        "labels_in_answers",
+        "parse_consolidation_payload",
+        "parse_element_answer",
+        "parse_mturk_answer",
+        "parse_worker_response",
+    ],
+    "iou": ["box_iou"],
+    "iou_vote": ["ConsolidatedBox", "IoUVote", "ObjectResult", "WorkerQuality", "consolidate_image"],
+    "simulated_crowd": ["CrowdSimulator", "TruthImage", "synthetic_dataset"],
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -54,12 +54,15 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.consolidation.iou import box_iou
+from orchestrator.consolidation.columns import BOX_KEYS as _BOX_KEYS
+from orchestrator.consolidation.columns import MAX_COORDINATE, validate_boxes
+from orchestrator.consolidation.iou import box_iou, iou
 from orchestrator.errors import InputError
 
 # A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
@@ -69,10 +72,8 @@ _Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 NEAR_DUPLICATE_IOU = 0.9
 MAX_BOXES_PER_ANSWER = 1000
-MAX_COORDINATE = 1e6  # pixels; far beyond any image, and small enough that areas and sums stay finite
 MAX_XML_CHARS = 2_000_000
 MAX_EXAMPLES = 50
-_BOX_KEYS = ("label", "left", "top", "width", "height")
 _MTURK_NS = (
     "{http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd}"
 )
@@ -202,25 +203,130 @@ def parse_element_answer(
     The image size for clipping comes from `inputImageProperties`, else from `image_width` /
     `image_height`. Returns None when the answer is unreadable (the reason is counted).
     """
-    where = where or f"worker {worker_id}"
+    pending = _read_element(
+        obj, worker_id, report, where or f"worker {worker_id}", image_width, image_height, submitted_at,
+        time_spent_seconds,
+    )  # fmt: skip
+    if pending is None:
+        return None
+    boxes = _parse_boxes(pending.boxes, labels, pending.width, pending.height, report, pending.where)
+    return None if boxes is None else _worker_answer(pending, boxes, report)
+
+
+@dataclass
+class _Pending:
+    """An answer read up to its raw boxes, which are validated later together with other answers'."""
+
+    worker_id: str
+    where: str
+    boxes: list[Any]
+    width: int | None
+    height: int | None
+    submitted_at: str | None
+    time_spent_seconds: float | None
+
+
+def _read_element(
+    obj: str | dict[str, Any],
+    worker_id: str,
+    report: AnswerReport,
+    where: str,
+    image_width: int | None = None,
+    image_height: int | None = None,
+    submitted_at: str | None = None,
+    time_spent_seconds: float | None = None,
+) -> _Pending | None:
     boxes_json, props = parse_answer_content(obj, report, where)
     if boxes_json is None:
         return None
     width, height = _image_size(props, report, where)
     width, height = (width, height) if width and height else (image_width, image_height)
-    boxes = _parse_boxes(boxes_json, labels, width, height, report, where)
-    if boxes is None:
-        return None
+    return _Pending(worker_id, where, boxes_json, width, height, submitted_at, time_spent_seconds)
+
+
+def _worker_answer(pending: _Pending, boxes: list[Box], report: AnswerReport) -> WorkerAnswer:
     if not boxes:
-        report.add("empty_answer", where)
+        report.add("empty_answer", pending.where)
     return WorkerAnswer(
-        worker_id=worker_id,
+        worker_id=pending.worker_id,
         boxes=boxes,
-        image_width=width,
-        image_height=height,
-        submitted_at=submitted_at,
-        time_spent_seconds=time_spent_seconds,
+        image_width=pending.width,
+        image_height=pending.height,
+        submitted_at=pending.submitted_at,
+        time_spent_seconds=pending.time_spent_seconds,
     )
+
+
+def _parse_pending(
+    pending: list[_Pending], labels: list[str] | None, report: AnswerReport
+) -> list[WorkerAnswer | None]:
+    """`parse_element_answer`'s result for every pending answer, the boxes of all validated at once
+    (`columns.validate_boxes`): the same answers, boxes and counted reasons."""
+    for p in pending:
+        if len(p.boxes) > MAX_BOXES_PER_ANSWER:
+            report.add("too_many_boxes", p.where, f"{len(p.boxes)} boxes, kept {MAX_BOXES_PER_ANSWER}")
+            p.boxes = p.boxes[:MAX_BOXES_PER_ANSWER]
+    counts = np.array([len(p.boxes) for p in pending], dtype=np.int64)
+    starts = (np.cumsum(counts) - counts).tolist()
+    answer = np.repeat(np.arange(len(pending)), counts)
+    raw = list(chain.from_iterable(p.boxes for p in pending))
+    sizes = np.array(
+        [(p.width, p.height) if p.width and p.height else (np.nan, np.nan) for p in pending], dtype=np.float64
+    ).reshape(-1, 2)
+    columns = validate_boxes(raw, sizes[answer], set(labels) if labels is not None else None)
+    for i, code, detail in columns.events(raw):
+        a = int(answer[i])
+        report.add(code, f"{pending[a].where}, box {i - starts[a]}", detail)
+    kept = np.flatnonzero(columns.keep)
+    x1, y1, x2, y2 = columns.xyxy[kept].T
+    boxes = [
+        Box(label=name, left=left, top=top, width=width, height=height)
+        for name, left, top, width, height in zip(
+            [columns.label[i] for i in kept.tolist()],
+            x1.tolist(),
+            y1.tolist(),
+            (x2 - x1).tolist(),
+            (y2 - y1).tolist(),
+            strict=True,
+        )
+    ]
+    bounds = np.searchsorted(answer[kept], np.arange(len(pending) + 1)).tolist()
+    suspect = _may_have_near_duplicates(
+        answer[kept], columns.xyxy[kept], [b.label for b in boxes], len(pending)
+    )
+    results: list[WorkerAnswer | None] = []
+    for a, p in enumerate(pending):
+        own = boxes[bounds[a] : bounds[a + 1]]
+        if counts[a] and not own:
+            report.add("all_boxes_dropped", p.where, f"{counts[a]} boxes")
+            results.append(None)
+            continue
+        if suspect[a]:
+            own = _collapse_near_duplicates(own, report, p.where)
+        results.append(_worker_answer(p, own, report))
+    return results
+
+
+def _may_have_near_duplicates(
+    answer: np.ndarray, xyxy: np.ndarray, labels: list[str], n_answers: int
+) -> np.ndarray:
+    """Answers holding two boxes of one label at IoU near or above NEAR_DUPLICATE_IOU; only those go
+    through `_collapse_near_duplicates`, which decides exactly (its corners are rounded differently)."""
+    index: dict[str, int] = {}
+    label = np.fromiter((index.setdefault(name, len(index)) for name in labels), np.int64, len(labels))
+    group = answer * max(len(index), 1) + label
+    order = np.argsort(group, kind="stable")
+    group = group[order]
+    # Every pair (p, q), p < q, of positions in one group's run of the sorted order.
+    end = np.searchsorted(group, group, side="right")
+    partners = end - np.arange(len(group)) - 1
+    p = np.repeat(np.arange(len(group)), partners)
+    q = p + 1 + np.arange(len(p)) - np.repeat(np.cumsum(partners) - partners, partners)
+    boxes = xyxy[order]
+    close = iou(boxes[p], boxes[q]) >= NEAR_DUPLICATE_IOU - 1e-9
+    suspect = np.zeros(n_answers, dtype=bool)
+    suspect[answer[order][p[close]]] = True
+    return suspect
 
 
 def _image_size(props: dict[str, Any], report: AnswerReport, where: str) -> tuple[int | None, int | None]:
@@ -420,6 +526,8 @@ def parse_consolidation_payload(
     `fetch`, if given, reads an `annotationData.s3Uri` that Ground Truth used instead of inline content.
     """
     objects: dict[str, ObjectAnswers] = {}
+    pending: list[_Pending] = []
+    owner: list[ObjectAnswers] = []  # the object of each pending answer
     for index, item in enumerate(_load_items(data)):
         where = f"item {index}"
         if not isinstance(item, dict):
@@ -433,17 +541,21 @@ def parse_consolidation_payload(
         answers = [
             answer
             for n, annotation in enumerate(_as_list(item.get("annotations"), report, where))
-            if (answer := _parse_annotation(annotation, labels, report, f"{where}, annotation {n}", fetch))
+            if (answer := _read_annotation(annotation, report, f"{where}, annotation {n}", fetch))
         ]
         if object_id in objects:
             report.add("duplicate_object", where, "annotations merged")
-            objects[object_id].answers.extend(answers)
-            continue
-        objects[object_id] = ObjectAnswers(
-            dataset_object_id=object_id,
-            source_ref=_source_ref(item.get("dataObject"), report, where),
-            answers=answers,
-        )
+        else:
+            objects[object_id] = ObjectAnswers(
+                dataset_object_id=object_id,
+                source_ref=_source_ref(item.get("dataObject"), report, where),
+                answers=[],
+            )
+        pending.extend(answers)
+        owner.extend([objects[object_id]] * len(answers))
+    for obj, answer in zip(owner, _parse_pending(pending, labels, report), strict=True):
+        if answer is not None:
+            obj.answers.append(answer)
     for obj in objects.values():
         obj.answers = _dedupe_workers(obj.answers, report, f"object {obj.dataset_object_id}")
     return list(objects.values())
@@ -472,13 +584,12 @@ def _source_ref(data_object: Any, report: AnswerReport, where: str) -> str:
     return ""
 
 
-def _parse_annotation(
+def _read_annotation(
     annotation: Any,
-    labels: list[str] | None,
     report: AnswerReport,
     where: str,
     fetch: Callable[[str], bytes | str] | None,
-) -> WorkerAnswer | None:
+) -> _Pending | None:
     if not isinstance(annotation, dict):
         report.add("not_an_object", where, f"annotation is {type(annotation).__name__}")
         return None
@@ -497,7 +608,7 @@ def _parse_annotation(
     if not isinstance(content, str | bytes | dict):
         report.add("missing_content", where)
         return None
-    return parse_element_answer(content, worker_id, labels, report, where=where)
+    return _read_element(content, worker_id, report, where)
 
 
 def parse_worker_response(
@@ -525,7 +636,8 @@ def parse_worker_response(
         report.add("not_an_object", where, f"worker response is {type(data).__name__}")
     else:
         entries = _as_list(data.get("answers"), report, where)
-    answers = []
+    pending: list[_Pending] = []
+    extras: list[dict[str, Any]] = []
     for n, entry in enumerate(entries):
         entry_where = f"{where}, answer {n}"
         if not isinstance(entry, dict):
@@ -535,25 +647,28 @@ def parse_worker_response(
         if worker_id is None:
             report.add("missing_worker_id", entry_where)
             continue
-        answer = parse_element_answer(
+        answer = _read_element(
             entry.get("answerContent"),
             worker_id,
-            labels,
             report,
-            where=f"{entry_where}, worker {worker_id}",
+            f"{entry_where}, worker {worker_id}",
             submitted_at=_optional_str(entry.get("submissionTime")),
             time_spent_seconds=_optional_seconds(entry.get("timeSpentInSeconds")),
         )
         if answer is not None:
             metadata = entry.get("workerMetadata")
-            answers.append(
-                answer.model_copy(
-                    update={
-                        "accepted_at": _optional_str(entry.get("acceptanceTime")),
-                        "worker_metadata": metadata if isinstance(metadata, dict) else None,
-                    }
-                )
+            pending.append(answer)
+            extras.append(
+                {
+                    "accepted_at": _optional_str(entry.get("acceptanceTime")),
+                    "worker_metadata": metadata if isinstance(metadata, dict) else None,
+                }
             )
+    answers = [
+        answer.model_copy(update=extra)
+        for answer, extra in zip(_parse_pending(pending, labels, report), extras, strict=True)
+        if answer is not None
+    ]
     return ObjectAnswers(
         dataset_object_id=dataset_object_id,
         source_ref=source_ref,

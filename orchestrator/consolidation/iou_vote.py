@@ -41,7 +41,6 @@ from operator import attrgetter
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from orchestrator.consolidation.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
 from orchestrator.consolidation.iou import iou as paired_iou
@@ -581,6 +580,9 @@ def _match_round(
     )
     if not crowded.any():
         return c, b
+    # scipy.optimize takes longer to import than a small job takes to vote: only contested images pay.
+    from scipy.optimize import linear_sum_assignment
+
     pair_image = box_image[b]
     contested = np.zeros(n_images, dtype=bool)
     contested[pair_image[crowded]] = True

@@ -1,40 +1,26 @@
-"""Job records, the backend protocol the job layer owns, the job store, the lifecycle, and finishing."""
+"""Job records, the backend protocol the job layer owns, the job store, the lifecycle, and finishing.
 
-from orchestrator.jobs.backend import Backend, CostEstimate, CostLine, LaunchPlan, PollResult
-from orchestrator.jobs.finish import finish_job
-from orchestrator.jobs.lifecycle import (
-    check_spec,
-    job_output_prefix,
-    launch_job,
-    new_record,
-    poll_job,
-    read_items,
-    status_row,
-    stuck_hint,
-    wait_job,
-)
-from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
-from orchestrator.jobs.store import JobStore
+Names are imported from their module on first use: reading records never imports consolidation.
+"""
 
-__all__ = [
-    "Backend",
-    "CostEstimate",
-    "CostLine",
-    "Counters",
-    "JobRecord",
-    "JobStore",
-    "LaunchPlan",
-    "ManifestItem",
-    "PollResult",
-    "check_spec",
-    "finish_job",
-    "job_output_prefix",
-    "launch_job",
-    "new_record",
-    "poll_job",
-    "read_items",
-    "status_row",
-    "stuck_hint",
-    "utcnow",
-    "wait_job",
-]
+from orchestrator import lazy_exports
+
+_EXPORTS = {
+    "backend": ["Backend", "CostEstimate", "CostLine", "LaunchPlan", "PollResult"],
+    "finish": ["finish_job"],
+    "lifecycle": [
+        "check_spec",
+        "job_output_prefix",
+        "launch_job",
+        "new_record",
+        "poll_job",
+        "read_items",
+        "status_row",
+        "stuck_hint",
+        "wait_job",
+    ],
+    "record": ["Counters", "JobRecord", "ManifestItem", "utcnow"],
+    "store": ["JobStore"],
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

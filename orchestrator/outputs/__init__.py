@@ -1,60 +1,32 @@
 """Ground Truth's output layout, the augmented manifest, the one path that consolidates stored answers
-and writes outputs, and the exports."""
+and writes outputs, and the exports. Names are imported from their module on first use."""
 
-from orchestrator.outputs.augmented_manifest import (
-    AugmentedLine,
-    augmented_line,
-    creation_date,
-    detect_attr,
-    label_value,
-    read_augmented_manifest,
-    workers_report_csv,
-    workers_report_rows,
-    write_augmented_manifest,
-)
-from orchestrator.outputs.consolidate import (
-    OutputTargets,
-    consolidate_and_write,
-    parse_label_categories,
-    read_source_lines,
-)
-from orchestrator.outputs.exports import FORMATS, export_lines, export_splits, load_label_map, parse_label_map
-from orchestrator.outputs.layout import (
-    OUTPUT_MANIFEST_KEY,
-    WORKER_RESPONSE_PREFIX,
-    WORKERS_REPORT_KEY,
-    consolidation_entry,
-    read_worker_responses,
-    worker_response_key,
-    write_consolidation_response,
-    write_worker_responses,
-)
+from orchestrator import lazy_exports
 
-__all__ = [
-    "AugmentedLine",
-    "FORMATS",
-    "OUTPUT_MANIFEST_KEY",
-    "OutputTargets",
-    "WORKERS_REPORT_KEY",
-    "WORKER_RESPONSE_PREFIX",
-    "augmented_line",
-    "consolidate_and_write",
-    "consolidation_entry",
-    "creation_date",
-    "detect_attr",
-    "export_lines",
-    "export_splits",
-    "label_value",
-    "load_label_map",
-    "parse_label_categories",
-    "parse_label_map",
-    "read_augmented_manifest",
-    "read_source_lines",
-    "read_worker_responses",
-    "worker_response_key",
-    "workers_report_csv",
-    "workers_report_rows",
-    "write_augmented_manifest",
-    "write_consolidation_response",
-    "write_worker_responses",
-]
+_EXPORTS = {
+    "augmented_manifest": [
+        "AugmentedLine",
+        "augmented_line",
+        "creation_date",
+        "detect_attr",
+        "label_value",
+        "read_augmented_manifest",
+        "workers_report_csv",
+        "workers_report_rows",
+        "write_augmented_manifest",
+    ],
+    "consolidate": ["OutputTargets", "consolidate_and_write", "parse_label_categories", "read_source_lines"],
+    "exports": ["FORMATS", "export_lines", "export_splits", "load_label_map", "parse_label_map"],
+    "layout": [
+        "OUTPUT_MANIFEST_KEY",
+        "WORKER_RESPONSE_PREFIX",
+        "WORKERS_REPORT_KEY",
+        "consolidation_entry",
+        "read_worker_responses",
+        "worker_response_key",
+        "write_consolidation_response",
+        "write_worker_responses",
+    ],
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

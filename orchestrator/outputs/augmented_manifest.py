@@ -22,13 +22,15 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestrator.consolidation import ObjectResult, WorkerQuality
 from orchestrator.errors import InputError
 from orchestrator.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from orchestrator.consolidation import ObjectResult, WorkerQuality
 
 OBJECT_DETECTION = "groundtruth/object-detection"
 JOB_NAME_PREFIX = "labeling-job/"

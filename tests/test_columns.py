@@ -1,0 +1,105 @@
+"""The column parser (payloads and worker-response files, boxes validated in bulk by
+`consolidation.columns`) against the one-answer pydantic path (`parse_element_answer`, box by box):
+the same answers, boxes to the bit, and the same counted repairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.consolidation import (
+    AnswerReport,
+    parse_consolidation_payload,
+    parse_element_answer,
+    parse_worker_response,
+)
+from tests.test_fuzz import FUZZ, LABELS, element_answer, to_text
+
+PEDESTRIANS = Path(__file__).resolve().parent / "data" / "pedestrians-dev.jsonl"
+# Boxes near and past a 640 x 480 image's edges, drawn backwards, flat, and drawn twice.
+EDGE = st.one_of(
+    st.integers(-60, 700), st.floats(-60, 700), st.sampled_from([0, -0.0, 640, 480, 1e6, -1e6, 1e6 + 1])
+)
+SIDE = st.one_of(st.integers(-100, 300), st.floats(-100, 300), st.sampled_from([0, -0.0, 1e-300]))
+
+
+@st.composite
+def drawn_answer(draw) -> dict:
+    boxes: list[dict] = []
+    for _ in range(draw(st.integers(0, 8))):
+        if boxes and draw(st.booleans()):  # the same object drawn again, a pixel or so off
+            again = dict(draw(st.sampled_from(boxes)))
+            again["left"] += draw(st.floats(-2, 2))
+            boxes.append(again)
+            continue
+        label = draw(st.sampled_from([*LABELS, "bus"]))
+        boxes.append(
+            {"label": label, "left": draw(EDGE), "top": draw(EDGE), "width": draw(SIDE), "height": draw(SIDE)}
+        )
+    size = draw(st.sampled_from([{"width": 640, "height": 480}, {}, {"width": 0, "height": 480}]))
+    return {"boundingBox": {"boundingBoxes": boxes, "inputImageProperties": size}}
+
+
+def one_by_one(contents: list, labels: list[str] | None) -> tuple[list, AnswerReport]:
+    report = AnswerReport()
+    answers = [parse_element_answer(c, f"w{i}", labels, report) for i, c in enumerate(contents)]
+    return [a for a in answers if a is not None], report
+
+
+def exact(answers: list) -> str:
+    """Answers as text that tells -0.0 from 0.0 and every float bit from its neighbours."""
+    return repr([a.model_dump() for a in answers])
+
+
+def payload(contents: list) -> bytes:
+    annotations = [{"workerId": f"w{i}", "annotationData": {"content": c}} for i, c in enumerate(contents)]
+    return to_text(
+        [{"datasetObjectId": "0", "dataObject": {"s3Uri": "s3://b/0.jpg"}, "annotations": annotations}]
+    )
+
+
+def assert_same(contents: list, labels: list[str] | None) -> None:
+    expected, expected_report = one_by_one(contents, labels)
+    report = AnswerReport()
+    document = {"answers": [{"workerId": f"w{i}", "answerContent": c} for i, c in enumerate(contents)]}
+    from_file = parse_worker_response(document, "0", "s3://b/0.jpg", labels, report)
+    assert exact(from_file.answers) == exact(expected)
+    assert report.counts == expected_report.counts
+    texts = [to_text(c) for c in contents]  # a payload's content is a JSON string
+    expected, expected_report = one_by_one(texts, labels)
+    report = AnswerReport()
+    [obj] = parse_consolidation_payload(payload(texts), labels, report)
+    assert exact(obj.answers) == exact(expected)
+    assert report.counts == expected_report.counts
+
+
+@FUZZ
+@given(st.lists(element_answer(), max_size=6), st.sampled_from([LABELS, None]))
+def test_the_fuzz_corpus_parses_the_same_in_columns(contents, labels):
+    assert_same(contents, labels)
+
+
+@FUZZ
+@given(st.lists(drawn_answer(), max_size=6), st.sampled_from([LABELS, None]))
+def test_boxes_near_the_edges_and_drawn_twice_parse_the_same_in_columns(contents, labels):
+    assert_same(contents, labels)
+
+
+def test_the_pedestrian_payloads_parse_the_same_in_columns():
+    rows = [json.loads(line) for line in PEDESTRIANS.read_text().splitlines() if line.strip()]
+    contents = [
+        {
+            "boundingBox": {
+                "boundingBoxes": worker["boxes"],
+                "inputImageProperties": {"width": row["width"], "height": row["height"]},
+            }
+        }
+        for row in rows
+        for worker in row["workers"]
+    ]
+    assert sum(len(c["boundingBox"]["boundingBoxes"]) for c in contents) > 3_000
+    for labels in (["pedestrian"], None):
+        assert_same(contents, labels)
