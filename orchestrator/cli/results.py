@@ -5,28 +5,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_consolidation_payload
 from orchestrator.errors import InputError, UsageError
-from orchestrator.outputs import (
-    FORMATS,
-    OUTPUT_MANIFEST_KEY,
-    WORKER_RESPONSE_PREFIX,
-    OutputTargets,
-    consolidate_and_write,
-    detect_attr,
-    export_splits,
-    load_label_map,
-    parse_label_categories,
-    read_augmented_manifest,
-    read_source_lines,
-    read_worker_responses,
-)
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import (
     ObjectStore,
@@ -38,12 +23,18 @@ from orchestrator.storage import (
     split_s3_uri,
 )
 
+if TYPE_CHECKING:
+    from orchestrator.consolidation import AnswerReport, ObjectAnswers
+
+# Consolidation and outputs are imported inside the commands: `labeljob --help` loads this module.
 MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
 
 
 def _job_folder(uri: str, session) -> ObjectStore | None:
     """The store of a Ground Truth job output folder, or None when `uri` names a payload file."""
+    from orchestrator.outputs import WORKER_RESPONSE_PREFIX
+
     if is_s3_uri(uri):
         store = open_store(uri, session)
         return store if next(iter(store.list(WORKER_RESPONSE_PREFIX)), None) else None
@@ -56,6 +47,8 @@ def _read(uri: str, session) -> bytes:
 
 
 def _labels(uri: str, session) -> list[str]:
+    from orchestrator.outputs import parse_label_categories
+
     store, key = open_object(uri, session)
     return parse_label_categories(store.get(key), store.uri(key))
 
@@ -64,6 +57,14 @@ def _read_answers(
     input: str, input_manifest: str | None, labels: list[str] | None, report: AnswerReport, session
 ) -> tuple[list[ObjectAnswers], dict[str, dict]]:
     """Workers' raw answers from a payload file or a job folder, and the source lines by object id."""
+    from orchestrator.consolidation import parse_consolidation_payload
+    from orchestrator.outputs import (
+        OUTPUT_MANIFEST_KEY,
+        WORKER_RESPONSE_PREFIX,
+        read_source_lines,
+        read_worker_responses,
+    )
+
     source_lines: dict[str, dict] = {}
     if input_manifest:
         source_lines = read_source_lines(*open_object(input_manifest, session))
@@ -146,6 +147,9 @@ def consolidate(
     ] = None,
 ) -> None:
     """Consolidate workers' boxes by IoU voting into an augmented manifest in Ground Truth's format."""
+    from orchestrator.consolidation import AnswerReport
+    from orchestrator.outputs import OutputTargets, consolidate_and_write, detect_attr
+
     st = state(ctx)
     params = _params(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
@@ -271,6 +275,9 @@ def export(
     ] = False,
 ) -> None:
     """Export augmented manifests to COCO JSON, Pascal VOC XML, YOLO text files or CSV."""
+    from orchestrator.consolidation import AnswerReport
+    from orchestrator.outputs import FORMATS, export_splits, load_label_map, read_augmented_manifest
+
     if fmt not in FORMATS:
         raise UsageError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     for given, option, only in (
