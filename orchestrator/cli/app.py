@@ -18,6 +18,7 @@ from orchestrator.cli import job as job_cmd
 from orchestrator.cli import manifest as manifest_cmd
 from orchestrator.cli import portal as portal_cmd
 from orchestrator.cli import results as results_cmd
+from orchestrator.cli import train as train_cmd
 from orchestrator.cli import workforce as workforce_cmd
 from orchestrator.cli._errors import describe
 from orchestrator.cli._output import Output
@@ -99,6 +100,7 @@ app.command("cleanup")(job_cmd.cleanup)
 app.command("consolidate")(results_cmd.consolidate)
 app.command("export")(results_cmd.export)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("train")(train_cmd.train)
 app.command("iam-policy")(iam_cmd.iam_policy)
 app.add_typer(workforce_cmd.app, name="workforce")
 app.add_typer(manifest_cmd.app, name="manifest")

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli._options import SpecPath
+from orchestrator.cli._output import Output
 from orchestrator.cli._state import state
-from orchestrator.doctor import run_checks
+from orchestrator.doctor import Check, run_checks
 from orchestrator.spec import load_spec
 
 
@@ -25,8 +26,13 @@ def doctor(
     if st.output.json:
         st.output.data([check.as_dict() for check in checks])
     else:
-        for check in checks:
-            hint = f"  (hint: {check.hint})" if check.hint else ""
-            st.output.data(f"{check.status:<4}  {check.name}: {check.detail}{hint}")
+        print_checks(st.output, checks)
     if any(check.status == "fail" for check in checks):
         raise typer.Exit(1)
+
+
+def print_checks(output: Output, checks: list[Check]) -> None:
+    """One line a check: status, name, detail and hint."""
+    for check in checks:
+        hint = f"  (hint: {check.hint})" if check.hint else ""
+        output.data(f"{check.status:<4}  {check.name}: {check.detail}{hint}")

@@ -26,6 +26,7 @@ from orchestrator.jobs import (
 )
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
+from orchestrator.training import TRAINING_BACKEND, poll_training, stop_training
 
 
 def _job_store(st: State) -> JobStore:
@@ -40,6 +41,8 @@ def _backend(st: State, name: str):
 def _poller(st: State, name: str, reconsolidate: bool = False):
     jobs = _job_store(st)
     record = jobs.load(name)[0]
+    if record.backend == TRAINING_BACKEND:
+        return lambda: poll_training(name, jobs, st.session)
     backend = _backend(st, record.backend)
 
     def finish(spec: JobSpec, rec: JobRecord) -> dict[str, str]:
@@ -221,6 +224,9 @@ def stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job t
     record = jobs.load(name)[0]
     if record.terminal:
         st.output.info(f"job {name} has already ended ({record.status})")
+    elif record.backend == TRAINING_BACKEND:
+        stop_training(record, st.session)
+        st.output.info(f"asked SageMaker to stop training job {name}; `labeljob poll {name}` follows it")
     else:
         _backend(st, record.backend).stop(record.job_spec, record)
         st.output.info(
