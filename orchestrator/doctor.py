@@ -329,8 +329,8 @@ def check_template(spec: JobSpec, s3, line: dict) -> Check:
 
 
 def training_checks(plan: TrainingPlan, session: boto3.Session) -> list[Check]:
-    """`labeljob train`'s preflight: the dataset, the request against the service model, the region of
-    every bucket the job reads or writes, and the execution role."""
+    """`labeljob train`'s preflight: the dataset, the request against the service model, then the
+    credentials, the region of every bucket the job reads or writes, and the execution role."""
     checks = [Check(*finding) for finding in plan.data.findings()]
     problems = plan.problems()
     checks.append(
@@ -338,6 +338,9 @@ def training_checks(plan: TrainingPlan, session: boto3.Session) -> list[Check]:
         if problems
         else Check("request", "ok", "the service model accepts CreateTrainingJob")
     )
+    checks.append(check_identity(session, plan.region))
+    if checks[-1].status == "fail":
+        return checks  # no bucket or role can be looked at without credentials
     refs = [plan.request["OutputDataConfig"]["S3OutputPath"]]
     refs += [str(line.get("source-ref", "")) for lines in plan.data.channels.values() for line in lines]
     buckets = sorted({bucket_name(ref) for ref in refs if is_s3_uri(ref)})

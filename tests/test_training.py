@@ -4,6 +4,7 @@ the dry-run request valid in three regions, and a training job launched, polled 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -196,9 +197,10 @@ def test_the_dry_run_prints_a_request_the_service_model_accepts(account, region,
     assert hyper["num_classes"] == "2"
     assert hyper["num_training_samples"] == str(puts[train_uri])
     assert int(hyper["label_width"]) >= 2 + 5 * 80
-    # Only reads: the manifest, the bucket's region and the role; nothing written, nothing launched.
+    # Only reads: the manifest, the identity, the bucket's region and the role; nothing is written.
     assert {op for _, op, _ in api_calls} <= {
         "GetObject",
+        "GetCallerIdentity",
         "GetBucketLocation",
         "GetRole",
         "ListAttachedRolePolicies",
@@ -261,3 +263,38 @@ def test_stop_a_training_job(account, groundtruth):
     assert run("stop", name).exit_code == 0
     groundtruth.advance(1)
     assert json.loads(run("poll", name).stdout)["status"] == "stopped"
+
+
+# --------------------------------------------------------------------------- demo, doctor
+
+
+def test_the_demo_ends_with_its_train_dry_run_and_doctor_judges_the_job_alike(tmp_path, account):
+    demo = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert demo.exit_code == 0, demo.output
+    command = shlex.split(demo.stderr.strip().splitlines()[-1])
+    assert command[0] == "labeljob" and "train" in command and command[-1] == "--dry-run"
+    dry = CliRunner().invoke(app, ["--format", "json", *command[1:]])
+    assert dry.exit_code == 1, dry.output
+    checks = {c["name"]: c["status"] for c in json.loads(dry.stdout)["preflight"]}
+    # The demo's images are local files, a few per class: the dry run says so, and the request is valid.
+    assert checks["images"] == checks["images per class (at least 50)"] == "fail"
+    assert checks["request"] == checks["label attribute bbox"] == "ok"
+
+    workspace = command[command.index("--workspace") + 1]
+    doctor = CliRunner().invoke(
+        app,
+        [
+            "--workspace",
+            workspace,
+            "--format",
+            "json",
+            "doctor",
+            str(tmp_path / "demo" / "job.toml"),
+            "--train",
+        ]
+        + ["--role", account, "--output", f"s3://{BUCKET}/training/"],
+    )
+    assert doctor.exit_code == 1, doctor.output
+    by_name = {c["name"]: c["status"] for c in json.loads(doctor.stdout)}
+    assert by_name["images"] == by_name["images per class (at least 50)"] == "fail"
+    assert by_name["label attribute bbox"] == "ok"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli._state import state
-from orchestrator.demo import JOB_NAME, run_demo
+from orchestrator.demo import JOB_NAME, run_demo, train_command
 from orchestrator.redact import ShownOnce
 
 
@@ -38,6 +38,7 @@ def demo(
         "serve_portal": serve,
         "admin_url": review,
         "review_url": f"http://127.0.0.1:8080/admin/jobs/{JOB_NAME}/review",
+        "train_dry_run": train_command(result.workspace),
     }
     if out.json:
         out.data(summary)
@@ -56,3 +57,9 @@ def demo(
     out.info("To look at the boxes over the images, start the portal and open the admin link:")
     out.info(f"    {serve}")
     out.info(ShownOnce(f"    {review}        (then: {summary['review_url']})"))
+    out.info("")
+    out.info(
+        "To train a detector on these boxes, put your region, bucket and role in this dry run: it prints the "
+        "exact CreateTrainingJob request and what would stop a launch (here: local images, under 50 a class):"
+    )
+    out.info(f"    {summary['train_dry_run']}")

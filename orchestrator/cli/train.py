@@ -18,9 +18,7 @@ from orchestrator.training import (
     ALGORITHM,
     DEFAULT_INSTANCE_TYPE,
     launch_training,
-    load_training_data,
-    plan_training,
-    resolve_source,
+    prepare_training,
 )
 
 
@@ -62,19 +60,14 @@ def train(
     st = state(ctx)
     if algorithm != ALGORITHM:
         raise UsageError(f"--algorithm {algorithm!r} is not supported", hint=f"use --algorithm {ALGORITHM}")
-    region = st.session.region_name
-    if not region:
-        raise UsageError("no AWS region set", hint="pass --region or set AWS_REGION")
     jobs = JobStore(open_store(st.settings.workspace, st.session))
-    data = load_training_data(
-        resolve_source(source, jobs),
+    plan = prepare_training(
+        source,
+        jobs,
+        region=st.session.region_name,
         validation=validation,
         label_attribute=label_attribute,
         boto3_session=st.session,
-    )
-    plan = plan_training(
-        data,
-        region=region,
         role_arn=role,
         output=output,
         name=name,

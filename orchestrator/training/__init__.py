@@ -8,6 +8,7 @@ from orchestrator.training.job import (
     launch_training,
     plan_training,
     poll_training,
+    prepare_training,
     stop_training,
 )
 from orchestrator.training.object_detection import ALGORITHM, DEFAULT_INSTANCE_TYPE
@@ -23,6 +24,7 @@ __all__ = [
     "load_training_data",
     "plan_training",
     "poll_training",
+    "prepare_training",
     "resolve_source",
     "stop_training",
 ]

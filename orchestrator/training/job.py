@@ -19,7 +19,7 @@ from orchestrator.manifest import write_jsonl
 from orchestrator.service_model import validate_request
 from orchestrator.spec import NAME_PATTERN
 from orchestrator.storage import is_s3_uri, open_object
-from orchestrator.training.data import TrainingData
+from orchestrator.training.data import TrainingData, load_training_data, resolve_source
 from orchestrator.training.object_detection import (
     ALGORITHM,
     CHANNELS,
@@ -117,6 +117,28 @@ def plan_training(
     request = build(name)
     uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
     return TrainingPlan(data, region, request, uris)
+
+
+def prepare_training(
+    source: str,
+    jobs: JobStore,
+    *,
+    region: str | None,
+    validation: str | None = None,
+    label_attribute: str | None = None,
+    boto3_session=None,
+    **plan_options,
+) -> TrainingPlan:
+    """The plan for a job of the workspace or a manifest: read, split, and turned into the request."""
+    if not region:
+        raise UsageError("no AWS region set", hint="pass --region or set AWS_REGION")
+    data = load_training_data(
+        resolve_source(source, jobs),
+        validation=validation,
+        label_attribute=label_attribute,
+        boto3_session=boto3_session,
+    )
+    return plan_training(data, region=region, **plan_options)
 
 
 def _sagemaker(region: str, boto3_session):
