@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli._options import SpecPath
+from orchestrator.cli._options import SpecPath, TrainingOutput, TrainingRole
 from orchestrator.cli._output import Output
 from orchestrator.cli._state import State, state
 from orchestrator.doctor import Check, run_checks, training_checks
@@ -26,18 +26,8 @@ def doctor(
     train: Annotated[
         bool, typer.Option("--train", help="Add `labeljob train`'s preflight on the job's output manifest.")
     ] = False,
-    role: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ARN", help="With --train: the training role (default: [groundtruth] role_arn)."
-        ),
-    ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            metavar="s3://...", help="With --train: where the model goes (default: beside the job)."
-        ),
-    ] = None,
+    role: TrainingRole = None,
+    output: TrainingOutput = None,
 ) -> None:
     """Check credentials, region, buckets, CORS, role, work team, manifest and template: exit 1 on a fail."""
     st = state(ctx)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli._options import TrainingOutput, TrainingRole
 from orchestrator.cli._state import state
 from orchestrator.cli.doctor import print_checks
 from orchestrator.doctor import training_checks
@@ -35,15 +36,8 @@ def train(
         str | None,
         typer.Option(metavar="MANIFEST", help="Validation manifest (default: held out from the source)."),
     ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            metavar="s3://...", help="Where the channels and the model go (default: beside the job)."
-        ),
-    ] = None,
-    role: Annotated[
-        str | None, typer.Option(metavar="ARN", help="The execution role SageMaker assumes.")
-    ] = None,
+    output: TrainingOutput = None,
+    role: TrainingRole = None,
     label_attribute: Annotated[
         str | None, typer.Option(help="The label attribute (default: the job's, or detected).")
     ] = None,
@@ -52,7 +46,11 @@ def train(
     ] = None,
     max_runtime: Annotated[int, typer.Option(min=60, help="Stop training after this many seconds.")] = 86400,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Run the preflight and print the exact requests; call nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Run the preflight (reads only) and print the exact requests; write and launch nothing.",
+        ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before starting a paid job.")] = False,
 ) -> None:
