@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from orchestrator.cli import dataset as dataset_cmd
 from orchestrator.cli import demo as demo_cmd
 from orchestrator.cli import doctor as doctor_cmd
 from orchestrator.cli import iam as iam_cmd
@@ -105,3 +106,4 @@ app.command("iam-policy")(iam_cmd.iam_policy)
 app.add_typer(workforce_cmd.app, name="workforce")
 app.add_typer(manifest_cmd.app, name="manifest")
 app.add_typer(portal_cmd.app, name="portal")
+app.add_typer(dataset_cmd.app, name="dataset")

@@ -19,7 +19,7 @@ from orchestrator.outputs import detect_attr
 from orchestrator.storage import is_s3_uri, open_object
 
 if TYPE_CHECKING:
-    from orchestrator.jobs import JobStore
+    from orchestrator.jobs import JobRecord, JobStore
 
 Finding = tuple[str, str, str, str | None]
 
@@ -36,6 +36,7 @@ class TrainingSource:
     label_attribute: str | None = None
     classes: list[str] | None = None
     default_output: str | None = None
+    record: JobRecord | None = None
 
 
 @dataclass
@@ -184,10 +185,11 @@ def resolve_source(source: str, jobs: JobStore) -> TrainingSource:
         )
     spec = record.job_spec
     output = spec.output.rstrip("/") + f"/{spec.name}/training/" if is_s3_uri(spec.output) else None
-    return TrainingSource(spec.name, manifest, spec.label_attribute, list(spec.labels), output)
+    return TrainingSource(spec.name, manifest, spec.label_attribute, list(spec.labels), output, record)
 
 
-def _read(uri: str, boto3_session, unreadable: list[str]) -> list[dict]:
+def read_lines(uri: str, boto3_session, unreadable: list[str]) -> list[dict]:
+    """The manifest's well-formed lines; what could not be read is appended to `unreadable`."""
     errors: list[InputError] = []
     try:
         lines = [row for _, row in read_manifest(*open_object(uri, boto3_session), errors=errors)]
@@ -212,9 +214,9 @@ def load_training_data(
     its source-ref (DEFAULT_SPLIT), so the same manifest always splits the same way.
     """
     unreadable: list[str] = []
-    lines = _read(source.manifest, boto3_session, unreadable)
+    lines = read_lines(source.manifest, boto3_session, unreadable)
     if validation is not None:
-        channels = {"train": lines, "validation": _read(validation, boto3_session, unreadable)}
+        channels = {"train": lines, "validation": read_lines(validation, boto3_session, unreadable)}
     else:
         channels = {"train": [], "validation": []}
         for line in lines:
@@ -222,12 +224,13 @@ def load_training_data(
             # A held-out test split stays out of both channels.
             if split in channels:
                 channels[split].append(line)
-    attribute = label_attribute or source.label_attribute or _detected(lines)
-    classes = source.classes or _classes(lines, attribute)
+    attribute = label_attribute or source.label_attribute or detect_attribute(lines)
+    classes = source.classes or class_names(lines, attribute)
     return TrainingData(source, attribute, classes, channels, unreadable)
 
 
-def _detected(lines: list[dict]) -> str:
+def detect_attribute(lines: list[dict]) -> str:
+    """The bounding-box label attribute of the first line that has one."""
     found = next((attr for line in lines if (attr := detect_attr(line))), None)
     if found is None:
         raise NotFound(
@@ -238,7 +241,7 @@ def _detected(lines: list[dict]) -> str:
     return found
 
 
-def _classes(lines: list[dict], attribute: str) -> list[str]:
+def class_names(lines: list[dict], attribute: str) -> list[str]:
     """Class names by class_id from every line's class-map; an id no line names is `class_<id>`."""
     names: dict[int, str] = {}
     for line in lines:
