@@ -239,6 +239,7 @@ def test_launch_poll_and_report_a_training_job(account, groundtruth):
 
     waited = run("wait", name, "--interval", "0.01")
     assert waited.exit_code == 0, waited.output
+    assert f"{name}: in_progress Downloading" in waited.stderr
     model = f"s3://{BUCKET}/training/{name}/output/model.tar.gz"
     assert json.loads(waited.stdout)["output_model"] == model
     status = json.loads(run("status", name).stdout)

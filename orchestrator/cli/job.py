@@ -207,9 +207,11 @@ def wait(
     st = state(ctx)
 
     def report(record: JobRecord) -> None:
-        st.output.info(
-            f"{record.name}: {record.status} {record.counters.labeled}/{record.counters.total} labeled"
-        )
+        if record.backend == TRAINING_BACKEND:
+            progress = record.backend_state.get("secondary_status", "")
+        else:
+            progress = f"{record.counters.labeled}/{record.counters.total} labeled"
+        st.output.info(f"{record.name}: {record.status} {progress}")
 
     record = wait_job(
         name, _poller(st, name, reconsolidate), timeout=timeout, interval=interval, on_poll=report
