@@ -299,3 +299,10 @@ def test_the_demo_ends_with_its_train_dry_run_and_doctor_judges_the_job_alike(tm
     by_name = {c["name"]: c["status"] for c in json.loads(doctor.stdout)}
     assert by_name["images"] == by_name["images per class (at least 50)"] == "fail"
     assert by_name["label attribute bbox"] == "ok"
+
+
+def test_a_missing_manifest_is_named_in_one_line(account):
+    result = train(f"s3://{BUCKET}/manifests/nothing-here.manifest", account, "--dry-run")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: s3://{BUCKET}/manifests/nothing-here.manifest: bucket does not")
+    assert "Hint: `labeljob manifest check` lists every problem" in result.stderr

@@ -14,10 +14,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import InputError, LabeljobError
+from orchestrator.errors import LabeljobError
 from orchestrator.manifest import MIN_IMAGES_PER_LABEL, check_manifests
 from orchestrator.storage import open_object
-from orchestrator.training.data import class_names, detect_attribute, read_lines, resolve_source
+from orchestrator.training.data import class_names, detect_attribute, read_source, resolve_source
 from orchestrator.training.png import bar_chart_png
 
 if TYPE_CHECKING:
@@ -55,12 +55,7 @@ def build_card(source: str, jobs: JobStore, *, histogram_name: str, boto3_sessio
     """The card of a job of the workspace (by name) or of a manifest, with its box-size histogram."""
     src = resolve_source(source, jobs)
     unreadable: list[str] = []
-    lines = read_lines(src.manifest, boto3_session, unreadable)
-    if not lines:
-        raise InputError(
-            unreadable[0] if unreadable else f"{src.manifest}: no line to describe",
-            hint="`labeljob manifest check` lists every problem",
-        )
+    lines = read_source(src.manifest, boto3_session, unreadable)
     attribute = src.label_attribute or detect_attribute(lines)
     classes = src.classes or class_names(lines, attribute)
     report = check_manifests([(src.manifest, *open_object(src.manifest, boto3_session))])

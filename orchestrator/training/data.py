@@ -193,10 +193,21 @@ def read_lines(uri: str, boto3_session, unreadable: list[str]) -> list[dict]:
     errors: list[InputError] = []
     try:
         lines = [row for _, row in read_manifest(*open_object(uri, boto3_session), errors=errors)]
-    except LabeljobError as exc:
-        unreadable.append(f"{uri}: {exc.message}")
+    except LabeljobError as exc:  # storage errors name the object already
+        unreadable.append(exc.message)
         return []
     unreadable += [error.message for error in errors]
+    return lines
+
+
+def read_source(uri: str, boto3_session, unreadable: list[str]) -> list[dict]:
+    """`read_lines` of the manifest everything is derived from: InputError when it has no line at all."""
+    lines = read_lines(uri, boto3_session, unreadable)
+    if not lines:
+        raise InputError(
+            unreadable[0] if unreadable else f"{uri}: the manifest has no lines",
+            hint="`labeljob manifest check` lists every problem",
+        )
     return lines
 
 
@@ -214,7 +225,7 @@ def load_training_data(
     its source-ref (DEFAULT_SPLIT), so the same manifest always splits the same way.
     """
     unreadable: list[str] = []
-    lines = read_lines(source.manifest, boto3_session, unreadable)
+    lines = read_source(source.manifest, boto3_session, unreadable)
     if validation is not None:
         channels = {"train": lines, "validation": read_lines(validation, boto3_session, unreadable)}
     else:
