@@ -306,3 +306,16 @@ def test_a_missing_manifest_is_named_in_one_line(account):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: s3://{BUCKET}/manifests/nothing-here.manifest: bucket does not")
     assert "Hint: `labeljob manifest check` lists every problem" in result.stderr
+
+
+def test_the_scheduled_poll_handler_follows_training_jobs(account, groundtruth, monkeypatch):
+    from orchestrator.lambdas import poll_handler
+
+    groundtruth.advance_per_describe = 400
+    name = json.loads(train(put_manifest(manifest_lines({"car": 60, "sign": 60})), account, "--yes").stdout)[
+        "name"
+    ]
+    monkeypatch.setenv("LABELJOB_WORKSPACE", f"s3://{BUCKET}/labeljob")
+    assert poll_handler({}, None) == {name: "in_progress"}
+    assert poll_handler({}, None) == {name: "completed"}
+    assert poll_handler({}, None) == {}  # ended with its model: nothing left to poll
