@@ -319,3 +319,23 @@ def test_the_scheduled_poll_handler_follows_training_jobs(account, groundtruth, 
     assert poll_handler({}, None) == {name: "in_progress"}
     assert poll_handler({}, None) == {name: "completed"}
     assert poll_handler({}, None) == {}  # ended with its model: nothing left to poll
+
+
+def test_a_long_training_job_gets_no_stuck_labeling_hint(account, groundtruth):
+    from datetime import timedelta
+
+    from orchestrator.jobs import JobStore
+    from orchestrator.storage import open_store
+
+    name = json.loads(train(put_manifest(manifest_lines({"car": 60, "sign": 60})), account, "--yes").stdout)[
+        "name"
+    ]
+    jobs = JobStore(open_store(f"s3://{BUCKET}/labeljob", boto3.Session(region_name="us-east-1")))
+
+    def hours_ago(record):
+        record.last_progress_at -= timedelta(hours=5)
+
+    jobs.update(name, hours_ago)
+    assert json.loads(run("status", name).stdout)["hint"].startswith("no progress for 5.0 h")
+    polled = json.loads(run("poll", name).stdout)
+    assert (polled["status"], polled["hint"]) == ("in_progress", None)

@@ -204,9 +204,9 @@ def poll_training(name: str, jobs: JobStore, boto3_session=None) -> JobRecord:
     model = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
 
     def progressed(rec: JobRecord) -> None:
-        # A training job moves through its secondary statuses on its own; each one is progress.
-        if rec.status != status or rec.backend_state.get("secondary_status") != secondary:
-            rec.last_progress_at = utcnow()
+        # A running training job advances on its own until MaxRuntimeInSeconds stops it, so the
+        # stuck-labeling-job hints of `status` (work team, CORS, template) never apply to it.
+        rec.last_progress_at = utcnow()
         rec.status = status
         rec.backend_state["secondary_status"] = secondary
         rec.failure_reason = described.get("FailureReason") or rec.failure_reason
