@@ -7,6 +7,7 @@ job polled to completion, consolidated by IoU voting and written out.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +25,13 @@ from orchestrator.manifest import BuildOptions, build_manifest, plan_destination
 from orchestrator.outputs import parse_label_categories
 from orchestrator.spec import load_spec
 from orchestrator.storage import LocalStore
+from orchestrator.training import ALGORITHM, DEFAULT_INSTANCE_TYPE
 
 JOB_NAME = "demo-street-objects"
+# Placeholders for the printed training command: the demo has no bucket and no account.
+TRAINING_REGION = "us-east-1"
+TRAINING_OUTPUT = "s3://YOUR-BUCKET/labeljob-training/"
+TRAINING_ROLE = "arn:aws:iam::123456789012:role/YourSageMakerRole"
 # Marks a folder the demo made, so a re-run may clear it and nothing else is ever deleted.
 MARKER = ".labeljob-demo"
 
@@ -44,6 +50,15 @@ class DemoResult:
     simulated_answers: int
     admin_url_path: str
     workspace: Path
+
+
+def train_command(workspace: Path) -> str:
+    """The `labeljob train --dry-run` of the demo job, with a bucket and a role to fill in."""
+    return (
+        f"labeljob --workspace {shlex.quote(str(workspace))} --region {TRAINING_REGION} train {JOB_NAME} "
+        f"--algorithm {ALGORITHM} "
+        f"--instance-type {DEFAULT_INSTANCE_TYPE} --output {TRAINING_OUTPUT} --role {TRAINING_ROLE} --dry-run"
+    )
 
 
 def _fresh_directory(directory: Path) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import boto3
 
     from orchestrator.spec import JobSpec
+    from orchestrator.training import TrainingPlan
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -86,7 +87,8 @@ def check_identity(session: boto3.Session, region: str | None) -> Check:
     return Check("credentials", "ok", f"account {identity['Account']} as {identity['Arn']}, region {region}")
 
 
-def check_bucket_region(s3, bucket: str, region: str) -> Check:
+def check_bucket_region(s3, bucket: str, region: str, move_hint: str | None = None) -> Check:
+    """The bucket exists in `region`; `move_hint` says how to match a bucket elsewhere."""
     from botocore.exceptions import ClientError
 
     name = f"bucket {bucket}"
@@ -103,11 +105,9 @@ def check_bucket_region(s3, bucket: str, region: str) -> Check:
     # S3 reports us-east-1 as no constraint and eu-west-1 by its legacy name.
     bucket_region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
     if bucket_region != region:
+        move_hint = move_hint or "Ground Truth needs its data in the job's region: set [groundtruth] region"
         return Check(
-            name,
-            "fail",
-            f"in {bucket_region}, the job in {region}",
-            f"Ground Truth needs its data in the job's region: set [groundtruth] region = '{bucket_region}'",
+            name, "fail", f"in {bucket_region}, the job in {region}", f"{move_hint} = '{bucket_region}'"
         )
     return Check(name, "ok", f"exists, in {region}")
 
@@ -326,6 +326,29 @@ def check_template(spec: JobSpec, s3, line: dict) -> Check:
     if "<crowd-bounding-box" not in page:
         return Check("template", "fail", "no <crowd-bounding-box> element", "check the task template")
     return Check("template", "ok", f"renders for {line['source-ref']} ({len(page)} characters)")
+
+
+def training_checks(plan: TrainingPlan, session: boto3.Session) -> list[Check]:
+    """`labeljob train`'s preflight: the dataset, the request against the service model, then the
+    credentials, the region of every bucket the job reads or writes, and the execution role."""
+    checks = [Check(*finding) for finding in plan.data.findings()]
+    problems = plan.problems()
+    checks.append(
+        Check("request", "fail", "; ".join(problems), "SageMaker would reject it: fix the options named")
+        if problems
+        else Check("request", "ok", "the service model accepts CreateTrainingJob")
+    )
+    checks.append(check_identity(session, plan.region))
+    if checks[-1].status == "fail":
+        return checks  # no bucket or role can be looked at without credentials
+    refs = [plan.request["OutputDataConfig"]["S3OutputPath"]]
+    refs += [str(line.get("source-ref", "")) for lines in plan.data.channels.values() for line in lines]
+    buckets = sorted({bucket_name(ref) for ref in refs if is_s3_uri(ref)})
+    s3 = client("s3", session, region_name=plan.region)
+    move = "a training job reads and writes S3 in its own region: pass --region"
+    checks += [check_bucket_region(s3, bucket, plan.region, move) for bucket in buckets]
+    checks.append(check_role(client("iam", session), plan.request["RoleArn"], buckets))
+    return checks
 
 
 # ----------------------------------------------------------------------------- dispatching

@@ -67,3 +67,7 @@ class WaitTimedOut(LabeljobError):
     """`wait` gave up before the job ended."""
 
     exit_code = 4
+
+
+class PreflightFailed(LabeljobError):
+    """A check before a paid launch failed; nothing was called or written."""

@@ -134,6 +134,7 @@ def poll_handler(event: dict, context: Any) -> dict[str, str]:
     from orchestrator.backends import get_backend
     from orchestrator.jobs import JobStore, finish_job, poll_job
     from orchestrator.storage import open_store
+    from orchestrator.training import TRAINING_BACKEND, poll_training
 
     session = boto3.Session()  # the Lambda's role, from its environment
     jobs = JobStore(open_store(os.environ["LABELJOB_WORKSPACE"], session))
@@ -147,6 +148,9 @@ def poll_handler(event: dict, context: Any) -> dict[str, str]:
         if record is None or (record.terminal and record.outputs):
             continue
         try:
+            if record.backend == TRAINING_BACKEND:
+                statuses[name] = poll_training(name, jobs, session).status
+                continue
             backend = get_backend(record.backend, boto3_session=session, workspace=jobs.workspace)
             statuses[name] = poll_job(name, backend, jobs, boto3_session=session, finish=finish).status
         except Exception as exc:

@@ -19,7 +19,7 @@ LAYERS = [
     {"manifest", "consolidation"},
     {"outputs"},
     {"jobs"},
-    {"backends"},
+    {"backends", "training"},
     {"cli", "lambdas", "demo", "doctor"},
 ]
 WORKFORCE_WORDS = ("mturk", "groundtruth", "ground_truth", "portal", "private_workforce", "workforce")

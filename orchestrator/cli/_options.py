@@ -22,3 +22,17 @@ DatabaseUrl = Annotated[
 MTurkWorkerIds = Annotated[
     list[str], typer.Argument(help="MTurk worker ids (A1B2C3...).", metavar="WORKER_ID...")
 ]
+
+TrainingRole = Annotated[
+    str | None,
+    typer.Option("--role", metavar="ARN", help="The execution role SageMaker assumes for training."),
+]
+
+TrainingOutput = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        metavar="s3://...",
+        help="Where the training channels and the model go (default: beside the job).",
+    ),
+]

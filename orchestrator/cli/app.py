@@ -35,10 +35,12 @@ COMMANDS = {
     "consolidate": "orchestrator.cli.results:consolidate",
     "export": "orchestrator.cli.results:export",
     "doctor": "orchestrator.cli.doctor:doctor",
+    "train": "orchestrator.cli.train:train",
     "iam-policy": "orchestrator.cli.iam:iam_policy",
     "workforce": "orchestrator.cli.workforce:app",
     "manifest": "orchestrator.cli.manifest:app",
     "portal": "orchestrator.cli.portal:app",
+    "dataset": "orchestrator.cli.dataset:app",
 }
 
 

@@ -23,7 +23,7 @@ def demo(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the simulated crowd.")] = 0,
 ) -> None:
     """Build a manifest, launch on the portal, let a simulated crowd answer, consolidate, export."""
-    from orchestrator.demo import JOB_NAME, run_demo
+    from orchestrator.demo import JOB_NAME, run_demo, train_command
 
     out = state(ctx).output
     result = run_demo(directory, workers=workers, spammers=spammers, seed=seed, progress=out.info)
@@ -39,6 +39,7 @@ def demo(
         "serve_portal": serve,
         "admin_url": review,
         "review_url": f"http://127.0.0.1:8080/admin/jobs/{JOB_NAME}/review",
+        "train_dry_run": train_command(result.workspace),
     }
     if out.json:
         out.data(summary)
@@ -57,3 +58,9 @@ def demo(
     out.info("To look at the boxes over the images, start the portal and open the admin link:")
     out.info(f"    {serve}")
     out.info(ShownOnce(f"    {review}        (then: {summary['review_url']})"))
+    out.info("")
+    out.info(
+        "To train a detector on these boxes, put your region, bucket and role in this dry run: it prints the "
+        "exact CreateTrainingJob request and what would stop a launch (here: local images, under 50 a class):"
+    )
+    out.info(f"    {summary['train_dry_run']}")

@@ -25,6 +25,7 @@ from orchestrator.jobs import (
 )
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
+from orchestrator.training import TRAINING_BACKEND, poll_training, stop_training
 
 
 def _job_store(st: State) -> JobStore:
@@ -41,6 +42,8 @@ def _poller(st: State, name: str, reconsolidate: bool = False):
 
     jobs = _job_store(st)
     record = jobs.load(name)[0]
+    if record.backend == TRAINING_BACKEND:
+        return lambda: poll_training(name, jobs, st.session)
     backend = _backend(st, record.backend)
 
     def finish(spec: JobSpec, rec: JobRecord) -> dict[str, str]:
@@ -208,7 +211,11 @@ def wait(
 
         def report(record: JobRecord) -> None:
             labeled, total = record.counters.labeled, record.counters.total
-            st.output.info(f"{record.name}: {record.status} {labeled}/{total} labeled")
+            if record.backend == TRAINING_BACKEND:
+                progress = record.backend_state.get("secondary_status", "")
+            else:
+                progress = f"{labeled}/{total} labeled"
+            st.output.info(f"{record.name}: {record.status} {progress}")
             bar.update(description=f"{name}: {record.status}", completed=labeled, total=total or None)
 
         record = wait_job(name, poller, timeout=timeout, interval=interval, on_poll=report)
@@ -222,6 +229,9 @@ def stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job t
     record = jobs.load(name)[0]
     if record.terminal:
         st.output.info(f"job {name} has already ended ({record.status})")
+    elif record.backend == TRAINING_BACKEND:
+        stop_training(record, st.session)
+        st.output.info(f"asked SageMaker to stop training job {name}; `labeljob poll {name}` follows it")
     else:
         _backend(st, record.backend).stop(record.job_spec, record)
         st.output.info(

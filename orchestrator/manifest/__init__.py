@@ -17,7 +17,7 @@ from orchestrator.manifest.build import (
     plan_destination,
     probe_image,
 )
-from orchestrator.manifest.check import CheckReport, check_manifests
+from orchestrator.manifest.check import MIN_IMAGES_PER_LABEL, MIN_LABEL_BALANCE, CheckReport, check_manifests
 from orchestrator.manifest.images import HEADER_BYTES, ImageHeader, NeedMoreBytes, sniff
 from orchestrator.manifest.jsonl import (
     DEFAULT_WORKERS,
@@ -30,6 +30,8 @@ from orchestrator.manifest.jsonl import (
 __all__ = [
     "DEFAULT_WORKERS",
     "HEADER_BYTES",
+    "MIN_IMAGES_PER_LABEL",
+    "MIN_LABEL_BALANCE",
     "SKIP_REASONS",
     "BuildOptions",
     "BuildReport",

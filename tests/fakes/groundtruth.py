@@ -92,6 +92,22 @@ class FakeJob:
         return self.request["OutputConfig"]["S3OutputPath"].rstrip("/") + "/" + self.name + "/"
 
 
+@dataclass
+class FakeTrainingJob:
+    request: dict
+    arn: str
+    created: float
+    modified: float
+    status: str = "InProgress"
+    secondary: str = "Starting"
+    failure_reason: str | None = None
+    model_uri: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.request["TrainingJobName"]
+
+
 @lru_cache(maxsize=1)
 def pedestrian_records() -> list[dict]:
     return [json.loads(line) for line in PEDESTRIANS.read_text().splitlines() if line.strip()]
@@ -163,6 +179,7 @@ class FakeGroundTruth:
         init_seconds: float = 60,
         seconds_per_object: float = 30,
         advance_per_describe: float = 0.0,
+        training_seconds: float = 600,
     ) -> None:
         self.s3_endpoint = s3_endpoint
         self.region = region
@@ -172,6 +189,8 @@ class FakeGroundTruth:
         self.init_seconds = init_seconds
         self.seconds_per_object = seconds_per_object
         self.advance_per_describe = advance_per_describe
+        self.training_seconds = training_seconds
+        self.training_jobs: dict[str, FakeTrainingJob] = {}
         self.now = datetime.now(UTC).timestamp()
         self.requests: list[dict] = []
         self.jobs: dict[str, FakeJob] = {}
@@ -420,6 +439,86 @@ class FakeGroundTruth:
             )
         return {"LabelingJobSummaryList": summaries}
 
+    # --------------------------------------------------------------------- training jobs
+
+    def _training_job(self, name: str) -> FakeTrainingJob:
+        job = self.training_jobs.get(name.lower())
+        if job is None:
+            raise ApiError("ValidationException", f"Requested resource not found: training job {name}")
+        return job
+
+    def _op_CreateTrainingJob(self, p: dict) -> dict:  # noqa: N802
+        name = p["TrainingJobName"]
+        if name.lower() in self.training_jobs:
+            raise ApiError("ResourceInUse", f"Training job {name} already exists")
+        image = p["AlgorithmSpecification"].get("TrainingImage", "")
+        if f".{self.region}." not in image:
+            raise ApiError("ValidationException", f"{image} is not an image of {self.region}")
+        arn = f"arn:aws:sagemaker:{self.region}:{self.account}:training-job/{name.lower()}"
+        self.training_jobs[name.lower()] = FakeTrainingJob(p, arn, created=self.now, modified=self.now)
+        return {"TrainingJobArn": arn}
+
+    def _op_DescribeTrainingJob(self, p: dict) -> dict:  # noqa: N802
+        if self.advance_per_describe:
+            self.now += self.advance_per_describe
+            self._tick()
+        job = self._training_job(p["TrainingJobName"])
+        described = {
+            **{k: v for k, v in job.request.items() if k != "Tags"},
+            "TrainingJobArn": job.arn,
+            "TrainingJobStatus": job.status,
+            "SecondaryStatus": job.secondary,
+            "CreationTime": job.created,
+            "LastModifiedTime": job.modified,
+            "ModelArtifacts": {"S3ModelArtifacts": job.model_uri} if job.model_uri else {},
+        }
+        if job.failure_reason:
+            described["FailureReason"] = job.failure_reason
+        return described
+
+    def _op_StopTrainingJob(self, p: dict) -> dict:  # noqa: N802
+        job = self._training_job(p["TrainingJobName"])
+        if job.status != "InProgress":
+            raise ApiError("ValidationException", f"Training job {job.name} is {job.status}")
+        job.status, job.secondary, job.modified = "Stopping", "Stopping", self.now
+        return {}
+
+    def _train(self, job: FakeTrainingJob) -> None:
+        """Starting, then Downloading (reads every channel as the algorithm would), Training, Completed."""
+        elapsed = self.now - job.created
+        if job.status == "Stopping":
+            job.status = job.secondary = "Stopped"
+        elif job.status != "InProgress" or elapsed < self.init_seconds:
+            return
+        elif job.secondary == "Starting":
+            job.secondary = "Downloading"
+            job.failure_reason = self._channel_problem(job)
+            if job.failure_reason:
+                job.status = job.secondary = "Failed"
+        elif job.secondary == "Downloading":
+            job.secondary = "Training"
+        elif job.secondary == "Training" and elapsed >= self.init_seconds + self.training_seconds:
+            output = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+            job.model_uri = f"{output}/{job.name}/output/model.tar.gz"
+            self._put(job.model_uri, b"fake model")
+            job.status = job.secondary = "Completed"
+        job.modified = self.now
+
+    def _channel_problem(self, job: FakeTrainingJob) -> str | None:
+        """Why the algorithm cannot read a channel: a line without an attribute, a missing manifest."""
+        for channel in job.request["InputDataConfig"]:
+            source = channel["DataSource"]["S3DataSource"]
+            try:
+                lines = [json.loads(x) for x in self._get(source["S3Uri"]).decode().splitlines() if x.strip()]
+            except Exception as exc:  # SageMaker reports an unreadable channel as a ClientError
+                return f"ClientError: cannot read channel {channel['ChannelName']}: {exc}"
+            for number, line in enumerate(lines, 1):
+                missing = [a for a in source.get("AttributeNames", []) if a not in line]
+                if missing:
+                    where = f"line {number} of {source['S3Uri']}"
+                    return f"ClientError: attribute {missing[0]} not found in {where}"
+        return None
+
     def _counters(self, job: FakeJob) -> dict:
         labeled = sum(1 for r in job.results.values() if r["answers"])
         total = len(job.lines)
@@ -501,6 +600,8 @@ class FakeGroundTruth:
                 self._progress(job)
             if job.status == "Stopping":
                 self._finish(job, "Stopped")
+        for training in self.training_jobs.values():
+            self._train(training)
 
     def _start(self, job: FakeJob) -> None:
         """Read the job's inputs as Ground Truth does at start; a bad input fails the job."""
