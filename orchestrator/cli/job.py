@@ -25,7 +25,6 @@ from orchestrator.jobs import (
 )
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
-from orchestrator.training import TRAINING_BACKEND, poll_training, stop_training
 
 
 def _job_store(st: State) -> JobStore:
@@ -39,6 +38,7 @@ def _backend(st: State, name: str):
 
 def _poller(st: State, name: str, reconsolidate: bool = False):
     from orchestrator.jobs import finish_job
+    from orchestrator.training import TRAINING_BACKEND, poll_training
 
     jobs = _job_store(st)
     record = jobs.load(name)[0]
@@ -205,6 +205,8 @@ def wait(
     ] = False,
 ) -> None:
     """Wait for a job to end: exit 0 completed, 3 failed or stopped, 4 timed out."""
+    from orchestrator.training import TRAINING_BACKEND
+
     st = state(ctx)
     poller = _poller(st, name, reconsolidate)
     with st.output.progress(f"{name}: waiting") as bar:
@@ -224,6 +226,8 @@ def wait(
 
 def stop(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job to stop.")]) -> None:
     """Stop a job; answers already given are kept and consolidated by the next poll."""
+    from orchestrator.training import TRAINING_BACKEND, stop_training
+
     st = state(ctx)
     jobs = _job_store(st)
     record = jobs.load(name)[0]
