@@ -15,11 +15,12 @@ from sqlalchemy import select
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Job, Token, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Job, Token, Worker, default_db_url, open_database
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
+from orchestrator.storage import open_store
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
 EVIL = "<img src=x onerror=alert(1)>"
@@ -29,7 +30,7 @@ ANSWER = {
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, portal_db_url):
     """An app over a fresh database with one job (3 objects), a worker token and an admin token."""
     instructions = tmp_path / "instructions.md"
     instructions.write_text(f"Box every car.\n\n{EVIL} and <script>alert(2)</script>\n", encoding="utf-8")
@@ -44,8 +45,7 @@ def portal(tmp_path):
     )
     images = sorted((SAMPLE_BUCKET / "images").glob("img_000*.jpg"))[:3]
     items = [ManifestItem(str(i), path.as_uri(), {}) for i, path in enumerate(images)]
-    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
-    db = open_database(db_url)
+    db = open_database(portal_db_url)
     with db.write() as session:
         catalog.load_job(session, spec, items, time.time())
         worker = Worker(public_id="alice-1", name=f"Alice {EVIL}", source="invite", created_at=0)
@@ -53,7 +53,7 @@ def portal(tmp_path):
         session.flush()
         worker_token = issue_token(session, "worker", worker.id)
         admin_token = issue_token(session, "admin")
-    client = TestClient(create_app(db_url, None), follow_redirects=False)
+    client = TestClient(create_app(portal_db_url, None), follow_redirects=False)
     return client, db, worker_token, admin_token
 
 
@@ -246,7 +246,7 @@ def test_generic_marketplace_link_checks_the_return_url(portal):
     assert done.status_code == 303 and done.headers["location"] == "https://market.example/done?x=1"
 
 
-def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
+def test_s3_images_redirect_to_a_short_lived_presigned_url(s3, portal_db_url):
     s3.client("s3").create_bucket(Bucket="photos")
     s3.client("s3").put_object(Bucket="photos", Key="set/a.jpg", Body=b"jpeg bytes")
     spec = parse_spec(
@@ -257,15 +257,14 @@ def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
             "output": "s3://photos/out/",
         }
     )
-    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
-    db = open_database(db_url)
+    db = open_database(portal_db_url)
     with db.write() as session:
         catalog.load_job(session, spec, [ManifestItem("0", "s3://photos/set/a.jpg", {})], time.time())
         worker = Worker(public_id="w", name="w", source="invite", created_at=0)
         session.add(worker)
         session.flush()
         token = issue_token(session, "worker", worker.id)
-    client = TestClient(create_app(db_url, None, boto3_session=s3), follow_redirects=False)
+    client = TestClient(create_app(portal_db_url, None, boto3_session=s3), follow_redirects=False)
     task = client.post("/api/tasks/next", headers=_bearer(token)).json()
     assert task["image_key"] == "a.jpg"
     redirect = client.get(task["image_url"])
@@ -274,7 +273,7 @@ def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
     assert "photos" in location and "set/a.jpg" in location and "Expires=" in location
 
 
-def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path):
+def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path, portal_db_url):
     from typer.testing import CliRunner
 
     from orchestrator.cli.app import app
@@ -288,7 +287,7 @@ def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path)
     link = json.loads(result.stdout)["link"]
     assert link.startswith("http://h:1/w/")
     token = link.rsplit("/", 1)[1]
-    db = open_database(f"sqlite:///{workspace / 'portal.db'}")
+    db = open_database(default_db_url(open_store(workspace)))
     with db.read() as session:
         stored = session.scalars(select(Token.token_hash)).all()
         assert token not in stored and hash_token(token) in stored

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -13,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Base, Database, Lease, Task, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Lease, Task, Worker, open_database
+from orchestrator.backends.portal.leasing import take_task
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.jobs import ManifestItem
@@ -72,22 +72,8 @@ def _workers(db, n: int, job_id: int | None = None) -> list[str]:
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'portal.db'}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db_url(request, tmp_path):
-    """SQLite, and PostgreSQL too when PORTAL_TEST_POSTGRES_URL names a database the test may empty."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'portal.db'}"
-    url = os.environ.get("PORTAL_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set PORTAL_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
-    db = Database(url)
-    Base.metadata.drop_all(db.engine)
-    db.dispose()
-    return url
+def db_url(portal_db_url):
+    return portal_db_url
 
 
 def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
@@ -103,9 +89,9 @@ def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
     return [tuple(row) for row in tasks], pairs
 
 
-def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, any_db_url):
+def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, db_url):
     """Two portal instances share the database, as two processes would; 16 workers alternate."""
-    db = open_database(any_db_url)
+    db = open_database(db_url)
     job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
     tokens = _workers(db, 16)
     outcomes: Counter = Counter()
@@ -129,7 +115,7 @@ def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, any_db_url):
                 with lock:
                     outcomes.update(r.json()["status"] for r in replies)
 
-    servers = [ServerThread(create_app(any_db_url, None)).start() for _ in range(2)]
+    servers = [ServerThread(create_app(db_url, None)).start() for _ in range(2)]
     try:
         threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
         for thread in threads:
@@ -241,8 +227,8 @@ def test_an_invited_worker_only_gets_its_job(tmp_path, db_url):
     assert client.post("/api/tasks/next", params={"job": "first"}).status_code == 204
 
 
-def test_schema_refuses_extra_and_duplicate_answers(tmp_path, any_db_url):
-    db = open_database(any_db_url)
+def test_schema_refuses_extra_and_duplicate_answers(tmp_path, db_url):
+    db = open_database(db_url)
     job = _job(db, tmp_path, "schema", objects=1, wanted=1)
     _workers(db, 2)
     with db.read() as session:
@@ -274,3 +260,31 @@ def test_schema_refuses_extra_and_duplicate_answers(tmp_path, any_db_url):
         add_answer(w2, slot=2, wanted=2)  # lying about wanted: the composite foreign key refuses
     with pytest.raises(IntegrityError):
         add_answer(w2, slot=1, wanted=1)  # a slot already taken
+
+
+def test_a_task_locked_by_a_request_in_flight_is_waited_for_not_refused(tmp_path, postgres_url):
+    """SKIP LOCKED alone told a worker "nothing left" while another request held the last task's lock."""
+    db = open_database(postgres_url)
+    job = _job(db, tmp_path, "locked", objects=1, wanted=2)
+    _workers(db, 1)
+    with db.read() as session:
+        worker_id = session.scalar(select(Worker.id))
+    taken: list = []
+    with db.write() as holder:
+        holder.execute(select(Task).where(Task.job_id == job.id).with_for_update())
+        thread = threading.Thread(target=lambda: taken.append(take_task(db, worker_id, time.time())))
+        thread.start()
+        # Hold the lock until the taker waits on it (or has given up, the old behaviour).
+        for _ in range(200):
+            with db.read() as session:
+                waiting = session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+            if waiting or not thread.is_alive():
+                break
+            time.sleep(0.05)
+    thread.join(30)
+    assert taken and taken[0] is not None and taken[0].job_name == "locked"
