@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,7 +28,8 @@ from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
 
-SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_BUCKET = REPO / "manifests" / "examples" / "bucket"
 ANSWER = {"annotatedResult": {"boundingBoxes": [], "inputImageProperties": {"width": 640, "height": 480}}}
 
 
@@ -89,48 +94,111 @@ def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
     return [tuple(row) for row in tasks], pairs
 
 
-def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, db_url):
-    """Two portal instances share the database, as two processes would; 16 workers alternate."""
-    db = open_database(db_url)
-    job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
-    tokens = _workers(db, 16)
+def _crowd(urls: list[str], tokens: list[str]) -> Counter:
+    """Each token a thread on `urls[i % len(urls)]`, answering until told there is nothing left.
+
+    Three in ten answers are sent twice (a double click). Returns the submit outcomes and "error"
+    for each unexpected reply.
+    """
     outcomes: Counter = Counter()
     lock = threading.Lock()
 
     def worker(token: str, seed: int) -> None:
         rng = random.Random(seed)
-        server = servers[seed % 2]
-        with httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ) as client:
-            while True:
-                taken = client.post("/api/tasks/next")
-                if taken.status_code == 204:
-                    return
-                assert taken.status_code == 200, taken.text
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=urls[seed % len(urls)], headers=headers, timeout=30) as client:
+            while (taken := client.post("/api/tasks/next")).status_code == 200:
                 url = taken.json()["submit_url"]
                 replies = [client.post(url, json={"taskAnswers": [ANSWER]})]
-                if rng.random() < 0.3:  # a double click
+                if rng.random() < 0.3:
                     replies.append(client.post(url, json=ANSWER))
                 with lock:
-                    outcomes.update(r.json()["status"] for r in replies)
+                    outcomes.update(r.json()["status"] if r.status_code == 200 else "error" for r in replies)
+            if taken.status_code != 204:
+                with lock:
+                    outcomes["error"] += 1
 
+    threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def _assert_every_task_has_exactly_its_answers(db, job_id: int, objects: int, wanted: int, outcomes) -> None:
+    tasks, pairs = _counts(db, job_id)
+    assert len(tasks) == objects
+    assert all(answered == wanted == stored for answered, wanted, stored in tasks)
+    assert outcomes["accepted"] == objects * wanted and outcomes["error"] == 0
+    assert max(pairs.values()) == 1
+    assert sum(pairs.values()) == objects * wanted
+
+
+def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, db_url):
+    """Two portal instances share the database, as two processes would; 16 workers alternate."""
+    db = open_database(db_url)
+    job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
+    tokens = _workers(db, 16)
     servers = [ServerThread(create_app(db_url, None)).start() for _ in range(2)]
     try:
-        threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        outcomes = _crowd([server.url for server in servers], tokens)
     finally:
         for server in servers:
             server.stop()
+    _assert_every_task_has_exactly_its_answers(db, job.id, 25, 3, outcomes)
 
-    tasks, pairs = _counts(db, job.id)
-    assert all(answered == wanted == stored for answered, wanted, stored in tasks)
-    assert outcomes["accepted"] == 25 * 3
-    assert max(pairs.values()) == 1
-    assert sum(pairs.values()) == 25 * 3
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_portal_serve_processes_share_one_postgresql_job(tmp_path, postgres_url):
+    """30 workers split across two `labeljob portal serve` processes on one database and one job."""
+    db = open_database(postgres_url)
+    job = _job(db, tmp_path, "shared", objects=12, wanted=3)
+    tokens = _workers(db, 30)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    urls, processes = [], []
+    for _ in range(2):
+        port = _free_port()
+        command = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+        command += ["--workspace", str(tmp_path / "ws"), "-q", "portal", "serve", "--port", str(port)]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, process in zip(urls, processes, strict=True):
+            _wait_for(url, process)
+        outcomes = _crowd(urls, tokens)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+    _assert_every_task_has_exactly_its_answers(db, job.id, 12, 3, outcomes)
+    with db.read() as session:
+        leases = session.execute(
+            select(Lease.task_id, func.count(Lease.id), func.count(Lease.submitted_at)).group_by(
+                Lease.task_id
+            )
+        ).all()
+    # No lease expired in between, so a task with more leases than answers was leased twice.
+    assert sorted((count, submitted) for _, count, submitted in leases) == [(3, 3)] * 12
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise AssertionError(f"portal serve exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no portal answered at {url}")
 
 
 def test_expired_lease_goes_back_and_late_submit_is_refused(tmp_path, db_url):
