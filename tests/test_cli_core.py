@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -131,3 +132,35 @@ def test_a_negative_seed_is_a_usage_error(tmp_path, command):
 def test_poll_needs_a_name_or_all(tmp_path):
     result = runner.invoke(app, ["--workspace", str(tmp_path), "poll"])
     assert result.exit_code == 2 and "--all" in result.stderr
+
+
+def test_a_global_option_after_the_command_is_refused_when_bad():
+    result = runner.invoke(app, ["status", "--format", "xml"])
+    assert result.exit_code == 2 and "table" in result.output
+
+
+def test_global_options_work_after_the_command_too(tmp_path):
+    workspace = str(tmp_path / "ws")
+    after = runner.invoke(
+        app, ["status", "--format", "json", "--workspace", workspace, "--region", "eu-west-1"]
+    )
+    assert after.exit_code == 0, after.output
+    assert json.loads(after.stdout) == []
+    # The one given last wins, as with any repeated option.
+    table = runner.invoke(app, ["--format", "json", "status", "--format", "table", "--workspace", workspace])
+    assert table.exit_code == 0 and table.stdout == ""
+    quiet = runner.invoke(app, ["status", "--workspace", workspace, "-q"])
+    loud = runner.invoke(app, ["status", "--workspace", workspace])
+    assert quiet.exit_code == loud.exit_code == 0
+    assert quiet.stderr == "" and "No jobs" in loud.stderr
+    images = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket" / "images"
+    built = runner.invoke(app, ["manifest", "build", str(images), "--out", str(tmp_path / "m"), "-q"])
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "m" / "input.manifest").is_file()
+
+
+def test_a_commands_own_option_keeps_its_meaning(tmp_path):
+    manifest = tmp_path / "in.manifest"
+    manifest.write_text("")
+    result = runner.invoke(app, ["export", str(manifest), "--format", "csv", "--out", str(tmp_path / "o")])
+    assert "No such option" not in result.output and "table or json" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated
@@ -24,9 +25,26 @@ from orchestrator.cli._output import Output
 from orchestrator.cli._state import State
 from orchestrator.config import load_settings
 
+# Accepted after the command too (`labeljob status --format json`), as aws, gh and hf accept theirs.
+LATE_OPTIONS = ("profile", "region", "workspace", "format", "quiet")
+FLAGS = "labeljob.flags"
+
 
 class LabeljobGroup(TyperGroup):
-    """Turns every expected exception of any command into `Error: ...`, a hint and an exit code."""
+    """Turns every expected exception of any command into `Error: ...`, a hint and an exit code.
+
+    It also gives every command the global options of `LATE_OPTIONS`, hidden, unless the command
+    has an option of the same spelling (`export --format`, `init --workspace`).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        late = [param for param in self.params if param.name in LATE_OPTIONS]
+        for command in _leaf_commands(self):
+            taken = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+            for param in late:
+                if taken.isdisjoint(param.opts + param.secondary_opts):
+                    command.params.append(_late_copy(param))
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -51,10 +69,42 @@ class LabeljobGroup(TyperGroup):
             raise typer.Exit(mapped.exit_code) from None
 
 
+def _leaf_commands(group: TyperGroup):
+    for command in group.commands.values():
+        if hasattr(command, "commands"):
+            yield from _leaf_commands(command)
+        else:
+            yield command
+
+
+def _late_copy(param):
+    late = copy.copy(param)
+    late.expose_value = False
+    late.hidden = True
+    late.callback = _late_option
+    return late
+
+
+def _late_option(ctx: typer.Context, param, value) -> None:
+    """A global option given after the command: settle the settings again with it."""
+    if value is not None and not ctx.resilient_parsing:
+        root = ctx.find_root()
+        flags, config = root.meta[FLAGS]
+        _settle(root, {**flags, param.name: value}, config)
+
+
+def _settle(ctx: typer.Context, flags: dict, config: Path | None) -> None:
+    if flags["format"] is not None and flags["format"] not in ("table", "json"):
+        raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
+    ctx.meta[FLAGS] = (flags, config)
+    ctx.obj = State(load_settings(flags, config_file=config))
+
+
 app = typer.Typer(
     cls=LabeljobGroup,
     name="labeljob",
-    help="Crowdsourced bounding-box labeling jobs: manifests, workforces, consolidation, exports.",
+    help="Crowdsourced bounding-box labeling jobs: manifests, workforces, consolidation, exports.\n\n"
+    "The options below also work after the command: `labeljob status --format json`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -78,13 +128,8 @@ def global_options(
         Path | None, typer.Option(help="labeljob.toml to read instead of the nearest one.")
     ] = None,
 ) -> None:
-    if format is not None and format not in ("table", "json"):
-        raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
-    settings = load_settings(
-        {"profile": profile, "region": region, "workspace": workspace, "format": format, "quiet": quiet},
-        config_file=config,
-    )
-    ctx.obj = State(settings)
+    flags = {"profile": profile, "region": region, "workspace": workspace, "format": format, "quiet": quiet}
+    _settle(ctx, flags, config)
 
 
 app.command("init")(init_cmd.init)
