@@ -164,3 +164,40 @@ def test_a_commands_own_option_keeps_its_meaning(tmp_path):
     manifest.write_text("")
     result = runner.invoke(app, ["export", str(manifest), "--format", "csv", "--out", str(tmp_path / "o")])
     assert "No such option" not in result.output and "table or json" not in result.output
+
+
+def _command_paths(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_help_writes_every_placeholder_in_one_style():
+    """Upper-case words (`--port PORT`, `SOURCE`) or a choice list (`table|json`); no `<int>`, `{name}`."""
+    import re
+
+    import typer
+
+    paths = [(), *_command_paths(typer.main.get_command(app))]
+    assert len(paths) > 20
+    for path in paths:
+        text = runner.invoke(app, [*path, "--help"]).stdout
+        assert not re.search(r"<[a-z][a-z ]*>", text), (path, text)
+        usage = text.split("\n", 1)[0]
+        assert not re.search(r"[{\[][a-z]", usage), (path, usage)
+
+
+@pytest.mark.parametrize(("value", "traceback"), [("0", False), ("off", False), ("", False), ("1", True)])
+def test_labeljob_debug_0_means_off(tmp_path, monkeypatch, value, traceback):
+    def broken(_st):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("orchestrator.cli.job._job_store", broken)
+    monkeypatch.setenv("LABELJOB_DEBUG", value)
+    result = runner.invoke(app, ["status"])
+    if traceback:
+        assert isinstance(result.exception, RuntimeError)
+    else:
+        assert result.exit_code == 1 and result.stderr.startswith("Error: internal error: RuntimeError: boom")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +22,7 @@ from orchestrator.cli import workforce as workforce_cmd
 from orchestrator.cli._errors import describe
 from orchestrator.cli._output import Output
 from orchestrator.cli._state import State
-from orchestrator.config import load_settings
+from orchestrator.config import debug, load_settings
 
 # Accepted after the command too (`labeljob status --format json`), as aws, gh and hf accept theirs.
 LATE_OPTIONS = ("profile", "region", "workspace", "format", "quiet")
@@ -34,13 +33,18 @@ class LabeljobGroup(TyperGroup):
     """Turns every expected exception of any command into `Error: ...`, a hint and an exit code.
 
     It also gives every command the global options of `LATE_OPTIONS`, hidden, unless the command
-    has an option of the same spelling (`export --format`, `init --workspace`).
+    has an option of the same spelling (`export --format`, `init --workspace`), and writes every
+    placeholder of --help in one style.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         late = [param for param in self.params if param.name in LATE_OPTIONS]
+        for param in self.params:
+            _one_placeholder_style(param)
         for command in _leaf_commands(self):
+            for param in command.params:
+                _one_placeholder_style(param)
             taken = {opt for param in command.params for opt in param.opts + param.secondary_opts}
             for param in late:
                 if taken.isdisjoint(param.opts + param.secondary_opts):
@@ -55,7 +59,7 @@ class LabeljobGroup(TyperGroup):
             Output().error("interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:
-            if os.environ.get("LABELJOB_DEBUG"):
+            if debug():
                 raise
             mapped = describe(exc)
             output = ctx.obj.output if isinstance(ctx.obj, State) else Output()
@@ -75,6 +79,18 @@ def _leaf_commands(group: TyperGroup):
             yield from _leaf_commands(command)
         else:
             yield command
+
+
+def _one_placeholder_style(param) -> None:
+    """Every placeholder in --help an upper-case word (`--port PORT`, `SOURCE`), as in the usage line,
+    instead of typer's mix of `<int>` after options and `NAME <str>` for arguments."""
+    if getattr(param, "is_flag", False):
+        return
+    if param.metavar is None:
+        kind = param.type_descriptor
+        param.metavar = "|".join(map(str, kind.choices)) if kind.is_choice else param.name.upper()
+    if param.param_type_name == "argument":
+        param.display_type_rich = lambda ctx: None
 
 
 def _late_copy(param):
