@@ -201,3 +201,14 @@ def test_labeljob_debug_0_means_off(tmp_path, monkeypatch, value, traceback):
         assert isinstance(result.exception, RuntimeError)
     else:
         assert result.exit_code == 1 and result.stderr.startswith("Error: internal error: RuntimeError: boom")
+
+
+def test_tables_keep_uris_whole_when_not_on_a_terminal(capsys):
+    from orchestrator.cli._output import Output
+
+    uri = "s3://a-bucket-with-a-long-name/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/x.manifest"
+    Output().data(
+        [{"split": "train", "objects": 8, "uri": uri}, {"split": "validation", "objects": 2, "uri": uri}]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(uri in line for line in lines) == 2

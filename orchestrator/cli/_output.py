@@ -18,6 +18,8 @@ from rich.table import Table
 
 from orchestrator.redact import install_log_redaction, redact, redact_text
 
+PIPE_WIDTH = 100_000
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -36,6 +38,9 @@ class Output:
         self.format = format
         self.quiet = quiet
         self.out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:
+            # In a pipe or a file no table cell is wrapped or cut: URIs stay whole, one row a line.
+            self.out.width = PIPE_WIDTH
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         # Log records reach stderr too; they get the same masking as everything printed here.
         install_log_redaction()

@@ -27,6 +27,21 @@ from orchestrator.jobs import (
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
 
+# The table view of a dry run shortens long values (an MTurk Question); JSON carries them whole.
+TABLE_VALUE_CHARS = 400
+
+
+def _shortened(value):
+    if isinstance(value, str) and len(value) > TABLE_VALUE_CHARS:
+        return (
+            f"{value[:TABLE_VALUE_CHARS]}... [{len(value.encode()):,} bytes in all; --format json shows it]"
+        )
+    if isinstance(value, dict):
+        return {key: _shortened(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shortened(item) for item in value]
+    return value
+
 
 def _job_store(st: State) -> JobStore:
     return JobStore(open_store(st.settings.workspace, st.session))
@@ -99,7 +114,7 @@ def launch(
             {
                 "job": spec.name,
                 "backend": spec.backend,
-                "requests": plan.requests,
+                "requests": plan.requests if st.output.json else _shortened(plan.requests),
                 "estimate": plan.estimate.as_dict(),
                 "warnings": plan.warnings,
             }

@@ -84,9 +84,6 @@ TOKEN_TRUST = timedelta(hours=23)
 PAST = datetime(2015, 1, 1, tzinfo=UTC)
 # Under `agreement`, a submission is reviewed early once this share of its auto-approval delay is left.
 REVIEW_MARGIN = 0.25
-# A dry run shows questions in full only for jobs this small.
-PLAN_FULL_QUESTIONS = 3
-PLAN_QUESTION_CHARS = 400
 HIT_DOES_NOT_EXIST = "AWS.MechanicalTurk.HITDoesNotExist"
 _HIT_ID = re.compile(r"\b[A-Z0-9]{20,64}\b")
 
@@ -203,13 +200,9 @@ class MTurkBackend:
             params = hit_request(spec, hit_type_id, "<object id>", "<the question of each manifest line>")
             requests.append({"operation": "CreateHITWithHITType", "params": params})
         for item in items or ():
-            question = questions.question(item.object_id, item.source_ref)
-            if len(items) > PLAN_FULL_QUESTIONS and len(question) > PLAN_QUESTION_CHARS:
-                question = (
-                    f"{question[:PLAN_QUESTION_CHARS]}... [{len(question.encode()):,} bytes in all; "
-                    "truncated in this dry run]"
-                )
-            params = hit_request(spec, hit_type_id, item.object_id, question)
+            params = hit_request(
+                spec, hit_type_id, item.object_id, questions.question(item.object_id, item.source_ref)
+            )
             requests.append({"operation": "CreateHITWithHITType", "params": params})
         return LaunchPlan(requests, self.estimate(spec, len(items or ())), warnings)
 
