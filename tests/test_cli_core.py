@@ -212,3 +212,39 @@ def test_tables_keep_uris_whole_when_not_on_a_terminal(capsys):
     )
     lines = capsys.readouterr().out.splitlines()
     assert sum(uri in line for line in lines) == 2
+
+
+def test_demo_next_steps_name_a_labeljob_that_runs_as_printed(tmp_path, monkeypatch):
+    from orchestrator.cli.demo import program
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "labeljob"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr("sys.argv", [".venv/bin/labeljob", "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert program() == str(script)  # `make demo`: the venv is not activated
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert program() == "labeljob"  # activated, or installed on PATH
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(monkeypatch, capsys):
+    import builtins
+    import sys
+
+    from orchestrator.cli import main
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "orchestrator.cli.app":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "orchestrator.cli.app")
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "Error: interrupted\n"

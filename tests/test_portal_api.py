@@ -5,17 +5,18 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import time
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Job, Token, Worker, default_db_url, open_database
+from orchestrator.backends.portal.db import Answer, Job, Lease, Token, Worker, default_db_url, open_database
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
 from orchestrator.jobs import ManifestItem
@@ -296,3 +297,85 @@ def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path,
         app, ["--workspace", str(workspace), "portal", "invite", "Bo", "--job", "nope"]
     )
     assert unknown_job.exit_code == 1 and "no job 'nope'" in unknown_job.output
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_serve_refuses_a_bad_or_busy_port_in_one_line(tmp_path, portal_db_url):
+    bad = _cli("--workspace", str(tmp_path / "ws"), "portal", "serve", "--port", "80808")
+    assert bad.exit_code == 1
+    assert bad.stderr.splitlines() == [
+        "Error: --port 80808 is not a TCP port",
+        "Hint: give a port from 1 to 65535, e.g. --port 8080",
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _cli("--workspace", str(tmp_path / "ws"), "portal", "serve", "--port", str(port))
+    assert busy.exit_code == 1 and busy.stdout == ""
+    assert busy.stderr.splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is already in use",
+        "Hint: stop what listens there, or pass another port with --port",
+    ]
+
+
+def test_invite_takes_the_servers_address_and_warns_about_a_namesake(tmp_path, portal_db_url):
+    db = open_database(portal_db_url)
+    catalog.record_server_url(db, "http://127.0.0.1:9123")  # as `portal serve --port 9123` does
+    first = _cli("--format", "json", "portal", "invite", "Ann", "--db", portal_db_url)
+    assert first.exit_code == 0 and first.stderr == ""
+    assert json.loads(first.stdout)["link"].startswith("http://127.0.0.1:9123/w/")
+    again = _cli("--format", "json", "portal", "invite", "Ann", "--db", portal_db_url)
+    assert again.exit_code == 0
+    first_id, second_id = json.loads(first.stdout)["worker_id"], json.loads(again.stdout)["worker_id"]
+    assert again.stderr.startswith(f"Warning: a worker named 'Ann' exists already ({first_id})")
+    assert second_id in again.stderr
+
+
+def test_simulate_checks_the_truths_labels_before_leasing_anything(portal, portal_db_url):
+    _, db, _, _ = portal  # the job's labels are car and an HTML string; the truth has more
+    result = _cli(
+        "portal", "simulate", "--job", "street", "--db", portal_db_url, "--url", "http://127.0.0.1:9"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: the truth has labels the job lacks: pedestrian, sign")
+    with db.read() as session:
+        assert session.scalar(select(func.count(Lease.id))) == 0
+
+
+def test_simulate_gives_back_its_leases_when_it_fails(tmp_path, portal_db_url):
+    spec = parse_spec(
+        {
+            "name": "partial",
+            "labels": ["car", "pedestrian", "sign"],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+        }
+    )
+    truth_lines = (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()
+    keys = [json.loads(line)["key"] for line in truth_lines if "/img_" in line][:4]
+    db = open_database(portal_db_url)
+    with db.write() as session:
+        items = [ManifestItem(str(i), (SAMPLE_BUCKET / key).as_uri(), {}) for i, key in enumerate(keys)]
+        catalog.load_job(session, spec, items, time.time())
+    truth = tmp_path / "truth.jsonl"  # the truth of one image: a worker given another one fails
+    truth.write_text(next(line for line in truth_lines if json.loads(line)["key"] == keys[0]) + "\n")
+    with ServerThread(create_app(portal_db_url, None)) as server:
+        result = _cli(
+            "portal", "simulate", "--job", "partial", "--workers", "3", "--truth", str(truth),
+            "--db", portal_db_url, "--url", server.url,
+        )  # fmt: skip
+    assert result.exit_code == 1 and "no truth for" in result.stderr
+    now = time.time()
+    with db.read() as session:
+        leased = session.scalar(
+            select(func.count(Lease.id)).where(Lease.submitted_at.is_(None), Lease.expires_at > now)
+        )
+    assert leased == 0

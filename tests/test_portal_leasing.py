@@ -184,6 +184,8 @@ def test_two_portal_serve_processes_share_one_postgresql_job(tmp_path, postgres_
                 Lease.task_id
             )
         ).all()
+    with db.read() as session:
+        assert catalog.server_url(session) in urls  # for `portal invite` and `portal simulate`
     # No lease expired in between, so a task with more leases than answers was leased twice.
     assert sorted((count, submitted) for _, count, submitted in leases) == [(3, 3)] * 12
 

@@ -27,7 +27,9 @@ from orchestrator.jobs import (
 from orchestrator.spec import JobSpec, load_spec
 from orchestrator.storage import is_s3_uri, open_store
 
-# The table view of a dry run shortens long values (an MTurk Question); JSON carries them whole.
+# The table view of a dry run with more requests than this shortens long values (an MTurk Question);
+# JSON carries them whole.
+TABLE_FULL_REQUESTS = 5
 TABLE_VALUE_CHARS = 400
 
 
@@ -114,7 +116,9 @@ def launch(
             {
                 "job": spec.name,
                 "backend": spec.backend,
-                "requests": plan.requests if st.output.json else _shortened(plan.requests),
+                "requests": plan.requests
+                if st.output.json or len(plan.requests) <= TABLE_FULL_REQUESTS
+                else _shortened(plan.requests),
                 "estimate": plan.estimate.as_dict(),
                 "warnings": plan.warnings,
             }

@@ -162,6 +162,17 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
         return None
 
 
+def release_leases(db: Database, worker_ids: list[int], now: float) -> int:
+    """End the live, unanswered leases of these workers now, so their tasks go back to the pool."""
+    with db.write() as session:
+        released = session.execute(
+            update(Lease)
+            .where(Lease.worker_id.in_(worker_ids), Lease.submitted_at.is_(None), Lease.expires_at > now)
+            .values(expires_at=now)
+        )
+        return released.rowcount
+
+
 def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[bool, int | None]:
     """Whether the worker may lease the task, and the id of its own earlier lease on it.
 
