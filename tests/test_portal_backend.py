@@ -105,6 +105,10 @@ def test_launch_simulate_poll_finish_and_review(job):
             assert image.status_code == 200
             stats = client.get(f"/admin/jobs/{spec.name}").text
             assert "sim-1" in stats and "recall" in stats
+            # The admin pages agree with `labeljob status`: complete, and nothing left to stop.
+            assert "Status: completed." in stats and "Stop this job" not in stats
+            listed = client.get("/api/admin/jobs").json()
+            assert [(job["name"], job["status"]) for job in listed] == [(spec.name, record.status)]
             manifest = client.get(f"/admin/jobs/{spec.name}/files/manifest")
             assert manifest.status_code == 200 and manifest.text.count("\n") == 6
 

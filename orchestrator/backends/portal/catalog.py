@@ -121,7 +121,8 @@ def stop_job(session: Session, name: str, now: float) -> bool:
 
 
 def progress(session: Session, job: Job, now: float) -> dict:
-    """Counters of one job: objects, complete objects, answers, wanted answers, live leases, workers."""
+    """Status (open, completed or stopped) and counters of one job: objects, complete objects, answers,
+    wanted answers, live leases, workers."""
     objects, complete, answers, wanted = session.execute(
         select(
             func.count(Task.id),
@@ -140,9 +141,11 @@ def progress(session: Session, job: Job, now: float) -> dict:
         .join(Task, Task.id == Answer.task_id)
         .where(Task.job_id == job.id)
     )
+    # The rule PortalBackend.poll applies, so the admin pages say what `labeljob status` says.
+    completed = job.status == "open" and objects > 0 and complete == objects
     return {
         "name": job.name,
-        "status": job.status,
+        "status": "completed" if completed else job.status,
         "objects": objects,
         "complete": int(complete),
         "answers": int(answers),
