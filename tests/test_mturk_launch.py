@@ -269,6 +269,14 @@ def test_dry_run_prints_the_requests_and_calls_nothing(fake_mturk: FakeMTurk, tm
     assert not (tmp_path / "ws").exists()
 
 
+def test_launch_warns_that_mechanical_turk_has_closed(fake_mturk: FakeMTurk, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, 2, sandbox=True)
+    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "launch", str(spec), "--yes"])
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert "closed permanently on 2026-09-30" in warning and 'backend = "portal"' in warning
+
+
 def test_dry_run_table_view_shortens_each_question(fake_mturk: FakeMTurk, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, 5, sandbox=False, reward_usd="0.10")
     result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "launch", str(spec), "--dry-run"])
@@ -363,7 +371,8 @@ def test_doctor_states_the_closure_and_checks_the_account(fake_mturk: FakeMTurk,
     result = CliRunner().invoke(app, ["--region", "us-east-1", "--format", "json", "doctor", str(spec)])
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.exit_code == 0, checks
-    assert "permanent closure for 2026-09-30" in checks["mturk status"]["detail"]
+    assert "closed permanently on 2026-09-30" in checks["mturk status"]["detail"]
+    assert "/go and /external links" in checks["mturk status"]["detail"]
     assert checks["mturk endpoint"]["status"] == "ok" and fake_mturk.url in checks["mturk endpoint"]["detail"]
     assert checks["mturk account"]["detail"] == "available balance $10000.00"
     assert checks["bucket labeljob-test-images"]["status"] == "ok"

@@ -24,7 +24,7 @@ from orchestrator.jobs import (
     status_row,
     wait_job,
 )
-from orchestrator.spec import JobSpec, load_spec
+from orchestrator.spec import JobSpec, load_spec, marketplace_warning
 from orchestrator.storage import is_s3_uri, open_store
 
 # The table view of a dry run with more requests than this shortens long values (an MTurk Question);
@@ -104,6 +104,8 @@ def launch(
     if adjust_from or verify_from:
         earlier = _job_store(st).load(adjust_from or verify_from)[0]
         spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
+    if warning := marketplace_warning(spec):
+        st.output.warn(warning)
     backend = _backend(st, spec.backend)
     # A dry run makes no remote call at all, not even to count the objects of an s3:// manifest.
     items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)

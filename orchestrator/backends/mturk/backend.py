@@ -1,7 +1,7 @@
 """The Mechanical Turk backend: one HIT per manifest line, reviewed and consolidated by labeljob.
 
-Mechanical Turk closed to new customers on 2026-07-30 and announced permanent closure for
-2026-09-30; this backend serves requesters whose accounts still work.
+Mechanical Turk closed permanently on 2026-09-30, as its API reference says; this backend stays for
+requesters whose accounts the service may still serve.
 
 Launch: one HIT type per job, then one HIT per manifest line. Each HIT's `UniqueRequestToken`
 and `RequesterAnnotation` derive from job and object, and the HIT ids are written to the job
@@ -33,7 +33,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from orchestrator.backends.mturk.client import (
-    CLOSURE_NOTICE,
     HIT_ALREADY_EXISTS,
     INVALID_ASSIGNMENT_STATE,
     MTurkError,
@@ -67,6 +66,7 @@ from orchestrator.jobs import (
     PollResult,
     utcnow,
 )
+from orchestrator.spec import MTURK_CLOSED
 
 if TYPE_CHECKING:
     import boto3
@@ -160,7 +160,7 @@ class MTurkBackend:
             notes.append(f"sandbox: nothing is charged; in production this job would cost ${cost.total:.2f}")
         notes += [w for w in spec_warnings(spec) if "fee" in w]
         notes.append("fees are charged on approval; rejected work is neither paid nor charged")
-        notes.append(CLOSURE_NOTICE)
+        notes.append(MTURK_CLOSED)
         return CostEstimate(lines, notes)
 
     def plan(self, spec: JobSpec, items: list[ManifestItem] | None, record: JobRecord) -> LaunchPlan:
