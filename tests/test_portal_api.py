@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -23,7 +27,8 @@ from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
 from orchestrator.storage import open_store
 
-SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_BUCKET = REPO / "manifests" / "examples" / "bucket"
 EVIL = "<img src=x onerror=alert(1)>"
 ANSWER = {
     "annotatedResult": {"boundingBoxes": [{"label": "car", "left": 5, "top": 6, "width": 20, "height": 10}]}
@@ -379,3 +384,44 @@ def test_simulate_gives_back_its_leases_when_it_fails(tmp_path, portal_db_url):
             select(func.count(Lease.id)).where(Lease.submitted_at.is_(None), Lease.expires_at > now)
         )
     assert leased == 0
+
+
+def test_ctrl_c_stops_simulate_at_once_and_gives_its_leases_back(tmp_path, portal_db_url):
+    spec = parse_spec(
+        {
+            "name": "long",
+            "labels": ["car", "pedestrian", "sign"],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+            "task": {"workers_per_object": 3},
+        }
+    )
+    scenes = sorted((SAMPLE_BUCKET / "images").glob("img_*.jpg"))
+    db = open_database(portal_db_url)
+    with db.write() as session:  # far more than the run below can answer before its Ctrl-C
+        items = [ManifestItem(str(i), scenes[i % len(scenes)].as_uri(), {}) for i in range(2000)]
+        catalog.load_job(session, spec, items, time.time())
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "portal", "simulate"]
+    with ServerThread(create_app(portal_db_url, None)) as server:
+        command += ["--job", "long", "--workers", "4", "--db", portal_db_url, "--url", server.url]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        answered = 0
+        while answered < 8 and process.poll() is None:
+            time.sleep(0.05)
+            with db.read() as session:
+                answered = session.scalar(select(func.count(Answer.id)))
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()  # a no-op once it has exited; otherwise the first Ctrl-C was ignored
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "Error: interrupted" and "Traceback" not in stderr
+    now = time.time()
+    with db.read() as session:
+        assert session.scalar(select(func.count(Answer.id))) < 2000 * 3
+        live = select(func.count(Lease.id)).where(Lease.submitted_at.is_(None), Lease.expires_at > now)
+        assert session.scalar(live) == 0

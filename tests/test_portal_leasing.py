@@ -358,3 +358,11 @@ def test_a_task_locked_by_a_request_in_flight_is_waited_for_not_refused(tmp_path
             time.sleep(0.05)
     thread.join(30)
     assert taken and taken[0] is not None and taken[0].job_name == "locked"
+
+
+def test_no_postgresql_server_is_a_skip_that_says_why():
+    from tests.postgres import _unreachable
+
+    reason = _unreachable("postgresql+psycopg://postgres@127.0.0.1:1/test")
+    assert reason.startswith("no PostgreSQL server answers at postgresql+psycopg://postgres@127.0.0.1:1/test")
+    assert "PORTAL_TEST_POSTGRES_URL" in reason
