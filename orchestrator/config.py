@@ -68,6 +68,11 @@ def _env_values() -> dict:
     return values
 
 
+def debug() -> bool:
+    """Whether $LABELJOB_DEBUG asks for tracebacks: set, and not 0, false, no or off."""
+    return os.environ.get(f"{ENV_PREFIX}DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def load_settings(flags: dict | None = None, config_file: Path | None = None) -> Settings:
     """Merge the four sources; a flag left at None does not override anything."""
     path = config_file or find_config_file()

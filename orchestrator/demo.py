@@ -11,6 +11,7 @@ import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from orchestrator.backends.portal.app import create_app
@@ -37,7 +38,11 @@ MARKER = ".labeljob-demo"
 
 
 def sample_bucket() -> Path:
-    """The sample bucket shipped in the source tree."""
+    """The folder holding the sample bucket: in the installed package (the wheel force-includes
+    `manifests/examples` as `orchestrator/examples`), else in the source tree."""
+    packaged = Path(str(resources.files("orchestrator") / "examples"))
+    if packaged.is_dir():
+        return packaged
     return Path(__file__).resolve().parent.parent / "manifests" / "examples"
 
 
@@ -108,7 +113,8 @@ def run_demo(
     examples = examples or sample_bucket()
     if not (examples / "bucket" / "truth.jsonl").is_file():
         raise NotFound(
-            f"{examples}: no sample bucket here", hint="run the demo from a source checkout (make demo)"
+            f"{examples}: no sample bucket here",
+            hint="reinstall labeljob (its wheel carries the sample bucket), or run `make demo` in a checkout",
         )
     directory = directory.resolve()
     _fresh_directory(directory)

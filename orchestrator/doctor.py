@@ -21,6 +21,7 @@ from orchestrator.backends.groundtruth.backend import (
     render_template,
 )
 from orchestrator.errors import LabeljobError
+from orchestrator.spec import marketplace_warning
 from orchestrator.storage import bucket_name, is_s3_uri, open_object, split_s3_uri
 
 if TYPE_CHECKING:
@@ -207,13 +208,7 @@ def check_workteam(spec: JobSpec, sm, cognito_idp) -> Check:
 
     kind, team = spec.workforce.type, spec.workforce.team or ""
     if kind == "public":
-        return Check(
-            "work team",
-            "warn",
-            "the public workforce is Mechanical Turk, closed to new customers since 2026-07-30 (closure "
-            "announced for 2026-09-30)",
-            "prefer a private or vendor team",
-        )
+        return Check("work team", "warn", marketplace_warning(spec), "see docs/portal.md")
     if kind == "vendor":
         return Check("work team", "ok", "vendor team: its members are managed by the vendor")
     name = team.rsplit("/", 1)[-1]
@@ -382,13 +377,13 @@ def groundtruth_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = F
 def mturk_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) -> list[Check]:
     """MTurk's status, the spec, the environment, the balance, the private pool and the question."""
     from orchestrator.backends.mturk.backend import MTurkBackend
-    from orchestrator.backends.mturk.client import CLOSURE_NOTICE, call
+    from orchestrator.backends.mturk.client import call
     from orchestrator.backends.mturk.hits import settings
     from orchestrator.backends.mturk.pool import find_pool
     from orchestrator.backends.mturk.question import Questions
 
     backend = MTurkBackend(boto3_session=session)
-    checks = [Check("mturk status", "warn", CLOSURE_NOTICE, "the portal backend needs no marketplace")]
+    checks = [Check("mturk status", "warn", marketplace_warning(spec), "see docs/portal.md")]
     problems = backend.validate(spec)
     if problems:
         detail = "; ".join(f"{key}: {message}" for key, message in problems)

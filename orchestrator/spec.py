@@ -172,6 +172,25 @@ class JobSpec(_Model):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+MTURK_CLOSED = "Amazon Mechanical Turk closed permanently on 2026-09-30, as its API reference says"
+PORTAL_INSTEAD = (
+    'the portal (backend = "portal") needs no AWS account and takes workers from any marketplace '
+    "through its /go and /external links (docs/portal.md)"
+)
+
+
+def marketplace_warning(spec: JobSpec) -> str | None:
+    """Why the service may refuse a job that needs Mechanical Turk, and what to use instead."""
+    if spec.backend == "mturk":
+        return f"{MTURK_CLOSED}; it may no longer accept this job: {PORTAL_INSTEAD}"
+    if spec.backend == "groundtruth" and spec.workforce.type == "public":
+        return (
+            f"Ground Truth's public workforce is Mechanical Turk's crowd. {MTURK_CLOSED}; Ground Truth may "
+            f"no longer accept this job: use a private or vendor team, or {PORTAL_INSTEAD}"
+        )
+    return None
+
+
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # Fixture modules, registered once here instead of imported into each test module.
-pytest_plugins = ["tests.fakes.aws", "tests.fakes.groundtruth", "tests.fakes.mturk"]
+pytest_plugins = ["tests.fakes.aws", "tests.fakes.groundtruth", "tests.fakes.mturk", "tests.postgres"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

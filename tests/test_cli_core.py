@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -131,3 +132,119 @@ def test_a_negative_seed_is_a_usage_error(tmp_path, command):
 def test_poll_needs_a_name_or_all(tmp_path):
     result = runner.invoke(app, ["--workspace", str(tmp_path), "poll"])
     assert result.exit_code == 2 and "--all" in result.stderr
+
+
+def test_a_global_option_after_the_command_is_refused_when_bad():
+    result = runner.invoke(app, ["status", "--format", "xml"])
+    assert result.exit_code == 2 and "table" in result.output
+
+
+def test_global_options_work_after_the_command_too(tmp_path):
+    workspace = str(tmp_path / "ws")
+    after = runner.invoke(
+        app, ["status", "--format", "json", "--workspace", workspace, "--region", "eu-west-1"]
+    )
+    assert after.exit_code == 0, after.output
+    assert json.loads(after.stdout) == []
+    # The one given last wins, as with any repeated option.
+    table = runner.invoke(app, ["--format", "json", "status", "--format", "table", "--workspace", workspace])
+    assert table.exit_code == 0 and table.stdout == ""
+    quiet = runner.invoke(app, ["status", "--workspace", workspace, "-q"])
+    loud = runner.invoke(app, ["status", "--workspace", workspace])
+    assert quiet.exit_code == loud.exit_code == 0
+    assert quiet.stderr == "" and "No jobs" in loud.stderr
+    images = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket" / "images"
+    built = runner.invoke(app, ["manifest", "build", str(images), "--out", str(tmp_path / "m"), "-q"])
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "m" / "input.manifest").is_file()
+
+
+def test_a_commands_own_option_keeps_its_meaning(tmp_path):
+    manifest = tmp_path / "in.manifest"
+    manifest.write_text("")
+    result = runner.invoke(app, ["export", str(manifest), "--format", "csv", "--out", str(tmp_path / "o")])
+    assert "No such option" not in result.output and "table or json" not in result.output
+
+
+def _command_paths(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_help_writes_every_placeholder_in_one_style():
+    """Upper-case words (`--port PORT`, `SOURCE`) or a choice list (`table|json`); no `<int>`, `{name}`."""
+    import re
+
+    import typer
+
+    paths = [(), *_command_paths(typer.main.get_command(app))]
+    assert len(paths) > 20
+    for path in paths:
+        text = runner.invoke(app, [*path, "--help"]).stdout
+        assert not re.search(r"<[a-z][a-z ]*>", text), (path, text)
+        usage = text.split("\n", 1)[0]
+        assert not re.search(r"[{\[][a-z]", usage), (path, usage)
+
+
+@pytest.mark.parametrize(("value", "traceback"), [("0", False), ("off", False), ("", False), ("1", True)])
+def test_labeljob_debug_0_means_off(tmp_path, monkeypatch, value, traceback):
+    def broken(_st):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("orchestrator.cli.job._job_store", broken)
+    monkeypatch.setenv("LABELJOB_DEBUG", value)
+    result = runner.invoke(app, ["status"])
+    if traceback:
+        assert isinstance(result.exception, RuntimeError)
+    else:
+        assert result.exit_code == 1 and result.stderr.startswith("Error: internal error: RuntimeError: boom")
+
+
+def test_tables_keep_uris_whole_when_not_on_a_terminal(capsys):
+    from orchestrator.cli._output import Output
+
+    uri = "s3://a-bucket-with-a-long-name/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/x.manifest"
+    Output().data(
+        [{"split": "train", "objects": 8, "uri": uri}, {"split": "validation", "objects": 2, "uri": uri}]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(uri in line for line in lines) == 2
+
+
+def test_demo_next_steps_name_a_labeljob_that_runs_as_printed(tmp_path, monkeypatch):
+    from orchestrator.cli.demo import program
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "labeljob"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr("sys.argv", [".venv/bin/labeljob", "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert program() == str(script)  # `make demo`: the venv is not activated
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert program() == "labeljob"  # activated, or installed on PATH
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(monkeypatch, capsys):
+    import builtins
+    import sys
+
+    from orchestrator.cli import main
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "orchestrator.cli.app":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "orchestrator.cli.app")
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "Error: interrupted\n"

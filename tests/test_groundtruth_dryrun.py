@@ -169,3 +169,13 @@ def test_dry_run_of_an_adjustment_job(tmp_path, tripwire, monkeypatch):
         ["--workspace", str(workspace), "launch", same_attribute, "--adjust-from", "first-pass", "--dry-run"],
     )
     assert result.exit_code == 1 and "label_attribute" in result.output
+
+
+@pytest.mark.parametrize("workforce", ["private", "public"])
+def test_launch_warns_on_the_public_workforce_only(tmp_path, tripwire, workforce):
+    spec = write_spec(tmp_path, workforce, "us-east-1")
+    result = CliRunner().invoke(app, ["--format", "json", "launch", str(spec), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    warned = "Mechanical Turk closed permanently on 2026-09-30" in result.stderr
+    assert warned == (workforce == "public")
+    assert ('backend = "portal"' in result.stderr) == (workforce == "public")

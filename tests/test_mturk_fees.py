@@ -80,7 +80,7 @@ def test_estimate_lines_production() -> None:
     estimate = MTurkBackend().estimate(spec(reward_usd="0.10"), 20)
     assert [(line.quantity, line.unit_usd) for line in estimate.lines] == [(100, 0.10), (100, 0.02)]
     assert estimate.total_usd == 12.00
-    assert any("closed to new customers" in note for note in estimate.notes)
+    assert any("closed permanently on 2026-09-30" in note for note in estimate.notes)
 
 
 def test_estimate_ten_or_more_assignments_costs_forty_percent_and_says_so() -> None:

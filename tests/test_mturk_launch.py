@@ -260,11 +260,28 @@ def test_dry_run_prints_the_requests_and_calls_nothing(fake_mturk: FakeMTurk, tm
     operations = [r["operation"] for r in plan["requests"]]
     assert operations == ["GetAccountBalance", "CreateHITType"] + ["CreateHITWithHITType"] * 5
     assert plan["requests"][1]["params"]["Reward"] == "0.10"
-    question = plan["requests"][2]["params"]["Question"]
-    assert question.startswith("<HTMLQuestion") and "truncated in this dry run" in question
+    for request in plan["requests"][2:]:  # every Question whole, so a script can validate or replay it
+        question = request["params"]["Question"]
+        assert question.startswith("<HTMLQuestion") and question.endswith("</HTMLQuestion>")
+        assert "bytes in all" not in question and len(question) > 1000
     assert plan["estimate"]["total_usd"] == 3.00
     assert fake_mturk.calls == []
     assert not (tmp_path / "ws").exists()
+
+
+def test_launch_warns_that_mechanical_turk_has_closed(fake_mturk: FakeMTurk, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, 2, sandbox=True)
+    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "launch", str(spec), "--yes"])
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert "closed permanently on 2026-09-30" in warning and 'backend = "portal"' in warning
+
+
+def test_dry_run_table_view_shortens_each_question(fake_mturk: FakeMTurk, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, 5, sandbox=False, reward_usd="0.10")
+    result = CliRunner().invoke(app, ["--workspace", str(tmp_path / "ws"), "launch", str(spec), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("bytes in all; --format json shows it") == 5
 
 
 def test_estimate_command(fake_mturk: FakeMTurk, tmp_path: Path) -> None:
@@ -354,7 +371,8 @@ def test_doctor_states_the_closure_and_checks_the_account(fake_mturk: FakeMTurk,
     result = CliRunner().invoke(app, ["--region", "us-east-1", "--format", "json", "doctor", str(spec)])
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.exit_code == 0, checks
-    assert "permanent closure for 2026-09-30" in checks["mturk status"]["detail"]
+    assert "closed permanently on 2026-09-30" in checks["mturk status"]["detail"]
+    assert "/go and /external links" in checks["mturk status"]["detail"]
     assert checks["mturk endpoint"]["status"] == "ok" and fake_mturk.url in checks["mturk endpoint"]["detail"]
     assert checks["mturk account"]["detail"] == "available balance $10000.00"
     assert checks["bucket labeljob-test-images"]["status"] == "ok"

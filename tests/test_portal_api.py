@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Job, Token, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Job, Lease, Token, Worker, default_db_url, open_database
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
+from orchestrator.storage import open_store
 
-SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_BUCKET = REPO / "manifests" / "examples" / "bucket"
 EVIL = "<img src=x onerror=alert(1)>"
 ANSWER = {
     "annotatedResult": {"boundingBoxes": [{"label": "car", "left": 5, "top": 6, "width": 20, "height": 10}]}
@@ -29,7 +36,7 @@ ANSWER = {
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, portal_db_url):
     """An app over a fresh database with one job (3 objects), a worker token and an admin token."""
     instructions = tmp_path / "instructions.md"
     instructions.write_text(f"Box every car.\n\n{EVIL} and <script>alert(2)</script>\n", encoding="utf-8")
@@ -44,8 +51,7 @@ def portal(tmp_path):
     )
     images = sorted((SAMPLE_BUCKET / "images").glob("img_000*.jpg"))[:3]
     items = [ManifestItem(str(i), path.as_uri(), {}) for i, path in enumerate(images)]
-    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
-    db = open_database(db_url)
+    db = open_database(portal_db_url)
     with db.write() as session:
         catalog.load_job(session, spec, items, time.time())
         worker = Worker(public_id="alice-1", name=f"Alice {EVIL}", source="invite", created_at=0)
@@ -53,7 +59,7 @@ def portal(tmp_path):
         session.flush()
         worker_token = issue_token(session, "worker", worker.id)
         admin_token = issue_token(session, "admin")
-    client = TestClient(create_app(db_url, None), follow_redirects=False)
+    client = TestClient(create_app(portal_db_url, None), follow_redirects=False)
     return client, db, worker_token, admin_token
 
 
@@ -246,7 +252,7 @@ def test_generic_marketplace_link_checks_the_return_url(portal):
     assert done.status_code == 303 and done.headers["location"] == "https://market.example/done?x=1"
 
 
-def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
+def test_s3_images_redirect_to_a_short_lived_presigned_url(s3, portal_db_url):
     s3.client("s3").create_bucket(Bucket="photos")
     s3.client("s3").put_object(Bucket="photos", Key="set/a.jpg", Body=b"jpeg bytes")
     spec = parse_spec(
@@ -257,15 +263,14 @@ def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
             "output": "s3://photos/out/",
         }
     )
-    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
-    db = open_database(db_url)
+    db = open_database(portal_db_url)
     with db.write() as session:
         catalog.load_job(session, spec, [ManifestItem("0", "s3://photos/set/a.jpg", {})], time.time())
         worker = Worker(public_id="w", name="w", source="invite", created_at=0)
         session.add(worker)
         session.flush()
         token = issue_token(session, "worker", worker.id)
-    client = TestClient(create_app(db_url, None, boto3_session=s3), follow_redirects=False)
+    client = TestClient(create_app(portal_db_url, None, boto3_session=s3), follow_redirects=False)
     task = client.post("/api/tasks/next", headers=_bearer(token)).json()
     assert task["image_key"] == "a.jpg"
     redirect = client.get(task["image_url"])
@@ -274,7 +279,7 @@ def test_s3_images_redirect_to_a_short_lived_presigned_url(tmp_path, s3):
     assert "photos" in location and "set/a.jpg" in location and "Expires=" in location
 
 
-def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path):
+def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path, portal_db_url):
     from typer.testing import CliRunner
 
     from orchestrator.cli.app import app
@@ -288,7 +293,7 @@ def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path)
     link = json.loads(result.stdout)["link"]
     assert link.startswith("http://h:1/w/")
     token = link.rsplit("/", 1)[1]
-    db = open_database(f"sqlite:///{workspace / 'portal.db'}")
+    db = open_database(default_db_url(open_store(workspace)))
     with db.read() as session:
         stored = session.scalars(select(Token.token_hash)).all()
         assert token not in stored and hash_token(token) in stored
@@ -297,3 +302,126 @@ def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path)
         app, ["--workspace", str(workspace), "portal", "invite", "Bo", "--job", "nope"]
     )
     assert unknown_job.exit_code == 1 and "no job 'nope'" in unknown_job.output
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_serve_refuses_a_bad_or_busy_port_in_one_line(tmp_path, portal_db_url):
+    bad = _cli("--workspace", str(tmp_path / "ws"), "portal", "serve", "--port", "80808")
+    assert bad.exit_code == 1
+    assert bad.stderr.splitlines() == [
+        "Error: --port 80808 is not a TCP port",
+        "Hint: give a port from 1 to 65535, e.g. --port 8080",
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = _cli("--workspace", str(tmp_path / "ws"), "portal", "serve", "--port", str(port))
+    assert busy.exit_code == 1 and busy.stdout == ""
+    assert busy.stderr.splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is already in use",
+        "Hint: stop what listens there, or pass another port with --port",
+    ]
+
+
+def test_invite_takes_the_servers_address_and_warns_about_a_namesake(tmp_path, portal_db_url):
+    db = open_database(portal_db_url)
+    catalog.record_server_url(db, "http://127.0.0.1:9123")  # as `portal serve --port 9123` does
+    first = _cli("--format", "json", "portal", "invite", "Ann", "--db", portal_db_url)
+    assert first.exit_code == 0 and first.stderr == ""
+    assert json.loads(first.stdout)["link"].startswith("http://127.0.0.1:9123/w/")
+    again = _cli("--format", "json", "portal", "invite", "Ann", "--db", portal_db_url)
+    assert again.exit_code == 0
+    first_id, second_id = json.loads(first.stdout)["worker_id"], json.loads(again.stdout)["worker_id"]
+    assert again.stderr.startswith(f"Warning: a worker named 'Ann' exists already ({first_id})")
+    assert second_id in again.stderr
+
+
+def test_simulate_checks_the_truths_labels_before_leasing_anything(portal, portal_db_url):
+    _, db, _, _ = portal  # the job's labels are car and an HTML string; the truth has more
+    result = _cli(
+        "portal", "simulate", "--job", "street", "--db", portal_db_url, "--url", "http://127.0.0.1:9"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: the truth has labels the job lacks: pedestrian, sign")
+    with db.read() as session:
+        assert session.scalar(select(func.count(Lease.id))) == 0
+
+
+def test_simulate_gives_back_its_leases_when_it_fails(tmp_path, portal_db_url):
+    spec = parse_spec(
+        {
+            "name": "partial",
+            "labels": ["car", "pedestrian", "sign"],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+        }
+    )
+    truth_lines = (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()
+    keys = [json.loads(line)["key"] for line in truth_lines if "/img_" in line][:4]
+    db = open_database(portal_db_url)
+    with db.write() as session:
+        items = [ManifestItem(str(i), (SAMPLE_BUCKET / key).as_uri(), {}) for i, key in enumerate(keys)]
+        catalog.load_job(session, spec, items, time.time())
+    truth = tmp_path / "truth.jsonl"  # the truth of one image: a worker given another one fails
+    truth.write_text(next(line for line in truth_lines if json.loads(line)["key"] == keys[0]) + "\n")
+    with ServerThread(create_app(portal_db_url, None)) as server:
+        result = _cli(
+            "portal", "simulate", "--job", "partial", "--workers", "3", "--truth", str(truth),
+            "--db", portal_db_url, "--url", server.url,
+        )  # fmt: skip
+    assert result.exit_code == 1 and "no truth for" in result.stderr
+    now = time.time()
+    with db.read() as session:
+        leased = session.scalar(
+            select(func.count(Lease.id)).where(Lease.submitted_at.is_(None), Lease.expires_at > now)
+        )
+    assert leased == 0
+
+
+def test_ctrl_c_stops_simulate_at_once_and_gives_its_leases_back(tmp_path, portal_db_url):
+    spec = parse_spec(
+        {
+            "name": "long",
+            "labels": ["car", "pedestrian", "sign"],
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "out"),
+            "task": {"workers_per_object": 3},
+        }
+    )
+    scenes = sorted((SAMPLE_BUCKET / "images").glob("img_*.jpg"))
+    db = open_database(portal_db_url)
+    with db.write() as session:  # far more than the run below can answer before its Ctrl-C
+        items = [ManifestItem(str(i), scenes[i % len(scenes)].as_uri(), {}) for i in range(2000)]
+        catalog.load_job(session, spec, items, time.time())
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "portal", "simulate"]
+    with ServerThread(create_app(portal_db_url, None)) as server:
+        command += ["--job", "long", "--workers", "4", "--db", portal_db_url, "--url", server.url]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        answered = 0
+        while answered < 8 and process.poll() is None:
+            time.sleep(0.05)
+            with db.read() as session:
+                answered = session.scalar(select(func.count(Answer.id)))
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()  # a no-op once it has exited; otherwise the first Ctrl-C was ignored
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "Error: interrupted" and "Traceback" not in stderr
+    now = time.time()
+    with db.read() as session:
+        assert session.scalar(select(func.count(Answer.id))) < 2000 * 3
+        live = select(func.count(Lease.id)).where(Lease.submitted_at.is_(None), Lease.expires_at > now)
+        assert session.scalar(live) == 0

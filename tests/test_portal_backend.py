@@ -26,9 +26,7 @@ SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples
 LABELS = ["car", "pedestrian", "sign"]
 
 
-@pytest.fixture
-def job(tmp_path):
-    """A spec over six sample images, 3 answers each, and the job layer's store and the backend."""
+def _job(tmp_path: Path):
     keys = [json.loads(line)["key"] for line in (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()]
     keys = [key for key in keys if "/img_" in key][:6]
     manifest = tmp_path / "in.manifest"
@@ -47,6 +45,12 @@ def job(tmp_path):
     workspace = open_store(tmp_path / "workspace")
     backend = get_backend("portal", workspace=workspace)
     return spec, JobStore(workspace), backend
+
+
+@pytest.fixture
+def job(tmp_path, portal_db_url):
+    """A spec over six sample images, 3 answers each, and the job layer's store and the backend."""
+    return _job(tmp_path)
 
 
 def _tasks(backend: PortalBackend) -> int:
@@ -101,6 +105,10 @@ def test_launch_simulate_poll_finish_and_review(job):
             assert image.status_code == 200
             stats = client.get(f"/admin/jobs/{spec.name}").text
             assert "sim-1" in stats and "recall" in stats
+            # The admin pages agree with `labeljob status`: complete, and nothing left to stop.
+            assert "Status: completed." in stats and "Stop this job" not in stats
+            listed = client.get("/api/admin/jobs").json()
+            assert [(job["name"], job["status"]) for job in listed] == [(spec.name, record.status)]
             manifest = client.get(f"/admin/jobs/{spec.name}/files/manifest")
             assert manifest.status_code == 200 and manifest.text.count("\n") == 6
 
@@ -112,7 +120,9 @@ def test_poll_hands_answers_over_once_unless_the_record_was_not_saved(job):
     app = create_app(backend.database().url, jobs.workspace)
     with ServerThread(app) as server:
         truth = load_truth(SAMPLE_BUCKET / "truth.jsonl")
-        simulate(server.url, simulated_workers(backend.database(), 3), truth, LABELS, max_tasks=2)
+        # One worker after another: at once, PostgreSQL's SKIP LOCKED would spread them over more objects.
+        for token in simulated_workers(backend.database(), 3):
+            simulate(server.url, [token], truth, LABELS, max_tasks=2)
 
     first = backend.poll(spec, record)
     assert first.status == "in_progress" and first.labeled == 2 and len(first.answers) == 2
@@ -140,8 +150,8 @@ def test_stop_reports_partial_answers_and_closes_the_job(job):
     assert result.unlabeled_ids == [str(i) for i in range(6)]
 
 
-def test_validate_estimate_plan(job, tmp_path):
-    spec, _, backend = job
+def test_validate_estimate_plan(tmp_path):
+    spec, _, backend = _job(tmp_path)
     assert backend.validate(spec) == []
     public = spec.model_copy(update={"workforce": spec.workforce.model_copy(update={"type": "public"})})
     assert [key for key, _ in backend.validate(public)] == ["workforce.type"]

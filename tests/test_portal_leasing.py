@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,18 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Base, Database, Lease, Task, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Lease, Task, Worker, open_database
+from orchestrator.backends.portal.leasing import take_task
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
 
-SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_BUCKET = REPO / "manifests" / "examples" / "bucket"
 ANSWER = {"annotatedResult": {"boundingBoxes": [], "inputImageProperties": {"width": 640, "height": 480}}}
 
 
@@ -72,22 +77,8 @@ def _workers(db, n: int, job_id: int | None = None) -> list[str]:
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'portal.db'}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db_url(request, tmp_path):
-    """SQLite, and PostgreSQL too when PORTAL_TEST_POSTGRES_URL names a database the test may empty."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'portal.db'}"
-    url = os.environ.get("PORTAL_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set PORTAL_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
-    db = Database(url)
-    Base.metadata.drop_all(db.engine)
-    db.dispose()
-    return url
+def db_url(portal_db_url):
+    return portal_db_url
 
 
 def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
@@ -103,48 +94,113 @@ def _counts(db, job_id: int) -> tuple[list[tuple[int, int, int]], Counter]:
     return [tuple(row) for row in tasks], pairs
 
 
-def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, any_db_url):
-    """Two portal instances share the database, as two processes would; 16 workers alternate."""
-    db = open_database(any_db_url)
-    job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
-    tokens = _workers(db, 16)
+def _crowd(urls: list[str], tokens: list[str]) -> Counter:
+    """Each token a thread on `urls[i % len(urls)]`, answering until told there is nothing left.
+
+    Three in ten answers are sent twice (a double click). Returns the submit outcomes and "error"
+    for each unexpected reply.
+    """
     outcomes: Counter = Counter()
     lock = threading.Lock()
 
     def worker(token: str, seed: int) -> None:
         rng = random.Random(seed)
-        server = servers[seed % 2]
-        with httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ) as client:
-            while True:
-                taken = client.post("/api/tasks/next")
-                if taken.status_code == 204:
-                    return
-                assert taken.status_code == 200, taken.text
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=urls[seed % len(urls)], headers=headers, timeout=30) as client:
+            while (taken := client.post("/api/tasks/next")).status_code == 200:
                 url = taken.json()["submit_url"]
                 replies = [client.post(url, json={"taskAnswers": [ANSWER]})]
-                if rng.random() < 0.3:  # a double click
+                if rng.random() < 0.3:
                     replies.append(client.post(url, json=ANSWER))
                 with lock:
-                    outcomes.update(r.json()["status"] for r in replies)
+                    outcomes.update(r.json()["status"] if r.status_code == 200 else "error" for r in replies)
+            if taken.status_code != 204:
+                with lock:
+                    outcomes["error"] += 1
 
-    servers = [ServerThread(create_app(any_db_url, None)).start() for _ in range(2)]
+    threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def _assert_every_task_has_exactly_its_answers(db, job_id: int, objects: int, wanted: int, outcomes) -> None:
+    tasks, pairs = _counts(db, job_id)
+    assert len(tasks) == objects
+    assert all(answered == wanted == stored for answered, wanted, stored in tasks)
+    assert outcomes["accepted"] == objects * wanted and outcomes["error"] == 0
+    assert max(pairs.values()) == 1
+    assert sum(pairs.values()) == objects * wanted
+
+
+def test_many_workers_at_once_never_overfill_nor_repeat(tmp_path, db_url):
+    """Two portal instances share the database, as two processes would; 16 workers alternate."""
+    db = open_database(db_url)
+    job = _job(db, tmp_path, "crowd", objects=25, wanted=3)
+    tokens = _workers(db, 16)
+    servers = [ServerThread(create_app(db_url, None)).start() for _ in range(2)]
     try:
-        threads = [threading.Thread(target=worker, args=(t, i)) for i, t in enumerate(tokens)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        outcomes = _crowd([server.url for server in servers], tokens)
     finally:
         for server in servers:
             server.stop()
+    _assert_every_task_has_exactly_its_answers(db, job.id, 25, 3, outcomes)
 
-    tasks, pairs = _counts(db, job.id)
-    assert all(answered == wanted == stored for answered, wanted, stored in tasks)
-    assert outcomes["accepted"] == 25 * 3
-    assert max(pairs.values()) == 1
-    assert sum(pairs.values()) == 25 * 3
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_portal_serve_processes_share_one_postgresql_job(tmp_path, postgres_url):
+    """30 workers split across two `labeljob portal serve` processes on one database and one job."""
+    db = open_database(postgres_url)
+    job = _job(db, tmp_path, "shared", objects=12, wanted=3)
+    tokens = _workers(db, 30)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    urls, processes = [], []
+    for _ in range(2):
+        port = _free_port()
+        command = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+        command += ["--workspace", str(tmp_path / "ws"), "-q", "portal", "serve", "--port", str(port)]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, process in zip(urls, processes, strict=True):
+            _wait_for(url, process)
+        outcomes = _crowd(urls, tokens)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+    _assert_every_task_has_exactly_its_answers(db, job.id, 12, 3, outcomes)
+    with db.read() as session:
+        leases = session.execute(
+            select(Lease.task_id, func.count(Lease.id), func.count(Lease.submitted_at)).group_by(
+                Lease.task_id
+            )
+        ).all()
+    with db.read() as session:
+        assert catalog.server_url(session) in urls  # for `portal invite` and `portal simulate`
+    # No lease expired in between, so a task with more leases than answers was leased twice.
+    assert sorted((count, submitted) for _, count, submitted in leases) == [(3, 3)] * 12
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise AssertionError(f"portal serve exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no portal answered at {url}")
 
 
 def test_expired_lease_goes_back_and_late_submit_is_refused(tmp_path, db_url):
@@ -241,8 +297,8 @@ def test_an_invited_worker_only_gets_its_job(tmp_path, db_url):
     assert client.post("/api/tasks/next", params={"job": "first"}).status_code == 204
 
 
-def test_schema_refuses_extra_and_duplicate_answers(tmp_path, any_db_url):
-    db = open_database(any_db_url)
+def test_schema_refuses_extra_and_duplicate_answers(tmp_path, db_url):
+    db = open_database(db_url)
     job = _job(db, tmp_path, "schema", objects=1, wanted=1)
     _workers(db, 2)
     with db.read() as session:
@@ -274,3 +330,39 @@ def test_schema_refuses_extra_and_duplicate_answers(tmp_path, any_db_url):
         add_answer(w2, slot=2, wanted=2)  # lying about wanted: the composite foreign key refuses
     with pytest.raises(IntegrityError):
         add_answer(w2, slot=1, wanted=1)  # a slot already taken
+
+
+def test_a_task_locked_by_a_request_in_flight_is_waited_for_not_refused(tmp_path, postgres_url):
+    """SKIP LOCKED alone told a worker "nothing left" while another request held the last task's lock."""
+    db = open_database(postgres_url)
+    job = _job(db, tmp_path, "locked", objects=1, wanted=2)
+    _workers(db, 1)
+    with db.read() as session:
+        worker_id = session.scalar(select(Worker.id))
+    taken: list = []
+    with db.write() as holder:
+        holder.execute(select(Task).where(Task.job_id == job.id).with_for_update())
+        thread = threading.Thread(target=lambda: taken.append(take_task(db, worker_id, time.time())))
+        thread.start()
+        # Hold the lock until the taker waits on it (or has given up, the old behaviour).
+        for _ in range(200):
+            with db.read() as session:
+                waiting = session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                )
+            if waiting or not thread.is_alive():
+                break
+            time.sleep(0.05)
+    thread.join(30)
+    assert taken and taken[0] is not None and taken[0].job_name == "locked"
+
+
+def test_no_postgresql_server_is_a_skip_that_says_why():
+    from tests.postgres import _unreachable
+
+    reason = _unreachable("postgresql+psycopg://postgres@127.0.0.1:1/test")
+    assert reason.startswith("no PostgreSQL server answers at postgresql+psycopg://postgres@127.0.0.1:1/test")
+    assert "PORTAL_TEST_POSTGRES_URL" in reason

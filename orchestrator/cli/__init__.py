@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
-    from orchestrator.cli.app import app
+    try:
+        from orchestrator.cli.app import app
 
-    app()
+        app()
+    except KeyboardInterrupt:
+        # Ctrl-C while the imports run, before the app's own handler is in place.
+        sys.stderr.write("Error: interrupted\n")
+        raise SystemExit(130) from None

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+# In a pipe or a file no table cell is wrapped or cut: URIs stay whole, one row a line.
+PIPE_WIDTH = 100_000
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -126,7 +129,10 @@ class Output:
 def _console(file) -> Console:
     from rich.console import Console
 
-    return Console(file=file, highlight=False, soft_wrap=True)
+    console = Console(file=file, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 class _NoProgress:

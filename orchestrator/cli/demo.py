@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +12,18 @@ import typer
 
 from orchestrator.cli._state import state
 from orchestrator.redact import ShownOnce
+
+
+def program() -> str:
+    """How to call this labeljob again: `labeljob` when that name on PATH is this program, else its path
+    (`make demo` runs .venv/bin/labeljob, which is not on PATH until the venv is activated)."""
+    this = Path(sys.argv[0])
+    if this.name != "labeljob":
+        return "labeljob"
+    found = shutil.which("labeljob")
+    if found and Path(found).resolve() == this.resolve():
+        return "labeljob"
+    return shlex.quote(str(this.resolve()))
 
 
 def demo(
@@ -27,7 +42,7 @@ def demo(
 
     out = state(ctx).output
     result = run_demo(directory, workers=workers, spammers=spammers, seed=seed, progress=out.info)
-    serve = f"labeljob --workspace {result.workspace} portal serve"
+    serve = f"{program()} --workspace {shlex.quote(str(result.workspace.resolve()))} portal serve"
     review = ShownOnce(f"http://127.0.0.1:8080{result.admin_url_path}")
     summary = {
         "job": result.job,

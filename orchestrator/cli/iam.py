@@ -25,7 +25,7 @@ def iam_policy(
     ctx: typer.Context,
     spec_path: Annotated[
         Path | None,
-        typer.Argument(help="A job spec, to narrow resources to its buckets and role.", metavar="[JOB.toml]"),
+        typer.Argument(help="A job spec, to narrow resources to its buckets and role.", metavar="JOB.toml"),
     ] = None,
     backend: Annotated[
         Backend | None,

@@ -23,8 +23,25 @@ from orchestrator.jobs import (
     status_row,
     wait_job,
 )
-from orchestrator.spec import JobSpec, load_spec
+from orchestrator.spec import JobSpec, load_spec, marketplace_warning
 from orchestrator.storage import is_s3_uri, open_store
+
+# The table view of a dry run with more requests than this shortens long values (an MTurk Question);
+# JSON carries them whole.
+TABLE_FULL_REQUESTS = 5
+TABLE_VALUE_CHARS = 400
+
+
+def _shortened(value):
+    if isinstance(value, str) and len(value) > TABLE_VALUE_CHARS:
+        return (
+            f"{value[:TABLE_VALUE_CHARS]}... [{len(value.encode()):,} bytes in all; --format json shows it]"
+        )
+    if isinstance(value, dict):
+        return {key: _shortened(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shortened(item) for item in value]
+    return value
 
 
 def _job_store(st: State) -> JobStore:
@@ -91,6 +108,8 @@ def launch(
     if adjust_from or verify_from:
         earlier = _job_store(st).load(adjust_from or verify_from)[0]
         spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
+    if warning := marketplace_warning(spec):
+        st.output.warn(warning)
     backend = _backend(st, spec.backend)
     # A dry run makes no remote call at all, not even to count the objects of an s3:// manifest.
     items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)
@@ -103,7 +122,9 @@ def launch(
             {
                 "job": spec.name,
                 "backend": spec.backend,
-                "requests": plan.requests,
+                "requests": plan.requests
+                if st.output.json or len(plan.requests) <= TABLE_FULL_REQUESTS
+                else _shortened(plan.requests),
                 "estimate": plan.estimate.as_dict(),
                 "warnings": plan.warnings,
             }

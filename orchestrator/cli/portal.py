@@ -41,6 +41,20 @@ def _base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _spec_url(st: State, job: str | None) -> str | None:
+    """The public_url in the spec of `job`'s record, if the workspace has one."""
+    record = JobStore(_workspace(st)).get(job) if job else None
+    return record.job_spec.portal.public_url if record else None
+
+
+def _served_url(database: Database) -> str | None:
+    """Where the last `portal serve` on this database listens, if one ran."""
+    from orchestrator.backends.portal import catalog
+
+    with database.read() as session:
+        return catalog.server_url(session)
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -54,20 +68,25 @@ def serve(
     """Run the portal. The first run prints the admin link; it is shown only once."""
     import uvicorn
 
+    from orchestrator.backends.portal import catalog
     from orchestrator.backends.portal.app import create_app
     from orchestrator.backends.portal.db import default_db_url, open_database, redacted
+    from orchestrator.backends.portal.server import bind
     from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 
     st = state(ctx)
     workspace = _workspace(st)
     url = default_db_url(workspace, db)
+    # Bound before anything is printed: a bad or busy port is one line, not a start and a failure.
+    sock = bind(host, port)
     database = open_database(url)
     with database.write() as session:
         if new_admin_token:
             revoke_admin_tokens(session)
         token = issue_token(session, "admin") if new_admin_token or not has_admin_token(session) else None
-    database.dispose()
     base = _base_url(host, port)
+    catalog.record_server_url(database, base)
+    database.dispose()
     result = {"url": base, "database": redacted(url)}
     if token:
         result["admin_url"] = ShownOnce(f"{base}/a/{token}")
@@ -77,7 +96,7 @@ def serve(
     st.output.data(result)
     app_ = create_app(url, workspace, boto3_session=st.session_for(st.settings.workspace))
     # No access log: invite and admin links carry their tokens in the path.
-    uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app_, access_log=False, log_level="warning")).run(sockets=[sock])
 
 
 @app.command()
@@ -87,13 +106,16 @@ def invite(
     job: Annotated[str | None, typer.Option(help="Restrict the worker to this job.")] = None,
     url: Annotated[
         str | None,
-        typer.Option(help="The portal's address as workers reach it (default: the job's public_url)."),
+        typer.Option(
+            help="The portal's address as workers reach it "
+            "(default: the job's public_url, else where `portal serve` listens)."
+        ),
     ] = None,
     db: DatabaseUrl = None,
 ) -> None:
     """Print a personal link for a new worker; its token is stored only as a hash."""
     from orchestrator.backends.portal import catalog
-    from orchestrator.backends.portal.workers import invite_worker
+    from orchestrator.backends.portal.workers import invite_worker, workers_named
 
     st = state(ctx)
     if not name.strip() or len(name) > 256:
@@ -108,11 +130,16 @@ def invite(
                     f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
                 )
             job_id = found.id
+        namesakes = workers_named(session, name)
         worker, token = invite_worker(session, name, job_id, time.time())
         public_id = worker.public_id
-    record = JobStore(_workspace(st)).get(job) if job and url is None else None
-    base = (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
-    link = ShownOnce(f"{base}/w/{token}")
+    if namesakes:
+        st.output.warn(
+            f"a worker named {name!r} exists already ({', '.join(namesakes)}); "
+            f"this is another one, {public_id}, with a link of its own"
+        )
+    base = url or _spec_url(st, job) or _served_url(database) or DEFAULT_URL
+    link = ShownOnce(f"{base.rstrip('/')}/w/{token}")
     st.output.data({"name": name, "worker_id": public_id, "job": job, "link": link})
 
 
@@ -124,7 +151,10 @@ def simulate_command(
     spammers: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of workers who draw at random.")
     ] = 0.0,
-    url: Annotated[str, typer.Option(help="The running portal's address.")] = DEFAULT_URL,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The running portal's address (default: where `portal serve` listens)."),
+    ] = None,
     truth: Annotated[
         Path | None,
         typer.Option(help="truth.jsonl with the true boxes (default: the one beside the images)."),
@@ -138,7 +168,14 @@ def simulate_command(
 
     from orchestrator.backends.portal import catalog
     from orchestrator.backends.portal.db import Task
-    from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
+    from orchestrator.backends.portal.simulate import (
+        check_truth_labels,
+        find_truth_file,
+        load_truth,
+        release_simulated_leases,
+        simulate,
+        simulated_workers,
+    )
 
     st = state(ctx)
     database = _database(st, db)
@@ -152,24 +189,24 @@ def simulate_command(
     truth_path = truth or find_truth_file(first)
     if truth_path is None:
         raise UsageError("no truth.jsonl beside the images", hint="pass --truth FILE")
+    known = load_truth(truth_path)
+    check_truth_labels(known, labels)
+    url = (url or _served_url(database) or _spec_url(st, job) or DEFAULT_URL).rstrip("/")
     try:
-        httpx.get(url.rstrip("/") + "/healthz", timeout=5).raise_for_status()
+        httpx.get(url + "/healthz", timeout=5).raise_for_status()
     except httpx.HTTPError:
         raise UsageError(
-            f"no portal answers at {url}", hint="start it with `labeljob portal serve`"
+            f"no portal answers at {url}", hint="start it with `labeljob portal serve`, or pass --url"
         ) from None
     tokens = simulated_workers(database, workers)
-    with st.output.progress("simulated answers", total=remaining) as bar:
-        result = simulate(
-            url.rstrip("/"),
-            tokens,
-            load_truth(truth_path),
-            labels,
-            job=job,
-            seed=seed,
-            spammer_rate=spammers,
-            on_answer=bar.advance,
-        )
+    try:
+        with st.output.progress("simulated answers", total=remaining) as bar:
+            result = simulate(
+                url, tokens, known, labels, job=job, seed=seed, spammer_rate=spammers, on_answer=bar.advance
+            )
+    finally:
+        # Whatever ended the run (an error, Ctrl-C), no task stays leased until its time limit.
+        release_simulated_leases(database, workers)
     st.output.data(
         {
             "job": job,

@@ -33,7 +33,7 @@ from orchestrator.backends.groundtruth.client import GroundTruthError, call
 from orchestrator.errors import BackendError, InputError, SpecError
 from orchestrator.jobs import CostEstimate, CostLine, JobStore, LaunchPlan, PollResult, job_output_prefix
 from orchestrator.service_model import validate_request
-from orchestrator.spec import NAME_PATTERN
+from orchestrator.spec import NAME_PATTERN, marketplace_warning
 from orchestrator.storage import S3Store, bucket_name, is_s3_uri, open_object
 
 if TYPE_CHECKING:
@@ -469,11 +469,8 @@ class GroundTruthBackend:
                 f"task.max_concurrent {spec.task.max_concurrent} > {SUPPORT_CONCURRENT} needs a quota "
                 "increase from AWS Support"
             )
-        if spec.workforce.type == "public":
-            warnings.append(
-                "the public workforce is Amazon Mechanical Turk, closed to new customers since 2026-07-30 "
-                "with closure announced for 2026-09-30: prefer a private or vendor team"
-            )
+        if warning := marketplace_warning(spec):
+            warnings.append(warning)
         return warnings
 
     def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:

@@ -1,7 +1,7 @@
 """The Mechanical Turk backend: one HIT per manifest line, reviewed and consolidated by labeljob.
 
-Mechanical Turk closed to new customers on 2026-07-30 and announced permanent closure for
-2026-09-30; this backend serves requesters whose accounts still work.
+Mechanical Turk closed permanently on 2026-09-30, as its API reference says; this backend stays for
+requesters whose accounts the service may still serve.
 
 Launch: one HIT type per job, then one HIT per manifest line. Each HIT's `UniqueRequestToken`
 and `RequesterAnnotation` derive from job and object, and the HIT ids are written to the job
@@ -33,7 +33,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from orchestrator.backends.mturk.client import (
-    CLOSURE_NOTICE,
     HIT_ALREADY_EXISTS,
     INVALID_ASSIGNMENT_STATE,
     MTurkError,
@@ -67,6 +66,7 @@ from orchestrator.jobs import (
     PollResult,
     utcnow,
 )
+from orchestrator.spec import MTURK_CLOSED
 
 if TYPE_CHECKING:
     import boto3
@@ -84,9 +84,6 @@ TOKEN_TRUST = timedelta(hours=23)
 PAST = datetime(2015, 1, 1, tzinfo=UTC)
 # Under `agreement`, a submission is reviewed early once this share of its auto-approval delay is left.
 REVIEW_MARGIN = 0.25
-# A dry run shows questions in full only for jobs this small.
-PLAN_FULL_QUESTIONS = 3
-PLAN_QUESTION_CHARS = 400
 HIT_DOES_NOT_EXIST = "AWS.MechanicalTurk.HITDoesNotExist"
 _HIT_ID = re.compile(r"\b[A-Z0-9]{20,64}\b")
 
@@ -163,7 +160,7 @@ class MTurkBackend:
             notes.append(f"sandbox: nothing is charged; in production this job would cost ${cost.total:.2f}")
         notes += [w for w in spec_warnings(spec) if "fee" in w]
         notes.append("fees are charged on approval; rejected work is neither paid nor charged")
-        notes.append(CLOSURE_NOTICE)
+        notes.append(MTURK_CLOSED)
         return CostEstimate(lines, notes)
 
     def plan(self, spec: JobSpec, items: list[ManifestItem] | None, record: JobRecord) -> LaunchPlan:
@@ -203,13 +200,9 @@ class MTurkBackend:
             params = hit_request(spec, hit_type_id, "<object id>", "<the question of each manifest line>")
             requests.append({"operation": "CreateHITWithHITType", "params": params})
         for item in items or ():
-            question = questions.question(item.object_id, item.source_ref)
-            if len(items) > PLAN_FULL_QUESTIONS and len(question) > PLAN_QUESTION_CHARS:
-                question = (
-                    f"{question[:PLAN_QUESTION_CHARS]}... [{len(question.encode()):,} bytes in all; "
-                    "truncated in this dry run]"
-                )
-            params = hit_request(spec, hit_type_id, item.object_id, question)
+            params = hit_request(
+                spec, hit_type_id, item.object_id, questions.question(item.object_id, item.source_ref)
+            )
             requests.append({"operation": "CreateHITWithHITType", "params": params})
         return LaunchPlan(requests, self.estimate(spec, len(items or ())), warnings)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.aws import checked_call, error_code, error_message
 from orchestrator.errors import BackendError
+from orchestrator.spec import MTURK_CLOSED
 
 if TYPE_CHECKING:
     import boto3
@@ -19,10 +20,6 @@ if TYPE_CHECKING:
 REGION = "us-east-1"
 PRODUCTION_ENDPOINT = "https://mturk-requester.us-east-1.amazonaws.com"
 SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
-CLOSURE_NOTICE = (
-    "Mechanical Turk closed to new customers on 2026-07-30 and announced permanent closure for "
-    "2026-09-30; only existing requester accounts can use it"
-)
 # List operations return at most 100 items a page; the default is 10.
 PAGE_SIZE = 100
 
@@ -52,7 +49,7 @@ class MTurkError(BackendError):
         if code == "ServiceFault" or code.startswith("Throttl"):
             hint = "MTurk is busy or failing; run the command again (it is safe to repeat)"
         elif "AccessDenied" in code or "RequesterNotAuthorized" in turk_code:
-            hint = f"{CLOSURE_NOTICE}; check the credentials (--profile)"
+            hint = f"{MTURK_CLOSED}; check the credentials (--profile)"
         super().__init__(f"MTurk {operation}: {turk_code or code}: {message}", hint=hint)
 
 

@@ -11,14 +11,17 @@ from collections import defaultdict
 
 from markupsafe import Markup
 from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Job, Lease, Task, Worker
+from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Setting, Task, Worker
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.errors import BackendError
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import JobSpec
 from orchestrator.templates import TaskText
+
+SERVER_URL_SETTING = "server_url"
 
 
 def dump_task_text(text: TaskText) -> str:
@@ -41,6 +44,23 @@ def load_task_text(data: str) -> TaskText:
         Markup(raw["short_instructions_html"]),
         Markup(raw["full_instructions_html"]),
     )
+
+
+def record_server_url(db: Database, url: str) -> None:
+    """Remember where `portal serve` listens, for `portal invite` and `portal simulate`."""
+    for _ in range(2):
+        try:
+            with db.write() as session:
+                session.merge(Setting(name=SERVER_URL_SETTING, value=url))
+            return
+        except IntegrityError:
+            continue  # another portal process inserted it at the same moment: update theirs
+
+
+def server_url(session: Session) -> str | None:
+    """The address the last `portal serve` on this database listens on, if one ever ran."""
+    row = session.get(Setting, SERVER_URL_SETTING)
+    return row.value if row else None
 
 
 def job_by_name(session: Session, name: str) -> Job | None:
@@ -101,7 +121,8 @@ def stop_job(session: Session, name: str, now: float) -> bool:
 
 
 def progress(session: Session, job: Job, now: float) -> dict:
-    """Counters of one job: objects, complete objects, answers, wanted answers, live leases, workers."""
+    """Status (open, completed or stopped) and counters of one job: objects, complete objects, answers,
+    wanted answers, live leases, workers."""
     objects, complete, answers, wanted = session.execute(
         select(
             func.count(Task.id),
@@ -120,9 +141,11 @@ def progress(session: Session, job: Job, now: float) -> dict:
         .join(Task, Task.id == Answer.task_id)
         .where(Task.job_id == job.id)
     )
+    # The rule PortalBackend.poll applies, so the admin pages say what `labeljob status` says.
+    completed = job.status == "open" and objects > 0 and complete == objects
     return {
         "name": job.name,
-        "status": job.status,
+        "status": "completed" if completed else job.status,
         "objects": objects,
         "complete": int(complete),
         "answers": int(answers),

@@ -8,7 +8,8 @@ expired or is someone else's. Submitting twice returns the first answer.
 Concurrency: every function runs in one write transaction. On SQLite that transaction holds the
 database's write lock from BEGIN (IMMEDIATE). On PostgreSQL a worker locks the task row it wants
 with `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent workers pick different tasks instead of
-queueing on one, and re-reads the task's counts under that lock. The schema's unique and check
+queueing on one, and re-reads the task's counts under that lock. When every task left is locked by
+another request, it waits for the first instead of answering "nothing left". The schema's unique and check
 constraints are the last line of defence if any of this were wrong.
 """
 
@@ -115,6 +116,7 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
         )
         answered_by_me = exists().where(Answer.task_id == Task.id, Answer.worker_id == worker_id)
         skipped: list[int] = []
+        wait = False
         for _ in range(MAX_CANDIDATES):
             query = (
                 select(Task, Job.name)
@@ -127,13 +129,19 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 )
                 .order_by(Task.job_id, Task.position)
                 .limit(1)
-                .with_for_update(skip_locked=True, of=Task)
+                .with_for_update(skip_locked=not wait, of=Task)
             )
             if skipped:
                 query = query.where(Task.id.not_in(skipped))
             found = session.execute(query).first()
             if found is None:
-                return None
+                if wait or skipped or db.is_sqlite:
+                    return None
+                # Every task left may only be locked by a lease or submit in flight: wait for the
+                # first rather than tell the worker there is nothing. Waiting while this
+                # transaction holds no task lock cannot deadlock.
+                wait = True
+                continue
             task, name = found
             room, own_lease = _room(session, task.id, worker_id, now)
             if not room:
@@ -152,6 +160,17 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 )
             return _leased(own_lease, now, expires, task, name)
         return None
+
+
+def release_leases(db: Database, worker_ids: list[int], now: float) -> int:
+    """End the live, unanswered leases of these workers now, so their tasks go back to the pool."""
+    with db.write() as session:
+        released = session.execute(
+            update(Lease)
+            .where(Lease.worker_id.in_(worker_ids), Lease.submitted_at.is_(None), Lease.expires_at > now)
+            .values(expires_at=now)
+        )
+        return released.rowcount
 
 
 def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[bool, int | None]:

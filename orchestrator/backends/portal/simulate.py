@@ -18,9 +18,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Database, Worker
+from orchestrator.backends.portal.leasing import release_leases
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import Box, CrowdSimulator, TruthImage
@@ -88,6 +90,24 @@ def simulated_workers(db: Database, count: int, job_id: int | None = None, prefi
         ]
 
 
+def release_simulated_leases(db: Database, count: int, prefix: str = "sim") -> int:
+    """Give back the tasks simulated workers `sim-1..sim-N` hold, e.g. after an error or Ctrl-C."""
+    names = [f"{prefix}-{i}" for i in range(1, count + 1)]
+    with db.read() as session:
+        ids = list(session.scalars(select(Worker.id).where(Worker.public_id.in_(names))))
+    return release_leases(db, ids, time.time())
+
+
+def check_truth_labels(truth: dict[str, TruthImage], labels: list[str]) -> None:
+    """An InputError when the truth has boxes of a label the job does not have."""
+    unknown = sorted({box.label for image in truth.values() for box in image.boxes} - set(labels))
+    if unknown:
+        raise InputError(
+            f"the truth has labels the job lacks: {', '.join(unknown)} (the job's: {', '.join(labels)})",
+            hint="simulate a job whose labels include the truth's, or pass --truth with a matching file",
+        )
+
+
 @dataclass
 class SimulationResult:
     """What the simulated crowd did, with the latency of each kind of request in seconds."""
@@ -122,7 +142,10 @@ def simulate(
     """Run one thread per token until the portal has no task left for any of them.
 
     `max_tasks` caps the answers per worker. Spammers are `round(spammer_rate x workers)` of them.
+    On any exception here (Ctrl-C included) every worker stops after its request in flight.
     """
+    check_truth_labels(truth, labels)
+    stop = threading.Event()
     crowd = CrowdSimulator(seed, n_workers=max(len(tokens), 1), labels=labels, spammer_rate=spammer_rate)
     profiles = crowd.workers
     image_number = {key: n for n, key in enumerate(sorted(truth))}
@@ -134,7 +157,7 @@ def simulate(
         params = {"job": job} if job else {}
         done = 0
         with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as client:
-            while max_tasks is None or done < max_tasks:
+            while (max_tasks is None or done < max_tasks) and not stop.is_set():
                 started = time.perf_counter()
                 response = client.post("/api/tasks/next", params=params)
                 took = time.perf_counter() - started
@@ -216,8 +239,12 @@ def simulate(
                 result.errors.append(errors)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(len(tokens), 1), thread_name_prefix="sim-worker") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(len(tokens), 1), thread_name_prefix="sim-worker")
+    try:
         for future in [pool.submit(work, i) for i in range(len(tokens))]:
             future.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
     result.elapsed = time.perf_counter() - started
     return result

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from orchestrator.backends.portal.db import Worker
 from orchestrator.backends.portal.tokens import issue_token
 
-__all__ = ["invite_worker", "worker_by_public_id"]
+__all__ = ["invite_worker", "worker_by_public_id", "workers_named"]
 
 
 def worker_by_public_id(
@@ -25,6 +25,11 @@ def worker_by_public_id(
         session.add(worker)
         session.flush()
     return worker
+
+
+def workers_named(session: Session, name: str) -> list[str]:
+    """The public ids of the workers already called `name`."""
+    return list(session.scalars(select(Worker.public_id).where(Worker.name == name).order_by(Worker.id)))
 
 
 def invite_worker(session: Session, name: str, job_id: int | None, now: float) -> tuple[Worker, str]:
