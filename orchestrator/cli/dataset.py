@@ -12,7 +12,7 @@ from orchestrator.jobs import JobStore
 from orchestrator.storage import open_object, open_store
 from orchestrator.training.card import build_card
 
-app = typer.Typer(help="Describe a labeled dataset.", no_args_is_help=True)
+app = typer.Typer(help="Describe a labeled dataset.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("card")
