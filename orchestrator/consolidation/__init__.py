@@ -22,8 +22,10 @@ from orchestrator.consolidation.iou_vote import (
     ObjectResult,
     WorkerQuality,
     consolidate_image,
+    consolidate_objects,
 )
 from orchestrator.consolidation.simulated_crowd import CrowdSimulator, TruthImage, synthetic_dataset
+from orchestrator.consolidation.stopping import StopDecision, StoppingRule
 
 __all__ = [
     "AnswerReport",
@@ -35,11 +37,14 @@ __all__ = [
     "MAX_XML_CHARS",
     "ObjectAnswers",
     "ObjectResult",
+    "StopDecision",
+    "StoppingRule",
     "TruthImage",
     "WorkerAnswer",
     "WorkerQuality",
     "box_iou",
     "consolidate_image",
+    "consolidate_objects",
     "parse_consolidation_payload",
     "parse_element_answer",
     "parse_mturk_answer",
