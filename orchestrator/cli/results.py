@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+from orchestrator.consolidation import AnswerReport, StoppingRule, parse_consolidation_payload
 from orchestrator.errors import InputError, UsageError
 from orchestrator.outputs import (
     FORMATS,
@@ -105,13 +105,44 @@ def consolidate(
             metavar="MANIFEST",
         ),
     ] = None,
+    needs_more: Annotated[
+        str | None,
+        typer.Option(
+            "--needs-more",
+            help="Write one JSON line per object the adaptive stopping rule wants another answer for.",
+            metavar="FILE",
+        ),
+    ] = None,
+    min_workers: Annotated[
+        int, typer.Option(help="Answers every object gets before the rule decides (with --needs-more).")
+    ] = 2,
+    max_workers: Annotated[
+        int, typer.Option(help="Answers after which an object is settled (with --needs-more).")
+    ] = 7,
+    edge_tolerance: Annotated[
+        float,
+        typer.Option(help="Looser boxes than this ask for another answer: lower = tighter, more answers."),
+    ] = 0.12,
 ) -> None:
     """Consolidate workers' boxes by IoU voting into an augmented manifest in Ground Truth's format."""
     st = state(ctx)
     params = _params(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
     )
-    session = _session(st, input, out, labels, workers_report, input_manifest)
+    stopping = None
+    if needs_more:
+        try:
+            stopping = StoppingRule(
+                min_workers=min_workers,
+                max_workers=max_workers,
+                edge_tolerance=edge_tolerance,
+                iou_threshold=params.iou_threshold,
+                min_support=params.min_support,
+                coordinates=params.coordinates,
+            )
+        except ValueError as exc:
+            raise UsageError(f"--{str(exc).split()[0].replace('_', '-')}: {exc}") from None
+    session = _session(st, input, out, labels, workers_report, input_manifest, needs_more)
     label_store, label_key = open_object(labels, session)
     label_list = parse_label_categories(label_store.get(label_key), label_store.uri(label_key))
     report = AnswerReport()
@@ -143,6 +174,7 @@ def consolidate(
     targets = OutputTargets(
         manifest=open_object(out, session),
         workers_report=open_object(workers_report, session) if workers_report else None,
+        needs_more=open_object(needs_more, session) if needs_more else None,
     )
     outputs = consolidate_and_write(
         objects,
@@ -153,6 +185,7 @@ def consolidate(
         targets=targets,
         params=params,
         report=report,
+        stopping=stopping,
     )
     if report.problems:
         st.output.warn(f"{report.problems} answer problem(s) repaired or dropped; see `repairs`")
