@@ -17,6 +17,7 @@ from orchestrator.outputs.consolidate import (
     consolidate_and_write,
     parse_label_categories,
     read_source_lines,
+    stopping_rule,
 )
 from orchestrator.outputs.exports import FORMATS, export_lines, load_label_map, parse_label_map
 from orchestrator.outputs.layout import (
@@ -50,6 +51,7 @@ __all__ = [
     "read_augmented_manifest",
     "read_source_lines",
     "read_worker_responses",
+    "stopping_rule",
     "worker_response_key",
     "workers_report_csv",
     "workers_report_rows",

@@ -47,7 +47,7 @@ from orchestrator.outputs.layout import (
     write_consolidation_response,
     write_worker_responses,
 )
-from orchestrator.spec import ConsolidationSpec
+from orchestrator.spec import ConsolidationSpec, JobSpec
 from orchestrator.storage import ObjectStore
 
 Target = tuple[ObjectStore, str]
@@ -100,6 +100,20 @@ def _order(source_lines: Mapping[str, dict]):
         return (1, int(object_id), "") if object_id.isdigit() else (2, 0, object_id)
 
     return key
+
+
+def stopping_rule(spec: JobSpec) -> StoppingRule | None:
+    """The stopping rule of a job spec's `[task.adaptive]`, voting as its `[consolidation]`; None in
+    a fixed-overlap job."""
+    adaptive = spec.task.adaptive
+    if adaptive is None:
+        return None
+    return StoppingRule(
+        **adaptive.model_dump(),
+        iou_threshold=spec.consolidation.iou_threshold,
+        min_support=spec.consolidation.min_support,
+        coordinates=spec.consolidation.coordinates,
+    )
 
 
 def consolidate_and_write(

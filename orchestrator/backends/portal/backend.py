@@ -2,7 +2,13 @@
 
 Launch loads the manifest into the portal's database, one task per object wanting
 `workers_per_object` answers. Poll reads the counters and hands over the answers of every object
-that has all of its answers (and, once the job is stopped, of every object that has any).
+whose answers are final (and, once the job is stopped, of every object that has any).
+
+With `[task.adaptive]` a task wants `max_workers` answers but asks for `min_workers` at first
+(`Task.asked`). Each poll runs the stopping rule, with the worker weights of the whole job so far,
+on every task that has the answers it asked for: a settled task is final, another asks for one more
+answer. A task is handed over once final (settled, or at `max_workers`), so its answers never change
+after; the job completes when every task is.
 
 Which objects were handed over is tracked by a poll generation: a poll marks the tasks it
 reports with generation G+1, where G is the generation in the job record, and returns G+1 for
@@ -32,9 +38,10 @@ from orchestrator.backends.portal.db import (
     redacted,
 )
 from orchestrator.backends.portal.media import split_image_root
-from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_element_answer
+from orchestrator.consolidation import AnswerReport, IoUVote, ObjectAnswers, parse_element_answer
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.outputs import stopping_rule
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem
@@ -151,13 +158,14 @@ class PortalBackend:
                     f"the portal database {redacted(self.database().url)} has no job {spec.name!r}",
                     hint="poll with the same --db (or workspace) the job was launched with",
                 )
-            total, labeled = session.execute(
-                select(func.count(Task.id), func.count(Task.id).filter(Task.answered >= Task.wanted)).where(
-                    Task.job_id == job.id
-                )
-            ).one()
             stopped = job.status == "stopped"
-            ready = Task.answered > 0 if stopped else Task.answered >= Task.wanted
+            if spec.task.adaptive is not None and not stopped:
+                self._decide(session, job.id, spec, time.time())
+            final = catalog.task_final()
+            total, labeled = session.execute(
+                select(func.count(Task.id), func.count(Task.id).filter(final)).where(Task.job_id == job.id)
+            ).one()
+            ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
                 select(Task)
                 .where(
@@ -179,9 +187,7 @@ class PortalBackend:
             if stopped:
                 unlabeled = list(
                     session.scalars(
-                        select(Task.object_id)
-                        .where(Task.job_id == job.id, Task.answered < Task.wanted)
-                        .order_by(Task.position)
+                        select(Task.object_id).where(Task.job_id == job.id, ~final).order_by(Task.position)
                     )
                 )
         status = "stopped" if stopped else "completed" if labeled == total else "in_progress"
@@ -193,6 +199,36 @@ class PortalBackend:
             backend_state={GENERATION: generation + 1},
             unlabeled_ids=unlabeled,
         )
+
+    def _decide(self, session, job_id: int, spec: JobSpec, now: float) -> None:
+        """Settle, or ask one more answer for, every task that has the answers it asked for."""
+        waiting = session.scalars(
+            select(Task)
+            .where(
+                Task.job_id == job_id,
+                Task.answered >= Task.asked,
+                Task.answered < Task.wanted,
+                Task.settled_at.is_(None),
+            )
+            .order_by(Task.position)
+            .with_for_update()
+        ).all()
+        if not waiting:
+            return
+        labels = list(spec.labels)
+        answered = session.scalars(
+            select(Task).where(Task.job_id == job_id, Task.answered > 0).order_by(Task.position)
+        ).all()
+        objects = self._answers(session, answered, labels)
+        weights = IoUVote(**spec.consolidation.model_dump()).fit(objects, labels=labels).skills_
+        by_id = {obj.dataset_object_id: obj for obj in objects}
+        decisions = stopping_rule(spec).fit_predict([by_id[t.object_id] for t in waiting], weights, labels)
+        settled = [t.id for t, d in zip(waiting, decisions, strict=True) if not d.needs_more]
+        more = [t.id for t, d in zip(waiting, decisions, strict=True) if d.needs_more]
+        for start in range(0, max(len(settled), len(more)), CHUNK):
+            chunk = slice(start, start + CHUNK)
+            session.execute(update(Task).where(Task.id.in_(settled[chunk])).values(settled_at=now))
+            session.execute(update(Task).where(Task.id.in_(more[chunk])).values(asked=Task.asked + 1))
 
     @staticmethod
     def _answers(session, tasks: list[Task], labels: list[str]) -> list[ObjectAnswers]:
