@@ -15,7 +15,7 @@ from orchestrator.backends.portal.db import Answer, Database, Task
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.simulate import load_truth, simulate, simulated_workers
 from orchestrator.errors import SpecError
-from orchestrator.jobs import JobStore, finish_job, launch_job, poll_job, read_items
+from orchestrator.jobs import JobStore, finish_job, launch_job, new_record, poll_job, read_items, status_row
 from orchestrator.spec import parse_spec
 from orchestrator.storage import open_store
 from tests.test_portal_backend import LABELS, SAMPLE_BUCKET
@@ -144,3 +144,18 @@ def test_a_portal_job_asks_for_more_answers_only_where_the_rule_wants_them(tmp_p
     assert sorted(stored.values()) == per_task
     manifest = Path(record.outputs["manifest"].removeprefix("file://"))
     assert len(manifest.read_text().splitlines()) == len(items)
+    row = status_row(record)
+    assert (row["settled"], row["answers_final"]) == (len(items), sum(per_task))
+    assert row["saved_vs_fixed"] == round(1 - sum(per_task) / (3 * len(items)), 3)
+
+
+def test_estimate_and_plan_show_the_range_of_answers(tmp_path):
+    spec = parse_spec(spec_data(tmp_path, adaptive={"min_workers": 2, "max_workers": 7}))
+    backend = get_backend("portal", workspace=open_store(tmp_path / "workspace"))
+    estimate = backend.estimate(spec, 100)
+    assert estimate.lines[0].quantity == 700 and estimate.total_usd == 0
+    assert "200 answers at least, about 370 expected (3.7 per object" in estimate.notes[-1]
+    items = read_items(spec)
+    plan = backend.plan(spec, items, new_record(spec, len(items)))
+    assert plan.requests[0]["answers_per_object"].startswith("2 to 7")
+    assert {r["answers"] for r in plan.requests[1:] if r["request"] == "create task"} == {2}

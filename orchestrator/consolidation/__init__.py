@@ -25,10 +25,16 @@ from orchestrator.consolidation.iou_vote import (
     consolidate_objects,
 )
 from orchestrator.consolidation.simulated_crowd import CrowdSimulator, TruthImage, synthetic_dataset
-from orchestrator.consolidation.stopping import StopDecision, StoppingRule
+from orchestrator.consolidation.stopping import (
+    EXPECTED_EXTRA_SHARE,
+    StopDecision,
+    StoppingRule,
+    expected_answers,
+)
 
 __all__ = [
     "AnswerReport",
+    "EXPECTED_EXTRA_SHARE",
     "Box",
     "ConsolidatedBox",
     "CrowdSimulator",
@@ -45,6 +51,7 @@ __all__ = [
     "box_iou",
     "consolidate_image",
     "consolidate_objects",
+    "expected_answers",
     "parse_consolidation_payload",
     "parse_element_answer",
     "parse_mturk_answer",

@@ -25,9 +25,18 @@ from dataclasses import dataclass
 from orchestrator.consolidation.answers import ObjectAnswers
 from orchestrator.consolidation.iou_vote import ConsolidatedBox, Coordinates, consolidate_objects
 
-__all__ = ["StopDecision", "StoppingRule"]
+__all__ = ["EXPECTED_EXTRA_SHARE", "StopDecision", "StoppingRule", "expected_answers"]
 
 _TOL = 1e-9
+EXPECTED_EXTRA_SHARE = 0.34
+"""Share of the answers between `min_workers` and `max_workers` the default rule asked for on
+pedestrians-dev: 3.68 answers per image with 2 to 7 (docs/benchmarks.md, Adaptive overlap)."""
+
+
+def expected_answers(min_workers: int, max_workers: int) -> float:
+    """Answers per object to expect from the default rule, by the pedestrians-dev benchmark; a crowd
+    that disagrees more spends more, up to `max_workers`."""
+    return min_workers + EXPECTED_EXTRA_SHARE * (max_workers - min_workers)
 
 
 @dataclass(frozen=True)

@@ -261,5 +261,7 @@ def status_row(record: JobRecord, now: datetime | None = None) -> dict:
         "failure_reason": record.failure_reason,
         "hint": stuck_hint(record, now),
     }
+    # An adaptive job's backend reports its answers and savings under "overlap" (docs/portal.md).
+    row.update(record.backend_state.get("overlap", {}))
     row.update({f"output_{k}": v for k, v in record.outputs.items()})
     return row

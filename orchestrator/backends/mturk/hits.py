@@ -135,6 +135,14 @@ def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
     m = settings(spec)
     task = spec.task
     problems: list[tuple[str, str]] = []
+    if task.adaptive is not None:
+        problems.append(
+            (
+                "task.adaptive",
+                "adaptive overlap runs on the portal backend only so far; remove [task.adaptive] to ask "
+                "workers_per_object workers for every object",
+            )
+        )
     if float(m.reward_usd) <= 0:
         problems.append(("mturk.reward_usd", "must be at least 0.01"))
     for key, value in (("task.time_limit", task.time_limit), ("task.lifetime", task.lifetime)):

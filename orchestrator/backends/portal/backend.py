@@ -38,7 +38,13 @@ from orchestrator.backends.portal.db import (
     redacted,
 )
 from orchestrator.backends.portal.media import split_image_root
-from orchestrator.consolidation import AnswerReport, IoUVote, ObjectAnswers, parse_element_answer
+from orchestrator.consolidation import (
+    AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    expected_answers,
+    parse_element_answer,
+)
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult
 from orchestrator.outputs import stopping_rule
@@ -49,6 +55,9 @@ if TYPE_CHECKING:
     from orchestrator.storage import ObjectStore
 
 GENERATION = "portal_poll_generation"
+# Adaptive jobs: answers of the final tasks, how many are final, and the share of answers saved
+# against workers_per_object for each; `labeljob status` shows them.
+OVERLAP = "overlap"
 # `launch --dry-run` prints this many task requests, then a count of the rest.
 PLAN_TASKS_SHOWN = 10
 # Task ids per UPDATE, well under every database's limit on bound parameters.
@@ -88,11 +97,19 @@ class PortalBackend:
         return problems
 
     def estimate(self, spec: JobSpec, n_objects: int) -> CostEstimate:
-        answers = n_objects * spec.task.workers_per_object
-        return CostEstimate(
-            lines=[CostLine("portal answers (no fee)", answers, 0.0)],
-            notes=["the self-hosted portal charges nothing; pay your workers whatever you agreed with them"],
+        notes = ["the self-hosted portal charges nothing; pay your workers whatever you agreed with them"]
+        adaptive = spec.task.adaptive
+        if adaptive is None:
+            return CostEstimate(
+                [CostLine("portal answers (no fee)", n_objects * spec.task.workers_per_object, 0.0)], notes
+            )
+        low, high = adaptive.min_workers, adaptive.max_workers
+        expected = expected_answers(low, high)
+        notes.append(
+            f"adaptive: {n_objects * low:,} answers at least, about {round(n_objects * expected):,} expected "
+            f"({expected:.1f} per object, as on the pedestrians-dev benchmark), {n_objects * high:,} at most"
         )
+        return CostEstimate([CostLine("portal answers at most (no fee)", n_objects * high, 0.0)], notes)
 
     def plan(self, spec: JobSpec, items: list[ManifestItem] | None, record: JobRecord) -> LaunchPlan:
         warnings = []
@@ -102,13 +119,19 @@ class PortalBackend:
             database = "(none)"
             warnings.append(f"{exc.message}; {exc.hint}")
         n_objects = len(items) if items is not None else None
+        adaptive = spec.task.adaptive
+        per_object: int | str = spec.task.workers_per_object
+        first_ask = spec.task.workers_per_object
+        if adaptive is not None:
+            per_object = f"{adaptive.min_workers} to {adaptive.max_workers}, as the stopping rule asks"
+            first_ask = adaptive.min_workers
         requests: list[dict] = [
             {
                 "request": "create portal job",
                 "database": database,
                 "job": spec.name,
                 "objects": n_objects,
-                "answers_per_object": spec.task.workers_per_object,
+                "answers_per_object": per_object,
                 "time_limit_seconds": spec.task.time_limit,
             }
         ]
@@ -120,7 +143,7 @@ class PortalBackend:
                     "request": "create task",
                     "object_id": item.object_id,
                     "source_ref": item.source_ref,
-                    "answers": spec.task.workers_per_object,
+                    "answers": first_ask,
                 }
                 for item in items[:PLAN_TASKS_SHOWN]
             ]
@@ -162,8 +185,12 @@ class PortalBackend:
             if spec.task.adaptive is not None and not stopped:
                 self._decide(session, job.id, spec, time.time())
             final = catalog.task_final()
-            total, labeled = session.execute(
-                select(func.count(Task.id), func.count(Task.id).filter(final)).where(Task.job_id == job.id)
+            total, labeled, final_answers = session.execute(
+                select(
+                    func.count(Task.id),
+                    func.count(Task.id).filter(final),
+                    func.coalesce(func.sum(Task.answered).filter(final), 0),
+                ).where(Task.job_id == job.id)
             ).one()
             ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
@@ -191,12 +218,20 @@ class PortalBackend:
                     )
                 )
         status = "stopped" if stopped else "completed" if labeled == total else "in_progress"
+        state: dict = {GENERATION: generation + 1}
+        if spec.task.adaptive is not None:
+            fixed = labeled * spec.task.workers_per_object
+            state[OVERLAP] = {
+                "answers_final": int(final_answers),
+                "settled": labeled,
+                "saved_vs_fixed": round(1 - final_answers / fixed, 3) if fixed else None,
+            }
         return PollResult(
             status=status,
             total=total,
             labeled=labeled,
             answers=answers,
-            backend_state={GENERATION: generation + 1},
+            backend_state=state,
             unlabeled_ids=unlabeled,
         )
 
