@@ -48,6 +48,8 @@ def scenarios(moto_url: str) -> dict[str, object]:
         "groundtruth": functools.partial(GroundTruthScenario, moto_url=moto_url),
         "mturk": MTurkScenario,
         "mturk (agreement review)": functools.partial(MTurkScenario, policy="agreement"),
+        "portal (adaptive)": functools.partial(PortalScenario, adaptive=True),
+        "mturk (adaptive)": functools.partial(MTurkScenario, adaptive=True),
     }
 
 
