@@ -28,7 +28,6 @@ from orchestrator.consolidation import (
     IoUVote,
     ObjectAnswers,
     ObjectResult,
-    StopDecision,
     StoppingRule,
     WorkerQuality,
 )
@@ -88,7 +87,6 @@ class JobOutputs:
     workers: dict[str, WorkerQuality]
     paths: dict[str, str]
     summary: dict = field(default_factory=dict)
-    decisions: list[StopDecision] = field(default_factory=list)
 
 
 def _order(source_lines: Mapping[str, dict]):
@@ -140,7 +138,7 @@ def consolidate_and_write(
     that need more answers (if a target is given).
 
     With `stopping`, every object (those of `source_lines` without answers too) is decided by the
-    rule with the workers' weights from this consolidation (`JobOutputs.decisions`, in output order).
+    rule with the workers' weights from this consolidation; the summary counts them.
     """
     params = params or ConsolidationSpec()
     created = created or datetime.now(UTC)
@@ -223,9 +221,7 @@ def consolidate_and_write(
         ),
         **{f"{name}_uri": uri for name, uri in paths.items()},
     }
-    return JobOutputs(
-        results=results, workers=model.workers_, paths=paths, summary=summary, decisions=decisions
-    )
+    return JobOutputs(results=results, workers=model.workers_, paths=paths, summary=summary)
 
 
 # ------------------------------------------------------------------------------------ inputs
