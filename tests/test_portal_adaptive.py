@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.portal.app import create_app
@@ -80,6 +81,18 @@ def test_a_database_made_before_adaptive_overlap_gets_its_columns(tmp_path):
     again.create_all()
     with again.read() as session:
         assert session.execute(select(Task.asked, Task.settled_at)).one() == (3, None)
+    # A second process saw the old table before the first one altered it: its ALTER fails, and the
+    # columns being there now is all that matters.
+    calls = []
+
+    def stale_then_real(engine):
+        calls.append(engine)
+        return SimpleNamespace(get_columns=lambda _: [{"name": "id"}]) if len(calls) == 1 else inspect(engine)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("orchestrator.backends.portal.db.inspect", stale_then_real)
+        again._add_adaptive_columns()
+    assert len(calls) == 2
 
 
 def _task_counts(db: Database) -> dict[str, tuple[int, int, int, bool]]:

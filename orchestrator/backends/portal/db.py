@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from orchestrator.errors import ConfigError
@@ -246,10 +246,15 @@ class Database:
         asks for all it wants, as it did)."""
         if "asked" in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
             return
-        with self.write() as session:
-            session.execute(text("ALTER TABLE tasks ADD COLUMN asked INTEGER"))
-            session.execute(text("ALTER TABLE tasks ADD COLUMN settled_at DOUBLE PRECISION"))
-            session.execute(text("UPDATE tasks SET asked = wanted"))
+        try:
+            with self.write() as session:
+                session.execute(text("ALTER TABLE tasks ADD COLUMN asked INTEGER"))
+                session.execute(text("ALTER TABLE tasks ADD COLUMN settled_at DOUBLE PRECISION"))
+                session.execute(text("UPDATE tasks SET asked = wanted"))
+        except DBAPIError:
+            # Another portal process added them first (its transaction is the one that counts).
+            if "asked" not in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
