@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from orchestrator.backends.mturk.review import SPAM_FEEDBACK, UNREADABLE_FEEDBACK
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
+from orchestrator.jobs import status_row
 from tests.fakes.mturk import SPAMMERS, FakeMTurk, MTurkJob, SimulatedCrash, crash_after, pedestrian_images
 
 
@@ -414,6 +415,9 @@ def test_an_adaptive_job_adds_assignments_only_where_the_rule_asks(
     hits = record.backend_state["hits"]
     assert all(e.get("settled") or e["asked"] == 5 for e in hits.values())
     assert {e["asked"] for e in hits.values()} == set(answers.values())
+    row = status_row(record)
+    assert (row["settled"], row["answers_final"]) == (20, sum(answers.values()))
+    assert row["saved_vs_fixed"] == round(1 - sum(answers.values()) / 60, 3)
 
 
 def test_a_crash_anywhere_in_an_adaptive_poll_neither_extends_nor_settles_twice(tmp_path: Path) -> None:

@@ -1,6 +1,14 @@
 """Job records, the backend protocol the job layer owns, the job store, the lifecycle, and finishing."""
 
-from orchestrator.jobs.backend import Backend, CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.jobs.backend import (
+    OVERLAP,
+    Backend,
+    CostEstimate,
+    CostLine,
+    LaunchPlan,
+    PollResult,
+    overlap_state,
+)
 from orchestrator.jobs.finish import finish_job
 from orchestrator.jobs.lifecycle import (
     check_spec,
@@ -17,6 +25,7 @@ from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
 from orchestrator.jobs.store import JobStore
 
 __all__ = [
+    "OVERLAP",
     "Backend",
     "CostEstimate",
     "CostLine",
@@ -31,6 +40,7 @@ __all__ = [
     "job_output_prefix",
     "launch_job",
     "new_record",
+    "overlap_state",
     "poll_job",
     "read_items",
     "status_row",

@@ -82,6 +82,7 @@ from orchestrator.jobs import (
     LaunchPlan,
     ManifestItem,
     PollResult,
+    overlap_state,
     utcnow,
 )
 from orchestrator.outputs import stopping_rule
@@ -408,6 +409,15 @@ class MTurkBackend:
             status = "stopped" if stopping else "completed"
             if not labeled and not stopping:
                 status, reason = "failed", "no worker answered any HIT before it expired"
+        kept = {
+            "hits": hits,
+            "rejected": ledger.rejected,
+            "flagged": ledger.flagged,
+            "blocked": ledger.blocked,
+        }
+        if spec.task.adaptive is not None:
+            answered = sum(entry.get("answers", 0) for entry in final)
+            kept.update(overlap_state(len(final), answered, spec.task.workers_per_object))
         return PollResult(
             status=status,
             total=record.counters.total,
@@ -415,12 +425,7 @@ class MTurkBackend:
             failed=len(final) - labeled,
             failure_reason=reason,
             answers=answers,
-            backend_state={
-                "hits": hits,
-                "rejected": ledger.rejected,
-                "flagged": ledger.flagged,
-                "blocked": ledger.blocked,
-            },
+            backend_state=kept,
             unlabeled_ids=[k for k, entry in hits.items() if entry.get("final") and not entry.get("answers")],
         )
 

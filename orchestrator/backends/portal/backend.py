@@ -46,7 +46,7 @@ from orchestrator.consolidation import (
     parse_element_answer,
 )
 from orchestrator.errors import BackendError, ConfigError
-from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
 from orchestrator.outputs import stopping_rule
 
 if TYPE_CHECKING:
@@ -55,9 +55,6 @@ if TYPE_CHECKING:
     from orchestrator.storage import ObjectStore
 
 GENERATION = "portal_poll_generation"
-# Adaptive jobs: answers of the final tasks, how many are final, and the share of answers saved
-# against workers_per_object for each; `labeljob status` shows them.
-OVERLAP = "overlap"
 # `launch --dry-run` prints this many task requests, then a count of the rest.
 PLAN_TASKS_SHOWN = 10
 # Task ids per UPDATE, well under every database's limit on bound parameters.
@@ -220,12 +217,7 @@ class PortalBackend:
         status = "stopped" if stopped else "completed" if labeled == total else "in_progress"
         state: dict = {GENERATION: generation + 1}
         if spec.task.adaptive is not None:
-            fixed = labeled * spec.task.workers_per_object
-            state[OVERLAP] = {
-                "answers_final": int(final_answers),
-                "settled": labeled,
-                "saved_vs_fixed": round(1 - final_answers / fixed, 3) if fixed else None,
-            }
+            state.update(overlap_state(labeled, int(final_answers), spec.task.workers_per_object))
         return PollResult(
             status=status,
             total=total,
