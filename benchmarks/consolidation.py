@@ -175,24 +175,27 @@ def load_real(path: Path) -> tuple[list[dict], list[Boxes]]:
     return rows, truth
 
 
+def real_object(row: dict, workers: Sequence[dict]) -> ObjectAnswers:
+    """One image of the real data with the answers of `workers` (entries of its "workers"), in that order."""
+    answers = [
+        WorkerAnswer(
+            worker_id=w["worker"],
+            boxes=[Box(**b) for b in w["boxes"]],
+            image_width=row["width"],
+            image_height=row["height"],
+        )
+        for w in workers
+    ]
+    return ObjectAnswers(dataset_object_id=row["image"], source_ref=row["image"], answers=answers)
+
+
 def real_subsample(rows: list[dict], truth: list[Boxes], k: int, seed: int) -> Dataset:
     """k of each image's workers, picked at random (seeded)."""
     rng = np.random.default_rng(seed)
-    objects = []
-    for row in rows:
-        workers = [row["workers"][i] for i in rng.choice(len(row["workers"]), k, replace=False)]
-        answers = [
-            WorkerAnswer(
-                worker_id=w["worker"],
-                boxes=[Box(**b) for b in w["boxes"]],
-                image_width=row["width"],
-                image_height=row["height"],
-            )
-            for w in workers
-        ]
-        objects.append(
-            ObjectAnswers(dataset_object_id=row["image"], source_ref=row["image"], answers=answers)
-        )
+    objects = [
+        real_object(row, [row["workers"][i] for i in rng.choice(len(row["workers"]), k, replace=False)])
+        for row in rows
+    ]
     return Dataset(f"real k={k} seed={seed}", objects, truth, ["pedestrian"])
 
 
@@ -225,17 +228,22 @@ SCENARIOS = [
 ]
 
 
-def synthetic(scenario: Scenario, n_images: int, seed: int) -> Dataset:
-    truth_images = synthetic_dataset(n_images, scenario.objects_per_image, scenario.n_classes, seed)
-    labels = [f"class{i}" for i in range(scenario.n_classes)]
-    crowd = CrowdSimulator(
+def scenario_crowd(scenario: Scenario, seed: int) -> CrowdSimulator:
+    """The simulated crowd of a scenario: the same seed gives the same workers."""
+    return CrowdSimulator(
         seed,
-        labels=labels,
+        labels=[f"class{i}" for i in range(scenario.n_classes)],
         spammer_rate=scenario.spammer_rate,
         wrong_label_rate=scenario.wrong_label_rate,
         recall_beta=scenario.recall_beta,
         spurious_rate=scenario.spurious_rate,
     )
+
+
+def synthetic(scenario: Scenario, n_images: int, seed: int) -> Dataset:
+    truth_images = synthetic_dataset(n_images, scenario.objects_per_image, scenario.n_classes, seed)
+    crowd = scenario_crowd(scenario, seed)
+    labels = crowd.labels
     objects = crowd.simulate(truth_images, scenario.workers_per_image)
     index = {label: i for i, label in enumerate(labels)}
     truth = []

@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import NotFound, SpecError
 
@@ -50,6 +58,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class AdaptiveSpec(_Model):
+    """`[task.adaptive]`: ask for another answer only where the crowd disagrees (docs/consolidation.md,
+    Adaptive overlap). `max_workers` defaults to `task.workers_per_object` + 2."""
+
+    min_workers: int = Field(2, ge=1)
+    max_workers: int | None = Field(None, ge=1)
+    edge_tolerance: float = Field(0.12, ge=0, le=1)
+    support_margin: float = Field(0.1, ge=0, le=0.5)
+    min_label_share: float = Field(0.6, ge=0, le=1)
+
+
 class TaskSpec(_Model):
     title: str = Field("Draw a box around each object", min_length=1, max_length=128)
     description: str = Field("Draw one tight box around every object of the listed labels.", min_length=1)
@@ -59,6 +78,20 @@ class TaskSpec(_Model):
     time_limit: Duration = 300
     lifetime: Duration = 6 * 3600
     max_concurrent: int = Field(1000, ge=1)
+    adaptive: AdaptiveSpec | None = None
+
+    @model_validator(mode="after")
+    def _adaptive_bounds(self) -> TaskSpec:
+        adaptive = self.adaptive
+        if adaptive is not None:
+            if adaptive.max_workers is None:
+                adaptive.max_workers = self.workers_per_object + 2
+            if adaptive.max_workers < adaptive.min_workers:
+                raise ValueError(
+                    f"adaptive.max_workers ({adaptive.max_workers}) must be at least "
+                    f"adaptive.min_workers ({adaptive.min_workers})"
+                )
+        return self
 
 
 class WorkforceSpec(_Model):
@@ -168,7 +201,11 @@ class JobSpec(_Model):
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the job, to tell a re-launch from a name clash."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Without [task.adaptive] the hash stays what it was before that section existed, so jobs
+        # launched earlier are still recognised when launched again.
+        exclude = {"task": {"adaptive"}} if self.task.adaptive is None else None
+        dump = self.model_dump(mode="json", exclude=exclude)
+        canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

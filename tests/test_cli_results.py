@@ -325,3 +325,101 @@ def test_consolidate_and_export_on_s3(s3):
     assert result.exit_code == 0, result.output
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="jobs-bucket", Prefix="yolo/")["Contents"]}
     assert {"yolo/labels/0.txt", "yolo/classes.txt", "yolo/data.yaml"} <= keys
+
+
+# ----------------------------------------------------------------------------- adaptive overlap
+
+
+def needs_more_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_needs_more_refuses_bad_worker_bounds(tmp_path, labels_file):
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps(PAYLOAD))
+    args = ["consolidate", str(payload), "--out", str(tmp_path / "o.manifest"), "--labels", str(labels_file)]
+    bad = run(*args, "--needs-more", str(tmp_path / "more.jsonl"), "--min-workers", "3", "--max-workers", "2")
+    assert bad.exit_code == 2 and "--max-workers" in bad.stderr
+    assert not (tmp_path / "o.manifest").exists() and not (tmp_path / "more.jsonl").exists()
+
+
+def test_needs_more_lists_unsettled_and_unanswered_objects_only(tmp_path, labels_file):
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps([*PAYLOAD, item("2", ("w1", content(("car", 5, 5, 50, 50))))]))
+    manifest = tmp_path / "input.manifest"
+    manifest.write_text(
+        "".join(json.dumps({"source-ref": f"s3://bucket/images/{i}.jpg"}) + "\n" for i in range(4))
+    )
+    out, more = tmp_path / "o.manifest", tmp_path / "more.jsonl"
+    result = run(
+        "--format", "json", "consolidate", str(payload), "--out", str(out), "--labels", str(labels_file),
+        "--input-manifest", str(manifest), "--needs-more", str(more),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # Object 0: its dog has two boxes at IoU 0.86 (0.14 > 0.12 allowed for two members); 1: two of
+    # three drew the same dog (settled); 2 has one answer and 3 none. The consolidated output covers
+    # the answered objects as usual.
+    assert needs_more_rows(more) == [
+        {"datasetObjectId": "0", "answers": 3, "reason": "loose_edges"},
+        {"datasetObjectId": "2", "answers": 1, "reason": "min_workers"},
+        {"datasetObjectId": "3", "answers": 0, "reason": "min_workers"},
+    ]
+    summary = json.loads(result.stdout)
+    assert (summary["objects"], summary["settled"], summary["needs_more"], summary["answers"]) == (3, 1, 3, 7)
+    assert summary["needs_more_uri"].endswith("more.jsonl") and out.exists()
+    tight = run(
+        "consolidate", str(payload), "--out", str(out), "--labels", str(labels_file),
+        "--needs-more", str(more), "--edge-tolerance", "0.0", "--max-workers", "4",
+    )  # fmt: skip
+    assert tight.exit_code == 0, tight.output
+    assert [(r["datasetObjectId"], r["reason"]) for r in needs_more_rows(more)] == [
+        ("0", "loose_edges"),
+        ("1", "loose_edges"),
+        ("2", "min_workers"),
+    ]
+
+
+def test_replaying_needs_more_from_the_command_line_matches_the_benchmark(tmp_path):
+    from benchmarks.adaptive import real_pools, replay
+    from benchmarks.consolidation import REAL_DATA, load_real
+    from orchestrator.consolidation import StoppingRule
+
+    rows, _ = load_real(REAL_DATA)
+    pools = real_pools(rows, seed=0)
+    expected = {
+        obj.dataset_object_id: len(obj.answers) for obj in replay(pools, StoppingRule(), ["pedestrian"])
+    }
+    labels = tmp_path / "labels.json"
+    labels.write_text('["pedestrian"]')
+    counts = {pool.dataset_object_id: 2 for pool in pools}
+    more = tmp_path / "more.jsonl"
+    for _ in range(7):
+        payload = [
+            item(
+                pool.dataset_object_id,
+                *(
+                    (
+                        a.worker_id,
+                        content(
+                            *(("pedestrian", b.left, b.top, b.width, b.height) for b in a.boxes),
+                            size=(a.image_width, a.image_height),
+                        ),
+                    )
+                    for a in pool.answers[: counts[pool.dataset_object_id]]
+                ),
+            )
+            for pool in pools
+        ]
+        (tmp_path / "payload.json").write_text(json.dumps(payload))
+        result = run(
+            "consolidate", str(tmp_path / "payload.json"), "--out", str(tmp_path / "o.manifest"),
+            "--labels", str(labels), "--needs-more", str(more),
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        asked = [row["datasetObjectId"] for row in needs_more_rows(more)]
+        if not asked:
+            break
+        for object_id in asked:
+            counts[object_id] += 1
+    assert counts == expected
+    assert 2 < sum(counts.values()) / len(counts) < 5

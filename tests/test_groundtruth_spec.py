@@ -92,6 +92,7 @@ INVALID = [
     ({"label_attribute": "my_boxes"}, "label_attribute"),
     ({"input_manifest": "/data/train.manifest"}, "input_manifest"),
     ({"output": "/data/out"}, "output"),
+    ({"task.adaptive": {"min_workers": 2}}, "task.adaptive"),
     ({"task.keywords": ["bounding-box"]}, "task.keywords"),
     ({"task.keywords": ["a", "b", "c", "d", "e", "f"]}, "task.keywords"),
     ({"task.keywords": ["k" * 31]}, "task.keywords"),

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator.backends.mturk.backend import MTurkBackend
 from orchestrator.backends.mturk.fees import assignment_fee, job_cost, round_half_up
-from orchestrator.spec import parse_spec
+from orchestrator.spec import AdaptiveSpec, parse_spec
 
 
 def spec(workers: int = 5, **mturk) -> object:
@@ -81,6 +81,17 @@ def test_estimate_lines_production() -> None:
     assert [(line.quantity, line.unit_usd) for line in estimate.lines] == [(100, 0.10), (100, 0.02)]
     assert estimate.total_usd == 12.00
     assert any("closed permanently on 2026-09-30" in note for note in estimate.notes)
+
+
+def test_an_adaptive_estimate_prices_the_most_and_names_the_least_and_the_expected() -> None:
+    adaptive = spec(reward_usd="0.10").model_copy(deep=True)
+    adaptive.task.adaptive = AdaptiveSpec(min_workers=2, max_workers=7)
+    estimate = MTurkBackend().estimate(adaptive, 20)
+    # 140 assignments at most, $0.12 each (the fee stays 20 %: HITs start below 10 and stay there).
+    assert [(line.quantity, line.unit_usd) for line in estimate.lines] == [(140, 0.10), (140, 0.02)]
+    assert estimate.total_usd == 16.80
+    note = next(n for n in estimate.notes if n.startswith("adaptive"))
+    assert "at least $4.80 (2 each), about $8.88 expected (3.7 each" in note
 
 
 def test_estimate_ten_or_more_assignments_costs_forty_percent_and_says_so() -> None:

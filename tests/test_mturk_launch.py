@@ -324,6 +324,7 @@ def base_spec(**overrides) -> dict:
         ({"mturk": {"external_url": "https://portal"}}, "mturk.external_url"),
         ({"mturk": {"review_policy": "agreement"}, "task": {"workers_per_object": 2}}, "mturk.review_policy"),
         ({"mturk": {"block_after_rejections": 3}}, "mturk.block_after_rejections"),
+        ({"task": {"adaptive": {"max_workers": 10}}}, "task.adaptive.max_workers"),
     ],
 )
 def test_validate_names_the_key(overrides: dict, key: str) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from orchestrator.backends.mturk.review import SPAM_FEEDBACK, UNREADABLE_FEEDBACK
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
+from orchestrator.jobs import status_row
 from tests.fakes.mturk import SPAMMERS, FakeMTurk, MTurkJob, SimulatedCrash, crash_after, pedestrian_images
 
 
@@ -98,26 +99,33 @@ def test_approve_all_approves_every_submission_once(fake_mturk: FakeMTurk, tmp_p
     assert sum(settled(fake_mturk, "ApproveAssignment").values()) == 9
 
 
-def run_until_crash(tmp_path: Path, k: int, policy: str) -> tuple[FakeMTurk, MTurkJob] | None:
-    """A job whose k-th MTurk call of its first poll crashes; None if that poll makes fewer calls."""
+def run_until_crash(
+    tmp_path: Path, k: int, policy: str, task: dict | None = None, rounds: int = 3, count: int = 2
+) -> tuple[FakeMTurk, MTurkJob, str] | None:
+    """A job whose k-th MTurk call of its first poll crashes, then runs `rounds` more work-and-poll
+    rounds, and the operation the crash followed; None if that poll makes fewer calls."""
     fake = FakeMTurk(spam_rate=0.25, seed=4).start()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ENDPOINT_URL_MTURK", fake.url)
         folder = tmp_path / f"{policy}-{k}"
         folder.mkdir()
-        job = MTurkJob(fake, folder, count=2, task={"workers_per_object": 3}, mturk={"review_policy": policy})
+        job = MTurkJob(
+            fake, folder, count=count, task=task or {"workers_per_object": 3}, mturk={"review_policy": policy}
+        )
         job.launch()
         fake.work()
+        before = len(fake.calls)
         crash_after(job.session, k)
         try:
             job.poll()
         except SimulatedCrash:
+            crashed_after = fake.calls[before + k - 1].operation
             job.restart()
-            for _ in range(3):
+            for _ in range(rounds):
                 fake.work()
                 record = job.poll()
             assert record.status == "completed"
-            return fake, job
+            return fake, job, crashed_after
         finally:
             fake.close()
     return None
@@ -131,7 +139,7 @@ def test_a_crash_anywhere_in_a_poll_never_settles_an_assignment_twice(tmp_path: 
         if outcome is None:
             break
         crashes += 1
-        fake, job = outcome
+        fake, job, _ = outcome
         approvals = settled(fake, "ApproveAssignment")
         rejections = settled(fake, "RejectAssignment")
         assert max(approvals.values()) == 1 and max(rejections.values(), default=1) == 1
@@ -370,3 +378,62 @@ def test_the_commands_run_a_job_end_to_end(fake_mturk: FakeMTurk, tmp_path: Path
     assert (row["status"], row["labeled"], row["total"]) == ("completed", 3, 3)
     manifest = Path(row["output_manifest"].removeprefix("file://"))
     assert len(manifest.read_text().splitlines()) == 3
+
+
+# ----------------------------------------------------------------------------- adaptive overlap
+
+ADAPTIVE = {"workers_per_object": 3, "adaptive": {"min_workers": 2, "max_workers": 5}}
+
+
+def extensions(fake: FakeMTurk) -> Counter:
+    """Successful CreateAdditionalAssignmentsForHIT calls per (HIT, request token)."""
+    return Counter(
+        (c.params["HITId"], c.params["UniqueRequestToken"])
+        for c in fake.calls
+        if c.operation == "CreateAdditionalAssignmentsForHIT" and c.outcome == "ok"
+    )
+
+
+def test_an_adaptive_job_adds_assignments_only_where_the_rule_asks(
+    fake_mturk: FakeMTurk, tmp_path: Path
+) -> None:
+    job = MTurkJob(fake_mturk, tmp_path, count=20, stride=7, task=ADAPTIVE)
+    job.launch()
+    assert {hit.max_assignments for hit in fake_mturk.live_hits()} == {2}
+    for _ in range(6):
+        fake_mturk.work()
+        record = job.poll()
+        if record.status == "completed":
+            break
+    assert record.status == "completed"
+    answers = {object_id: len(workers) for object_id, workers in stored_answers(job).items()}
+    assert sorted(answers, key=int) == [item.object_id for item in job.items]
+    assert min(answers.values()) == 2 and 2 < max(answers.values()) <= 5, answers
+    # One request per extension, and each answer approved once and stored.
+    assert set(extensions(fake_mturk).values()) == {1}
+    assert sum(settled(fake_mturk, "ApproveAssignment").values()) == sum(answers.values())
+    hits = record.backend_state["hits"]
+    assert all(e.get("settled") or e["asked"] == 5 for e in hits.values())
+    assert {e["asked"] for e in hits.values()} == set(answers.values())
+    row = status_row(record)
+    assert (row["settled"], row["answers_final"]) == (20, sum(answers.values()))
+    assert row["saved_vs_fixed"] == round(1 - sum(answers.values()) / 60, 3)
+
+
+def test_a_crash_anywhere_in_an_adaptive_poll_neither_extends_nor_settles_twice(tmp_path: Path) -> None:
+    crashed_after = Counter()
+    for k in range(1, 100):
+        outcome = run_until_crash(tmp_path, k, "approve_all", task=ADAPTIVE, rounds=6, count=3)
+        if outcome is None:
+            break
+        fake, job, operation = outcome
+        crashed_after[operation] += 1
+        assert max(settled(fake, "ApproveAssignment").values()) == 1
+        assert set(extensions(fake).values()) <= {1}
+        # No HIT grew past max_workers, and every approved answer reached the job's outputs.
+        assert max(hit.max_assignments for hit in fake.hits.values()) <= 5
+        stored = stored_answers(job)
+        approved = Counter(a.hit_id for a in fake.assignments.values() if a.status == "Approved")
+        by_hit = {e["hit"]: object_id for object_id, e in job.record.backend_state["hits"].items()}
+        assert {by_hit[h]: n for h, n in approved.items()} == {o: len(w) for o, w in stored.items()}
+    assert crashed_after["CreateAdditionalAssignmentsForHIT"] >= 1 and crashed_after["ApproveAssignment"] >= 3

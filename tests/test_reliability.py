@@ -62,3 +62,17 @@ def test_two_concurrent_polls_on_an_s3_workspace_keep_the_record_consistent_and_
     assert outcome.exit_codes == [0, 0]
     assert outcome.finishes == 1
     assert outcome.problems == []
+
+
+@pytest.mark.parametrize("make", [PortalScenario, MTurkScenario], ids=["portal", "mturk"])
+def test_an_adaptive_job_keeps_every_promise_through_a_crash_in_the_poll_that_extends_it(tmp_path, make):
+    # The first poll after every object has min_workers answers is the one that settles or extends.
+    sweep = crash_sweep(
+        functools.partial(make, adaptive=True),
+        make.backend_name,
+        tmp_path / "run",
+        "poll",
+        "final",
+        only=FEW_POINTS,
+    )
+    assert sweep.points >= 4 and sweep.problems == []

@@ -145,16 +145,47 @@ def consolidate(
             metavar="MANIFEST",
         ),
     ] = None,
+    needs_more: Annotated[
+        str | None,
+        typer.Option(
+            "--needs-more",
+            help="Write one JSON line per object the adaptive stopping rule wants another answer for.",
+            metavar="FILE",
+        ),
+    ] = None,
+    min_workers: Annotated[
+        int, typer.Option(help="Answers every object gets before the rule decides (with --needs-more).")
+    ] = 2,
+    max_workers: Annotated[
+        int, typer.Option(help="Answers after which an object is settled (with --needs-more).")
+    ] = 7,
+    edge_tolerance: Annotated[
+        float,
+        typer.Option(help="Looser boxes than this ask for another answer: lower = tighter, more answers."),
+    ] = 0.12,
 ) -> None:
     """Consolidate workers' boxes by IoU voting into an augmented manifest in Ground Truth's format."""
-    from orchestrator.consolidation import AnswerReport
+    from orchestrator.consolidation import AnswerReport, StoppingRule
     from orchestrator.outputs import OutputTargets, consolidate_and_write, detect_attr
 
     st = state(ctx)
     params = _params(
         iou_threshold=iou_threshold, min_support=min_support, coordinates=coordinates, weighting=weighting
     )
-    session = st.session_for(input, out, labels, workers_report, input_manifest)
+    stopping = None
+    if needs_more:
+        try:
+            stopping = StoppingRule(
+                min_workers=min_workers,
+                max_workers=max_workers,
+                edge_tolerance=edge_tolerance,
+                iou_threshold=params.iou_threshold,
+                min_support=params.min_support,
+                coordinates=params.coordinates,
+            )
+        except ValueError as exc:
+            raise UsageError(f"--{str(exc).split()[0].replace('_', '-')}: {exc}") from None
+    session = st.session_for(input, out, labels, workers_report, input_manifest, needs_more)
     label_list = _labels(labels, session)
     report = AnswerReport()
     with st.output.progress("reading answers") as bar:
@@ -164,6 +195,7 @@ def consolidate(
         targets = OutputTargets(
             manifest=open_object(out, session),
             workers_report=open_object(workers_report, session) if workers_report else None,
+            needs_more=open_object(needs_more, session) if needs_more else None,
         )
         bar.update(description=f"voting on {len(objects):,} objects and writing the outputs")
         outputs = consolidate_and_write(
@@ -175,6 +207,7 @@ def consolidate(
             targets=targets,
             params=params,
             report=report,
+            stopping=stopping,
         )
     if report.problems:
         st.output.warn(f"{report.problems} answer problem(s) repaired or dropped; see `repairs`")

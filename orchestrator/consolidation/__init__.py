@@ -20,8 +20,16 @@ _EXPORTS = {
         "parse_worker_response",
     ],
     "iou": ["box_iou"],
-    "iou_vote": ["ConsolidatedBox", "IoUVote", "ObjectResult", "WorkerQuality", "consolidate_image"],
+    "iou_vote": [
+        "ConsolidatedBox",
+        "IoUVote",
+        "ObjectResult",
+        "WorkerQuality",
+        "consolidate_image",
+        "consolidate_objects",
+    ],
     "simulated_crowd": ["CrowdSimulator", "TruthImage", "synthetic_dataset"],
+    "stopping": ["EXPECTED_EXTRA_SHARE", "StopDecision", "StoppingRule", "expected_answers"],
 }
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

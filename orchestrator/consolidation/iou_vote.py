@@ -69,6 +69,8 @@ class ConsolidatedBox:
     votes: int
     mean_iou: float
     workers: tuple[str, ...]
+    label_share: float = 1.0
+    """Weighted share of the members that gave the winning label."""
 
 
 @dataclass
@@ -203,22 +205,44 @@ def consolidate_image(
 ) -> list[ConsolidatedBox]:
     """Consolidate one image's answers (one per worker) with fixed worker weights (default 1 each).
 
-    Weights below `MIN_WEIGHT` are raised to it; the image size for clipping defaults to the one the
-    answers carry. Same algorithm and parameters as `IoUVote`.
+    The image size for clipping defaults to the one the answers carry. See `consolidate_objects`.
     """
-    IoUVote(iou_threshold, min_support, coordinates)  # validates the parameters
     if image_width and image_height:
         answers = [
             a.model_copy(update={"image_width": image_width, "image_height": image_height}) for a in answers
         ]
-    job = _Job.build([ObjectAnswers(dataset_object_id="", source_ref="", answers=list(answers))], labels)
+    image = ObjectAnswers(dataset_object_id="", source_ref="", answers=list(answers))
+    return consolidate_objects(
+        [image],
+        weights,
+        labels=labels,
+        iou_threshold=iou_threshold,
+        min_support=min_support,
+        coordinates=coordinates,
+    )[0].boxes
+
+
+def consolidate_objects(
+    objects: Sequence[ObjectAnswers],
+    weights: Mapping[str, float] | None = None,
+    *,
+    labels: list[str] | None = None,
+    iou_threshold: float = 0.5,
+    min_support: float = 0.5,
+    coordinates: Coordinates = "median",
+) -> list[ObjectResult]:
+    """One voting pass over `objects` with fixed worker weights (default 1 each; a worker not in
+    `weights` weighs 1): no weights are learned, so each object's result depends on its answers and
+    `weights` only. Weights below `MIN_WEIGHT` are raised to it. Same algorithm and parameters as
+    `IoUVote`."""
+    IoUVote(iou_threshold, min_support, coordinates)  # validates the parameters
+    job = _Job.build(objects, labels)
     given = weights or {}
     w = np.array([float(given.get(worker, 1.0)) for worker in job.worker_ids])
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("worker weights must be finite and >= 0")
     w = np.maximum(w, MIN_WEIGHT)
-    vote = _Vote(job, w, iou_threshold, min_support, coordinates)
-    return vote.results([ObjectAnswers(dataset_object_id="", source_ref="", answers=[])])[0].boxes
+    return _Vote(job, w, iou_threshold, min_support, coordinates).results(objects)
 
 
 @dataclass
@@ -386,6 +410,7 @@ class _Vote:
         winner = np.argmax(label_weight >= top[:, None] - _TOL, axis=1)  # first label in tie-break order
         self.kept_weight = cluster_weight[kept]
         self.label_disagreement = top < self.kept_weight - _TOL
+        self.label_share = top / self.kept_weight
 
         member_iou = paired_iou(self.xyxy[member], box[row])
         votes = np.bincount(row, minlength=n_kept)
@@ -458,6 +483,7 @@ class _Vote:
             self.votes[order].tolist(),
             self.mean_iou[order].tolist(),
             [members[k] for k in order.tolist()],
+            self.label_share[order].tolist(),
             strict=True,
         )
         boxes = [ConsolidatedBox(*row) for row in columns]

@@ -6,7 +6,15 @@ Names are imported from their module on first use: reading records never imports
 from orchestrator import lazy_exports
 
 _EXPORTS = {
-    "backend": ["Backend", "CostEstimate", "CostLine", "LaunchPlan", "PollResult"],
+    "backend": [
+        "OVERLAP",
+        "Backend",
+        "CostEstimate",
+        "CostLine",
+        "LaunchPlan",
+        "PollResult",
+        "overlap_state",
+    ],
     "finish": ["finish_job"],
     "lifecycle": [
         "check_spec",

@@ -76,6 +76,23 @@ class PollResult:
     unlabeled_ids: list[str] = field(default_factory=list)
 
 
+OVERLAP = "overlap"
+
+
+def overlap_state(final_objects: int, final_answers: int, workers_per_object: int) -> dict:
+    """What an adaptive job's poll reports under `backend_state["overlap"]` for `labeljob status`:
+    objects whose answers are final (`settled`: by the stopping rule or at max_workers), their
+    answers, and the share saved against `workers_per_object` answers each."""
+    fixed = final_objects * workers_per_object
+    return {
+        OVERLAP: {
+            "settled": final_objects,
+            "answers_final": final_answers,
+            "saved_vs_fixed": round(1 - final_answers / fixed, 3) if fixed else None,
+        }
+    }
+
+
 class Backend(Protocol):
     """A workforce. Every method takes everything it needs from its arguments and its constructor."""
 

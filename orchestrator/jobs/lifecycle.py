@@ -23,7 +23,7 @@ from orchestrator.errors import (
     SpecError,
     WaitTimedOut,
 )
-from orchestrator.jobs.backend import PollResult
+from orchestrator.jobs.backend import OVERLAP, PollResult
 from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
 from orchestrator.jobs.store import JobStore
 from orchestrator.spec import JobSpec
@@ -261,5 +261,6 @@ def status_row(record: JobRecord, now: datetime | None = None) -> dict:
         "failure_reason": record.failure_reason,
         "hint": stuck_hint(record, now),
     }
+    row.update(record.backend_state.get(OVERLAP, {}))
     row.update({f"output_{k}": v for k, v in record.outputs.items()})
     return row

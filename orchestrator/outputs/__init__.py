@@ -15,7 +15,13 @@ _EXPORTS = {
         "workers_report_rows",
         "write_augmented_manifest",
     ],
-    "consolidate": ["OutputTargets", "consolidate_and_write", "parse_label_categories", "read_source_lines"],
+    "consolidate": [
+        "OutputTargets",
+        "consolidate_and_write",
+        "parse_label_categories",
+        "read_source_lines",
+        "stopping_rule",
+    ],
     "exports": ["FORMATS", "export_lines", "export_splits", "load_label_map", "parse_label_map"],
     "layout": [
         "OUTPUT_MANIFEST_KEY",

@@ -23,9 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from orchestrator.consolidation import AnswerReport, IoUVote, ObjectAnswers, ObjectResult, WorkerQuality
+from orchestrator.consolidation import (
+    AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    ObjectResult,
+    StoppingRule,
+    WorkerQuality,
+)
 from orchestrator.errors import InputError
-from orchestrator.manifest import read_manifest
+from orchestrator.manifest import read_manifest, write_jsonl
 from orchestrator.outputs.augmented_manifest import (
     augmented_line,
     write_augmented_manifest,
@@ -39,7 +46,7 @@ from orchestrator.outputs.layout import (
     write_consolidation_response,
     write_worker_responses,
 )
-from orchestrator.spec import ConsolidationSpec
+from orchestrator.spec import ConsolidationSpec, JobSpec
 from orchestrator.storage import ObjectStore
 
 Target = tuple[ObjectStore, str]
@@ -51,11 +58,13 @@ class OutputTargets:
 
     `job_folder`, when set, is the store rooted at `<output>/<job name>/`; the consolidation
     response is written there, and the worker responses too if `write_worker_responses` (leave
-    it False when the backend or Ground Truth has written them already).
+    it False when the backend or Ground Truth has written them already). `needs_more` receives one
+    JSON line per object the stopping rule wants another answer for.
     """
 
     manifest: Target
     workers_report: Target | None = None
+    needs_more: Target | None = None
     job_folder: ObjectStore | None = None
     write_worker_responses: bool = False
 
@@ -91,6 +100,20 @@ def _order(source_lines: Mapping[str, dict]):
     return key
 
 
+def stopping_rule(spec: JobSpec) -> StoppingRule | None:
+    """The stopping rule of a job spec's `[task.adaptive]`, voting as its `[consolidation]`; None in
+    a fixed-overlap job."""
+    adaptive = spec.task.adaptive
+    if adaptive is None:
+        return None
+    return StoppingRule(
+        **adaptive.model_dump(),
+        iou_threshold=spec.consolidation.iou_threshold,
+        min_support=spec.consolidation.min_support,
+        coordinates=spec.consolidation.coordinates,
+    )
+
+
 def consolidate_and_write(
     objects: list[ObjectAnswers],
     source_lines: Mapping[str, dict],
@@ -102,6 +125,7 @@ def consolidate_and_write(
     params: ConsolidationSpec | None = None,
     report: AnswerReport | None = None,
     created: datetime | None = None,
+    stopping: StoppingRule | None = None,
 ) -> JobOutputs:
     """Consolidate `objects` by IoU voting and write the augmented manifest and the reports.
 
@@ -110,7 +134,11 @@ def consolidate_and_write(
     without any answer get no output line (they count as `unanswered`, as do manifest lines with
     no object). Lines follow the input manifest's order. `report` is the parser's, for the
     summary. Writes, in this order: worker responses (if asked), the augmented manifest, the
-    workers report (if a target is given), the consolidation response (if `job_folder`).
+    workers report (if a target is given), the consolidation response (if `job_folder`), the objects
+    that need more answers (if a target is given).
+
+    With `stopping`, every object (those of `source_lines` without answers too) is decided by the
+    rule with the workers' weights from this consolidation; the summary counts them.
     """
     params = params or ConsolidationSpec()
     created = created or datetime.now(UTC)
@@ -147,6 +175,29 @@ def consolidate_and_write(
         ]
         paths["consolidation_response"] = write_consolidation_response(folder, entries, created)
 
+    decisions = []
+    if stopping is not None:
+        given = {obj.dataset_object_id for obj in objects}
+        everything = [
+            *objects,
+            *(
+                ObjectAnswers(dataset_object_id=object_id, source_ref=line.get("source-ref", ""), answers=[])
+                for object_id, line in source_lines.items()
+                if object_id not in given
+            ),
+        ]
+        decided = stopping.fit_predict(everything, model.skills_, labels)
+        decisions = sorted(decided, key=lambda d: order(d.dataset_object_id))
+        if targets.needs_more is not None:
+            rows = [
+                {"datasetObjectId": d.dataset_object_id, "answers": d.answers, "reason": d.reason}
+                for d in decisions
+                if d.needs_more
+            ]
+            store, key = targets.needs_more
+            write_jsonl(store, key, rows)
+            paths["needs_more"] = store.uri(key)
+
     answered_ids = {r.dataset_object_id for r in results}
     unanswered = len({obj.dataset_object_id for obj in objects} | set(source_lines)) - len(answered_ids)
     summary = {
@@ -159,6 +210,15 @@ def consolidate_and_write(
         "low_quality_workers": sum(1 for w in model.workers_.values() if w.low_quality),
         "flags": dict(sorted(Counter(flag for r in results for flag in r.flags).items())),
         "repairs": dict(sorted(report.counts.items())) if report else {},
+        **(
+            {
+                "answers": sum(len(obj.answers) for obj in objects),
+                "settled": sum(not d.needs_more for d in decisions),
+                "needs_more": sum(d.needs_more for d in decisions),
+            }
+            if stopping is not None
+            else {}
+        ),
         **{f"{name}_uri": uri for name, uri in paths.items()},
     }
     return JobOutputs(results=results, workers=model.workers_, paths=paths, summary=summary)

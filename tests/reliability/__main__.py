@@ -48,6 +48,8 @@ def scenarios(moto_url: str) -> dict[str, object]:
         "groundtruth": functools.partial(GroundTruthScenario, moto_url=moto_url),
         "mturk": MTurkScenario,
         "mturk (agreement review)": functools.partial(MTurkScenario, policy="agreement"),
+        "portal (adaptive)": functools.partial(PortalScenario, adaptive=True),
+        "mturk (adaptive)": functools.partial(MTurkScenario, adaptive=True),
     }
 
 
@@ -219,14 +221,16 @@ def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:
         "## Crash injection",
         "",
         "Each job is small (portal: 4 images x 2 answers; Ground Truth: 4 images x 3 workers; MTurk: 3",
-        "images x 3 workers, HIT ids saved every 2 HITs). A crash point is one side of one call the command",
+        "images x 3 workers, HIT ids saved every 2 HITs; the adaptive ones start with 2 answers and the",
+        "stopping rule asks up to 2 more, on odd images for the portal, whose crowd disagrees there).",
+        "A crash point is one side of one call the command",
         "makes: every botocore call of the product's session (S3, SageMaker, MTurk; reads too), every portal",
         "database write transaction, every write to a local store; *before* it (the call never happens) or",
         "*after* it (it happened, the process died before using the answer). For every crash point k: run",
         "the command, kill it at k (a `BaseException` nothing catches), start a new process (new session,",
         "engine, backend), run the same command again, let the crowd finish and poll to the end.",
         "`poll (partial)` is a poll while half the objects are answered; `poll (final)` the poll that finds",
-        "the job done and writes the outputs.",
+        "the job done and writes the outputs (in the adaptive jobs, the one that settles or extends tasks).",
         "",
         f"Checked after every run: {CHECKED}. Outputs are compared file by file (augmented manifest,",
         "worker responses, workers report, COCO export, remaining manifest, the workspace copy, the record's",

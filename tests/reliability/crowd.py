@@ -17,13 +17,15 @@ SUBMITTED_AT = 1_767_225_600.0
 IMAGE_SIZE = (640, 480)
 
 
-def answer(object_id: str, worker: int, labels: list[str]) -> dict:
-    """The element's answer of worker `worker` for `object_id`: one box per label, jittered by worker."""
+def answer(object_id: str, worker: int, labels: list[str], spread: int = 1) -> dict:
+    """The element's answer of worker `worker` for `object_id`: one box per label, jittered by worker,
+    `spread` times as much on odd objects (workers who disagree there, for adaptive overlap)."""
     base = int(object_id) if object_id.isdigit() else len(object_id)
+    shift = worker * (spread if base % 2 else 1)
     boxes = [
         {
             "label": label,
-            "left": 20 + 40 * i + base % 7 + worker,
+            "left": 20 + 40 * i + base % 7 + shift,
             "top": 30 + 25 * i + base % 5,
             "width": 80 + worker % 3,
             "height": 60 + base % 4,
@@ -45,7 +47,9 @@ def workers(db: Database, count: int, prefix: str = "crowd") -> list[int]:
         return [simulated_worker(session, f"{prefix}-{i}", None, 0.0).id for i in range(1, count + 1)]
 
 
-def answer_all(db: Database, job: str, labels: list[str], count: int, limit: int | None = None) -> int:
+def answer_all(
+    db: Database, job: str, labels: list[str], count: int, limit: int | None = None, spread: int = 1
+) -> int:
     """Workers `crowd-1..count` answer the job's tasks in turn; at most `limit` answers. Returns how many."""
     done = 0
     for number, worker_id in enumerate(workers(db, count), start=1):
@@ -53,7 +57,7 @@ def answer_all(db: Database, job: str, labels: list[str], count: int, limit: int
             leased = take_task(db, worker_id, SUBMITTED_AT, job)
             if leased is None:
                 break
-            content = json.dumps(answer(leased.object_id, number, labels), separators=(",", ":"))
+            content = json.dumps(answer(leased.object_id, number, labels, spread), separators=(",", ":"))
             submit_answer(db, worker_id, leased.lease_id, content, SUBMITTED_AT)
             done += 1
     return done

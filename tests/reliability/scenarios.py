@@ -174,19 +174,32 @@ class PortalScenario:
     backend_name = "portal"
 
     def __init__(
-        self, folder: Path, *, objects: int = 4, workers: int = 2, fault_rate: float = 0.0, seed: int = 0
+        self,
+        folder: Path,
+        *,
+        objects: int = 4,
+        workers: int = 2,
+        fault_rate: float = 0.0,
+        seed: int = 0,
+        adaptive: bool = False,
     ) -> None:
         self.folder, self.objects, self.workers = folder, objects, workers
         images = sample_images(objects)
         manifest = folder / "input.manifest"
         manifest.write_text("".join(json.dumps({"source-ref": p.as_uri()}) + "\n" for p in images))
+        # Adaptive: 2 answers, up to 2 more; the crowd disagrees on odd objects, which get them.
+        self.adaptive = adaptive
+        self.crowd, self.spread = (workers + 2, 15) if adaptive else (workers, 1)
         self.spec = parse_spec(
             {
                 "name": "portal-job",
                 "labels": LABELS,
                 "input_manifest": str(manifest),
                 "output": str(folder / "labeling"),
-                "task": {"workers_per_object": workers},
+                "task": {
+                    "workers_per_object": workers,
+                    **({"adaptive": {"min_workers": 2}} if adaptive else {}),
+                },
             }
         )
         self.workspace = LocalStore(folder / "workspace")
@@ -215,7 +228,7 @@ class PortalScenario:
     def work(self, limit: int | None = None) -> None:
         db = open_database(self.db_url)
         try:
-            answer_all(db, self.spec.name, LABELS, self.workers, limit)
+            answer_all(db, self.spec.name, LABELS, self.crowd, limit, self.spread)
         finally:
             db.dispose()
 
@@ -239,7 +252,9 @@ class PortalScenario:
         try:
             with db.read() as session:
                 jobs = session.scalar(select(func.count(Job.id)).where(Job.name == self.spec.name))
-                tasks = session.execute(select(Task.object_id, Task.answered, Task.wanted)).all()
+                tasks = session.execute(
+                    select(Task.object_id, Task.answered, Task.wanted, Task.asked, Task.settled_at)
+                ).all()
                 answers = session.execute(
                     select(Task.object_id, Worker.public_id)
                     .join(Answer, Answer.task_id == Task.id)
@@ -252,8 +267,10 @@ class PortalScenario:
         object_ids = [t.object_id for t in tasks]
         if sorted(object_ids) != sorted(set(object_ids)) or len(object_ids) != self.objects:
             problems.append(f"tasks launched: {sorted(object_ids)}")
-        if any(t.answered != t.wanted for t in tasks):
-            problems.append("a task has more or fewer answers than it wants")
+        if any(t.answered > t.asked or (t.answered != t.wanted and t.settled_at is None) for t in tasks):
+            problems.append("a task has more answers than it asked for, or fewer than it wants unsettled")
+        if self.adaptive and not {t.answered for t in tasks} >= {2, self.crowd}:
+            problems.append(f"adaptive: answers per task {sorted(t.answered for t in tasks)}")
         given = {(o, w) for o, w in answers}
         if stored_answers(open_store(job_output_prefix(self.spec))) != given:
             problems.append("stored worker responses differ from the answers given (answer lost or added)")
@@ -416,6 +433,7 @@ class MTurkScenario:
         policy: str = "approve_all",
         fault_rate: float = 0.0,
         seed: int = 0,
+        adaptive: bool = False,
     ) -> None:
         self.folder, self.objects = folder, objects
         self.fake = FakeMTurk(spam_rate=0.25 if policy == "agreement" else 0.0).start()
@@ -435,7 +453,7 @@ class MTurkScenario:
             self.fake,
             folder,
             count=objects,
-            task={"workers_per_object": workers},
+            task={"workers_per_object": workers, **({"adaptive": {"min_workers": 2}} if adaptive else {})},
             mturk={"review_policy": policy},
         )
         self.spec = self.job.spec

@@ -259,6 +259,14 @@ class GroundTruthBackend:
                     f"use one of {', '.join(LAMBDA_ACCOUNTS)}",
                 )
             )
+        if task.adaptive is not None:
+            p.append(
+                (
+                    "task.adaptive",
+                    "a Ground Truth job cannot add workers to an object, and follow-up jobs on the unsettled "
+                    "objects are not supported yet; remove [task.adaptive]",
+                )
+            )
         if len(task.keywords) > MAX_KEYWORDS:
             p.append(("task.keywords", f"give at most {MAX_KEYWORDS} keywords, not {len(task.keywords)}"))
         bad = [k for k in task.keywords if len(k) > MAX_KEYWORD_CHARS or not KEYWORD.fullmatch(k)]

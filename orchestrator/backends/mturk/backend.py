@@ -10,12 +10,20 @@ missing HIT exactly once. Poll: only the HITs in the record; answers of approved
 are handed to the job layer. Review reads each assignment's status before acting on it, so a
 poll that crashed between approving and recording never approves or rejects twice.
 
+Adaptive overlap (`[task.adaptive]`): HITs start with `min_workers` assignments. When a HIT has
+all it asked for, approved, the stopping rule decides (worker weights from the approved answers of
+the HITs this poll read): a settled HIT is final, another gets one more assignment with
+`CreateAdditionalAssignmentsForHIT`, whose token names the HIT's new total, so a poll repeated
+after a crash adds nothing twice. How many answers a HIT asks for is read back from MTurk
+(`MaxAssignments` less the rejected ones), so a record older than the last extension cannot lower it.
+
 Backend state in the job record:
     hit_type_id          the job's HIT type
     launch_started_at    when the first HIT may have been created (UniqueRequestToken lasts 24 h)
     images_valid_until   when the presigned image URLs inside the questions expire
     hits                 object id -> {"hit", "source_ref", "answers" (handed over),
-                         "final" (no more work will come), "extensions"}
+                         "final" (no more work will come), "extensions", and in an adaptive job
+                         "asked" (answers asked for) and "settled" (by the stopping rule)}
     rejected             assignment id -> worker id, for every assignment this job rejected
     flagged              assignment id -> {"object", "worker", "problem"}: unreadable answers
     blocked              worker ids blocked with CreateWorkerBlock
@@ -44,8 +52,10 @@ from orchestrator.backends.mturk.fees import LARGE_HIT_ASSIGNMENTS, assignment_f
 from orchestrator.backends.mturk.hits import (
     annotation,
     assignment_cap,
+    first_assignments,
     hit_request,
     hit_type_request,
+    most_assignments,
     qualification_requirements,
     request_token,
     settings,
@@ -54,7 +64,14 @@ from orchestrator.backends.mturk.hits import (
 )
 from orchestrator.backends.mturk.question import Questions
 from orchestrator.backends.mturk.review import Submission, Verdict, review
-from orchestrator.consolidation import AnswerReport, ObjectAnswers, WorkerAnswer, parse_mturk_answer
+from orchestrator.consolidation import (
+    AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    WorkerAnswer,
+    expected_answers,
+    parse_mturk_answer,
+)
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import (
     CostEstimate,
@@ -64,8 +81,10 @@ from orchestrator.jobs import (
     LaunchPlan,
     ManifestItem,
     PollResult,
+    overlap_state,
     utcnow,
 )
+from orchestrator.outputs import stopping_rule
 from orchestrator.spec import MTURK_CLOSED
 
 if TYPE_CHECKING:
@@ -105,6 +124,16 @@ class _Ledger:
     blocked: list[str]
 
 
+@dataclass
+class _Complete:
+    """An adaptive HIT with, approved, all the answers it asked for: the stopping rule's to decide."""
+
+    hit_id: str
+    asked: int
+    n_rejected: int
+    approved: list[WorkerAnswer]
+
+
 class MTurkBackend:
     """Mechanical Turk HITs from the shared task template; labeljob's own review and consolidation."""
 
@@ -138,7 +167,7 @@ class MTurkBackend:
     def estimate(self, spec: JobSpec, n_objects: int) -> CostEstimate:
         """Reward and fees if every assignment is approved; zero in the sandbox, with the real price noted."""
         m = settings(spec)
-        workers = spec.task.workers_per_object
+        workers = most_assignments(spec)
         cost = job_cost(m.reward_usd, n_objects, workers, m.masters)
         commission = assignment_fee(cost.reward, workers, masters=False)
         n = cost.total_assignments
@@ -158,6 +187,16 @@ class MTurkBackend:
         notes = []
         if m.sandbox:
             notes.append(f"sandbox: nothing is charged; in production this job would cost ${cost.total:.2f}")
+        adaptive = spec.task.adaptive
+        if adaptive is not None and n:
+            per_answer = float(cost.total) / n
+            expected = expected_answers(adaptive.min_workers, adaptive.max_workers)
+            notes.append(
+                f"adaptive: the lines are the most ({adaptive.max_workers} answers per object); at least "
+                f"${per_answer * n_objects * adaptive.min_workers:.2f} ({adaptive.min_workers} each), about "
+                f"${per_answer * n_objects * expected:.2f} expected ({expected:.1f} each, as on the "
+                "pedestrians-dev benchmark; a crowd that disagrees more spends more)"
+            )
         notes += [w for w in spec_warnings(spec) if "fee" in w]
         notes.append("fees are charged on approval; rejected work is neither paid nor charged")
         notes.append(MTURK_CLOSED)
@@ -254,7 +293,7 @@ class MTurkBackend:
 
     def _check_balance(self, mturk, spec: JobSpec, n_hits: int) -> None:
         m = settings(spec)
-        needed = job_cost(m.reward_usd, n_hits, spec.task.workers_per_object, m.masters).total
+        needed = job_cost(m.reward_usd, n_hits, most_assignments(spec), m.masters).total
         available = Decimal(call(mturk, "GetAccountBalance")["AvailableBalance"])
         if available < needed:
             raise BackendError(
@@ -344,12 +383,15 @@ class MTurkBackend:
         valid_until = _time(state.get("images_valid_until"))
         mturk = self.client(spec) if hits else None
         answers = []
+        complete: dict[str, _Complete] = {}
         for object_id, entry in hits.items():
             if entry.get("final"):
                 continue
-            found = self._poll_hit(mturk, spec, object_id, entry, ledger, stopping, valid_until)
+            found = self._poll_hit(mturk, spec, object_id, entry, ledger, stopping, valid_until, complete)
             if found is not None:
                 answers.append(found)
+        if complete:
+            self._decide(mturk, spec, hits, complete)
         self._block_repeat_offenders(mturk, spec, ledger)
         final = [entry for entry in hits.values() if entry.get("final")]
         labeled = sum(1 for entry in final if entry.get("answers", 0) > 0)
@@ -360,6 +402,15 @@ class MTurkBackend:
             status = "stopped" if stopping else "completed"
             if not labeled and not stopping:
                 status, reason = "failed", "no worker answered any HIT before it expired"
+        kept = {
+            "hits": hits,
+            "rejected": ledger.rejected,
+            "flagged": ledger.flagged,
+            "blocked": ledger.blocked,
+        }
+        if spec.task.adaptive is not None:
+            answered = sum(entry.get("answers", 0) for entry in final)
+            kept.update(overlap_state(len(final), answered, spec.task.workers_per_object))
         return PollResult(
             status=status,
             total=record.counters.total,
@@ -367,12 +418,7 @@ class MTurkBackend:
             failed=len(final) - labeled,
             failure_reason=reason,
             answers=answers,
-            backend_state={
-                "hits": hits,
-                "rejected": ledger.rejected,
-                "flagged": ledger.flagged,
-                "blocked": ledger.blocked,
-            },
+            backend_state=kept,
             unlabeled_ids=[k for k, entry in hits.items() if entry.get("final") and not entry.get("answers")],
         )
 
@@ -385,10 +431,11 @@ class MTurkBackend:
         ledger: _Ledger,
         stopping: bool,
         valid_until: datetime | None,
+        complete: dict[str, _Complete],
     ) -> ObjectAnswers | None:
-        """Review, collect and keep one HIT going; updates `entry` and `ledger` in place."""
+        """Review, collect and keep one HIT going; updates `entry` and `ledger` in place. An adaptive
+        HIT that has, approved, all it asked for and may grow goes into `complete` for the rule."""
         m = settings(spec)
-        workers = spec.task.workers_per_object
         hit_id = entry["hit"]
         hit = call(mturk, "GetHIT", HITId=hit_id)["HIT"]
         assignments = list(
@@ -429,9 +476,12 @@ class MTurkBackend:
                 if a["AssignmentStatus"] == "Rejected":
                     ledger.rejected[a["AssignmentId"]] = a["WorkerId"]
         max_assignments = hit["MaxAssignments"]
+        n_rejected = sum(1 for a in assignments if a["AssignmentStatus"] == "Rejected")
+        # A fixed job asks for workers_per_object; an adaptive one for what the rule asked, which
+        # MTurk holds too: after a crash between extending and recording, MaxAssignments is ahead.
+        asked = max(entry.get("asked", first_assignments(spec)), max_assignments - n_rejected)
         if not stopping:
-            n_rejected = sum(1 for a in assignments if a["AssignmentStatus"] == "Rejected")
-            target = min(workers + n_rejected, assignment_cap(workers))
+            target = min(asked + n_rejected, assignment_cap(most_assignments(spec)))
             if target > max_assignments:
                 self._add_assignments(mturk, spec, object_id, hit_id, target - max_assignments, target)
                 max_assignments = target
@@ -453,10 +503,38 @@ class MTurkBackend:
             for a in assignments
             if a["AssignmentStatus"] == "Approved" and parsed[a["AssignmentId"]] is not None
         ]
+        if spec.task.adaptive is not None:
+            entry["asked"] = asked
+            if entry["final"] and missing <= 0 and not stopping and not entry.get("settled"):
+                if asked < most_assignments(spec) and asked + n_rejected < assignment_cap(
+                    most_assignments(spec)
+                ):
+                    entry["final"] = False  # until the rule has decided
+                    complete[object_id] = _Complete(hit_id, asked, n_rejected, approved)
         if len(approved) == entry.get("answers", 0):
             return None
         entry["answers"] = len(approved)
         return ObjectAnswers(dataset_object_id=object_id, source_ref=entry["source_ref"], answers=approved)
+
+    def _decide(self, mturk, spec: JobSpec, hits: dict[str, dict], complete: dict[str, _Complete]) -> None:
+        """The stopping rule on every complete adaptive HIT: settle it, or add one assignment."""
+        labels = list(spec.labels)
+        objects = [
+            ObjectAnswers(
+                dataset_object_id=object_id, source_ref=hits[object_id]["source_ref"], answers=c.approved
+            )
+            for object_id, c in complete.items()
+        ]
+        weights = IoUVote(**spec.consolidation.model_dump()).fit(objects, labels=labels).skills_
+        for decision in stopping_rule(spec).fit_predict(objects, weights, labels):
+            object_id = decision.dataset_object_id
+            entry, c = hits[object_id], complete[object_id]
+            if not decision.needs_more:
+                entry["settled"] = entry["final"] = True
+                continue
+            target = c.asked + 1 + c.n_rejected
+            self._add_assignments(mturk, spec, object_id, c.hit_id, 1, target)
+            entry["asked"] = c.asked + 1
 
     @staticmethod
     def _parse(spec: JobSpec, object_id: str, assignment: dict, ledger: _Ledger) -> WorkerAnswer | None:
@@ -510,7 +588,8 @@ class MTurkBackend:
 
     @staticmethod
     def _add_assignments(mturk, spec: JobSpec, object_id: str, hit_id: str, n: int, target: int) -> None:
-        """Replace rejected work; the token names the target, so a repeat adds nothing."""
+        """Replace rejected work or add the one more answer the stopping rule asked for; the token names
+        the target, so a repeat adds nothing."""
         try:
             call(
                 mturk,

@@ -107,10 +107,22 @@ def hit_type_request(spec: JobSpec, requirements: list[dict]) -> dict:
     }
 
 
+def first_assignments(spec: JobSpec) -> int:
+    """Assignments a HIT starts with: `workers_per_object`, or `min_workers` in an adaptive job."""
+    adaptive = spec.task.adaptive
+    return adaptive.min_workers if adaptive else spec.task.workers_per_object
+
+
+def most_assignments(spec: JobSpec) -> int:
+    """Answers an object may get: `workers_per_object`, or `max_workers` in an adaptive job."""
+    adaptive = spec.task.adaptive
+    return adaptive.max_workers if adaptive else spec.task.workers_per_object
+
+
 def hit_request(spec: JobSpec, hit_type_id: str, object_id: str, question: str) -> dict:
     return {
         "HITTypeId": hit_type_id,
-        "MaxAssignments": spec.task.workers_per_object,
+        "MaxAssignments": first_assignments(spec),
         "LifetimeInSeconds": spec.task.lifetime,
         "Question": question,
         "RequesterAnnotation": annotation(spec, object_id),
@@ -135,6 +147,17 @@ def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
     m = settings(spec)
     task = spec.task
     problems: list[tuple[str, str]] = []
+    if (
+        task.adaptive is not None
+        and task.adaptive.min_workers < LARGE_HIT_ASSIGNMENTS <= task.adaptive.max_workers
+    ):
+        problems.append(
+            (
+                "task.adaptive.max_workers",
+                f"{task.adaptive.max_workers}: a HIT created with fewer than 10 assignments cannot be "
+                f"extended past {LARGE_HIT_ASSIGNMENTS - 1}",
+            )
+        )
     if float(m.reward_usd) <= 0:
         problems.append(("mturk.reward_usd", "must be at least 0.01"))
     for key, value in (("task.time_limit", task.time_limit), ("task.lifetime", task.lifetime)):

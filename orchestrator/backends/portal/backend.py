@@ -2,7 +2,13 @@
 
 Launch loads the manifest into the portal's database, one task per object wanting
 `workers_per_object` answers. Poll reads the counters and hands over the answers of every object
-that has all of its answers (and, once the job is stopped, of every object that has any).
+whose answers are final (and, once the job is stopped, of every object that has any).
+
+With `[task.adaptive]` a task wants `max_workers` answers but asks for `min_workers` at first
+(`Task.asked`). Each poll runs the stopping rule, with the worker weights of the whole job so far,
+on every task that has the answers it asked for: a settled task is final, another asks for one more
+answer. A task is handed over once final (settled, or at `max_workers`), so its answers never change
+after; the job completes when every task is.
 
 Which objects were handed over is tracked by a poll generation: a poll marks the tasks it
 reports with generation G+1, where G is the generation in the job record, and returns G+1 for
@@ -32,9 +38,16 @@ from orchestrator.backends.portal.db import (
     redacted,
 )
 from orchestrator.backends.portal.media import split_image_root
-from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_element_answer
+from orchestrator.consolidation import (
+    AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    expected_answers,
+    parse_element_answer,
+)
 from orchestrator.errors import BackendError, ConfigError
-from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
+from orchestrator.outputs import stopping_rule
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem
@@ -81,11 +94,19 @@ class PortalBackend:
         return problems
 
     def estimate(self, spec: JobSpec, n_objects: int) -> CostEstimate:
-        answers = n_objects * spec.task.workers_per_object
-        return CostEstimate(
-            lines=[CostLine("portal answers (no fee)", answers, 0.0)],
-            notes=["the self-hosted portal charges nothing; pay your workers whatever you agreed with them"],
+        notes = ["the self-hosted portal charges nothing; pay your workers whatever you agreed with them"]
+        adaptive = spec.task.adaptive
+        if adaptive is None:
+            return CostEstimate(
+                [CostLine("portal answers (no fee)", n_objects * spec.task.workers_per_object, 0.0)], notes
+            )
+        low, high = adaptive.min_workers, adaptive.max_workers
+        expected = expected_answers(low, high)
+        notes.append(
+            f"adaptive: {n_objects * low:,} answers at least, about {round(n_objects * expected):,} expected "
+            f"({expected:.1f} per object, as on the pedestrians-dev benchmark), {n_objects * high:,} at most"
         )
+        return CostEstimate([CostLine("portal answers at most (no fee)", n_objects * high, 0.0)], notes)
 
     def plan(self, spec: JobSpec, items: list[ManifestItem] | None, record: JobRecord) -> LaunchPlan:
         warnings = []
@@ -95,13 +116,19 @@ class PortalBackend:
             database = "(none)"
             warnings.append(f"{exc.message}; {exc.hint}")
         n_objects = len(items) if items is not None else None
+        adaptive = spec.task.adaptive
+        per_object: int | str = spec.task.workers_per_object
+        first_ask = spec.task.workers_per_object
+        if adaptive is not None:
+            per_object = f"{adaptive.min_workers} to {adaptive.max_workers}, as the stopping rule asks"
+            first_ask = adaptive.min_workers
         requests: list[dict] = [
             {
                 "request": "create portal job",
                 "database": database,
                 "job": spec.name,
                 "objects": n_objects,
-                "answers_per_object": spec.task.workers_per_object,
+                "answers_per_object": per_object,
                 "time_limit_seconds": spec.task.time_limit,
             }
         ]
@@ -113,7 +140,7 @@ class PortalBackend:
                     "request": "create task",
                     "object_id": item.object_id,
                     "source_ref": item.source_ref,
-                    "answers": spec.task.workers_per_object,
+                    "answers": first_ask,
                 }
                 for item in items[:PLAN_TASKS_SHOWN]
             ]
@@ -151,13 +178,18 @@ class PortalBackend:
                     f"the portal database {redacted(self.database().url)} has no job {spec.name!r}",
                     hint="poll with the same --db (or workspace) the job was launched with",
                 )
-            total, labeled = session.execute(
-                select(func.count(Task.id), func.count(Task.id).filter(Task.answered >= Task.wanted)).where(
-                    Task.job_id == job.id
-                )
-            ).one()
             stopped = job.status == "stopped"
-            ready = Task.answered > 0 if stopped else Task.answered >= Task.wanted
+            if spec.task.adaptive is not None and not stopped:
+                self._decide(session, job.id, spec, time.time())
+            final = catalog.task_final()
+            total, labeled, final_answers = session.execute(
+                select(
+                    func.count(Task.id),
+                    func.count(Task.id).filter(final),
+                    func.coalesce(func.sum(Task.answered).filter(final), 0),
+                ).where(Task.job_id == job.id)
+            ).one()
+            ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
                 select(Task)
                 .where(
@@ -179,20 +211,51 @@ class PortalBackend:
             if stopped:
                 unlabeled = list(
                     session.scalars(
-                        select(Task.object_id)
-                        .where(Task.job_id == job.id, Task.answered < Task.wanted)
-                        .order_by(Task.position)
+                        select(Task.object_id).where(Task.job_id == job.id, ~final).order_by(Task.position)
                     )
                 )
         status = "stopped" if stopped else "completed" if labeled == total else "in_progress"
+        state: dict = {GENERATION: generation + 1}
+        if spec.task.adaptive is not None:
+            state.update(overlap_state(labeled, int(final_answers), spec.task.workers_per_object))
         return PollResult(
             status=status,
             total=total,
             labeled=labeled,
             answers=answers,
-            backend_state={GENERATION: generation + 1},
+            backend_state=state,
             unlabeled_ids=unlabeled,
         )
+
+    def _decide(self, session, job_id: int, spec: JobSpec, now: float) -> None:
+        """Settle, or ask one more answer for, every task that has the answers it asked for."""
+        waiting = session.scalars(
+            select(Task)
+            .where(
+                Task.job_id == job_id,
+                Task.answered >= Task.asked,
+                Task.answered < Task.wanted,
+                Task.settled_at.is_(None),
+            )
+            .order_by(Task.position)
+            .with_for_update()
+        ).all()
+        if not waiting:
+            return
+        labels = list(spec.labels)
+        answered = session.scalars(
+            select(Task).where(Task.job_id == job_id, Task.answered > 0).order_by(Task.position)
+        ).all()
+        objects = self._answers(session, answered, labels)
+        weights = IoUVote(**spec.consolidation.model_dump()).fit(objects, labels=labels).skills_
+        by_id = {obj.dataset_object_id: obj for obj in objects}
+        decisions = stopping_rule(spec).fit_predict([by_id[t.object_id] for t in waiting], weights, labels)
+        settled = [t.id for t, d in zip(waiting, decisions, strict=True) if not d.needs_more]
+        more = [t.id for t, d in zip(waiting, decisions, strict=True) if d.needs_more]
+        for start in range(0, max(len(settled), len(more)), CHUNK):
+            chunk = slice(start, start + CHUNK)
+            session.execute(update(Task).where(Task.id.in_(settled[chunk])).values(settled_at=now))
+            session.execute(update(Task).where(Task.id.in_(more[chunk])).values(asked=Task.asked + 1))
 
     @staticmethod
     def _answers(session, tasks: list[Task], labels: list[str]) -> list[ObjectAnswers]:

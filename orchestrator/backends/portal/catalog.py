@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 
 from markupsafe import Markup
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,6 +93,9 @@ def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: fl
         session.add(job)
         session.flush()
     existing = set(session.scalars(select(Task.object_id).where(Task.job_id == job.id)))
+    adaptive = spec.task.adaptive
+    wanted = adaptive.max_workers if adaptive else spec.task.workers_per_object
+    asked = adaptive.min_workers if adaptive else wanted
     rows = [
         {
             "job_id": job.id,
@@ -100,7 +103,8 @@ def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: fl
             "object_id": item.object_id,
             "source_ref": item.source_ref,
             "image_key": key,
-            "wanted": spec.task.workers_per_object,
+            "wanted": wanted,
+            "asked": asked,
             "answered": 0,
             "time_limit": spec.task.time_limit,
         }
@@ -120,15 +124,20 @@ def stop_job(session: Session, name: str, now: float) -> bool:
     return result.rowcount > 0 or job_by_name(session, name) is not None
 
 
+def task_final():
+    """A task whose answers are final: it has all it may want, or the stopping rule settled it."""
+    return or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None))
+
+
 def progress(session: Session, job: Job, now: float) -> dict:
     """Status (open, completed or stopped) and counters of one job: objects, complete objects, answers,
-    wanted answers, live leases, workers."""
+    answers asked for so far (all that are wanted in a fixed-overlap job), live leases, workers."""
     objects, complete, answers, wanted = session.execute(
         select(
             func.count(Task.id),
-            func.coalesce(func.sum(case((Task.answered >= Task.wanted, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((task_final(), 1), else_=0)), 0),
             func.coalesce(func.sum(Task.answered), 0),
-            func.coalesce(func.sum(Task.wanted), 0),
+            func.coalesce(func.sum(Task.asked), 0),
         ).where(Task.job_id == job.id)
     ).one()
     live = session.scalar(

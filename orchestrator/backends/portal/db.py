@@ -27,10 +27,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     make_url,
+    text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from orchestrator.errors import ConfigError
@@ -80,6 +82,11 @@ class Task(Base):
     time_limit: Mapped[int] = mapped_column(Integer)
     # The poll generation that last handed this task's answers to the job layer (see the backend).
     reported_in: Mapped[int | None] = mapped_column(Integer)
+    # Answers leased out for now: `wanted` in a fixed-overlap job; in an adaptive one it starts at
+    # min_workers and a poll raises it by one where the stopping rule asks, up to `wanted`.
+    asked: Mapped[int] = mapped_column(Integer)
+    # When the stopping rule settled the task (adaptive jobs); its answers are final from then on.
+    settled_at: Mapped[float | None] = mapped_column(Double)
 
     __table_args__ = (
         UniqueConstraint("job_id", "object_id"),
@@ -87,6 +94,7 @@ class Task(Base):
         UniqueConstraint("id", "wanted", name="task_wanted"),
         CheckConstraint("wanted >= 1", name="task_wanted_positive"),
         CheckConstraint("answered >= 0 AND answered <= wanted", name="task_answered_range"),
+        CheckConstraint("asked >= 1 AND asked <= wanted AND answered <= asked", name="task_asked_range"),
         CheckConstraint("time_limit >= 1", name="task_time_limit"),
         Index("ix_tasks_open", "job_id", "answered", "position"),
         Index("ix_tasks_image", "job_id", "image_key"),
@@ -231,6 +239,22 @@ class Database:
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
+        self._add_adaptive_columns()
+
+    def _add_adaptive_columns(self) -> None:
+        """Give a database created before adaptive overlap its two task columns (every task then
+        asks for all it wants, as it did)."""
+        if "asked" in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
+            return
+        try:
+            with self.write() as session:
+                session.execute(text("ALTER TABLE tasks ADD COLUMN asked INTEGER"))
+                session.execute(text("ALTER TABLE tasks ADD COLUMN settled_at DOUBLE PRECISION"))
+                session.execute(text("UPDATE tasks SET asked = wanted"))
+        except DBAPIError:
+            # Another portal process added them first (its transaction is the one that counts).
+            if "asked" not in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

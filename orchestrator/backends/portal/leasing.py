@@ -1,9 +1,10 @@
 """Leasing tasks to workers and taking their answers.
 
 A lease hands one task to one worker for the task's time limit. A task never has more live leases
-plus answers than it wants, a worker never answers one object twice, an expired lease simply stops
-counting (the task goes back to the pool), and a submit is refused politely when the lease has
-expired or is someone else's. Submitting twice returns the first answer.
+plus answers than it asks for (`Task.asked`: all it wants, or in an adaptive job as many as the
+stopping rule has asked for so far), a worker never answers one object twice, an expired lease
+simply stops counting (the task goes back to the pool), and a submit is refused politely when the
+lease has expired or is someone else's. Submitting twice returns the first answer.
 
 Concurrency: every function runs in one write transaction. On SQLite that transaction holds the
 database's write lock from BEGIN (IMMEDIATE). On PostgreSQL a worker locks the task row it wants
@@ -123,8 +124,8 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 .join(Job, Job.id == Task.job_id)
                 .where(
                     Task.job_id.in_(jobs),
-                    Task.answered < Task.wanted,
-                    Task.answered + live < Task.wanted,
+                    Task.answered < Task.asked,
+                    Task.answered + live < Task.asked,
                     ~answered_by_me,
                 )
                 .order_by(Task.job_id, Task.position)
@@ -182,16 +183,16 @@ def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[b
     live = select(func.count(Lease.id)).where(_live_leases(task_id, now))
     mine = select(func.count(Answer.id)).where(Answer.task_id == task_id, Answer.worker_id == worker_id)
     own_lease = select(Lease.id).where(Lease.task_id == task_id, Lease.worker_id == worker_id)
-    answered, wanted, leased, answered_by_me, lease_id = session.execute(
+    answered, asked, leased, answered_by_me, lease_id = session.execute(
         select(
             Task.answered,
-            Task.wanted,
+            Task.asked,
             live.scalar_subquery(),
             mine.scalar_subquery(),
             own_lease.scalar_subquery(),
         ).where(Task.id == task_id)
     ).one()
-    return answered_by_me == 0 and answered + leased < wanted, lease_id
+    return answered_by_me == 0 and answered + leased < asked, lease_id
 
 
 def submit_answer(db: Database, worker_id: int, lease_id: int, content: str, now: float) -> Submitted:
@@ -230,7 +231,7 @@ def submit_answer(db: Database, worker_id: int, lease_id: int, content: str, now
                 raise SubmitRefused("closed")
             if now >= expires:
                 raise SubmitRefused("expired")
-            if task.answered >= task.wanted:
+            if task.answered >= task.asked:
                 raise SubmitRefused("full")
             answer = Answer(
                 task_id=task.id,
