@@ -9,24 +9,24 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+from orchestrator.consolidation import AnswerReport
 from orchestrator.errors import InputError, UsageError
 from orchestrator.outputs import (
     FORMATS,
     OUTPUT_MANIFEST_KEY,
-    WORKER_RESPONSE_PREFIX,
     OutputTargets,
     consolidate_and_write,
     detect_attr,
     export_lines,
+    job_output_folder,
     load_label_map,
     parse_label_categories,
+    read_answers,
     read_augmented_manifest,
     read_source_lines,
-    read_worker_responses,
 )
 from orchestrator.spec import ConsolidationSpec
-from orchestrator.storage import ObjectStore, is_s3_uri, open_object, open_store
+from orchestrator.storage import is_s3_uri, open_object, open_store
 
 MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
@@ -35,19 +35,6 @@ DEFAULT_ATTR = "bbox"
 def _session(st: State, *uris: str | None):
     """The run's boto3 session when any location is on S3; None keeps local runs free of AWS."""
     return st.session if any(uri and is_s3_uri(uri) for uri in uris) else None
-
-
-def _job_folder(uri: str, session) -> ObjectStore | None:
-    """The store of a Ground Truth job output folder, or None when `uri` names a payload file."""
-    if is_s3_uri(uri):
-        store = open_store(uri, session)
-        return store if next(iter(store.list(WORKER_RESPONSE_PREFIX)), None) else None
-    return open_store(uri) if Path(uri).is_dir() else None
-
-
-def _read(uri: str, session) -> bytes:
-    store, key = open_object(uri, session)
-    return store.get(key)
 
 
 def _params(**values) -> ConsolidationSpec:
@@ -118,26 +105,16 @@ def consolidate(
     source_lines: dict[str, dict] = {}
     if input_manifest:
         source_lines = read_source_lines(*open_object(input_manifest, session))
-    folder = _job_folder(input, session)
-    if folder is not None:
-        if next(iter(folder.list(WORKER_RESPONSE_PREFIX)), None) is None:
+    folder = job_output_folder(input, session)
+    if folder is not None and not input_manifest:
+        if not folder.exists(OUTPUT_MANIFEST_KEY):
             raise InputError(
-                f"{folder.uri(WORKER_RESPONSE_PREFIX)}: no worker responses",
-                hint="INPUT is a payload file or a Ground Truth job's folder: <S3OutputPath>/<job name>/",
+                f"{folder.uri(OUTPUT_MANIFEST_KEY)}: not found",
+                hint="give the job's input manifest with --input-manifest",
             )
-        if not input_manifest:
-            if not folder.exists(OUTPUT_MANIFEST_KEY):
-                raise InputError(
-                    f"{folder.uri(OUTPUT_MANIFEST_KEY)}: not found",
-                    hint="give the job's input manifest with --input-manifest",
-                )
-            source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
-        source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-        objects = read_worker_responses(folder, source_refs, label_list, report)
-    else:
-        objects = parse_consolidation_payload(
-            _read(input, session), label_list, report, fetch=lambda uri: _read(uri, session)
-        )
+        source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
+    source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
+    objects = read_answers(input, source_refs, label_list, report, session)
     attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
     name = job_name or Path(input.rstrip("/")).stem
     targets = OutputTargets(
