@@ -18,6 +18,7 @@ from orchestrator.cli import job as job_cmd
 from orchestrator.cli import manifest as manifest_cmd
 from orchestrator.cli import portal as portal_cmd
 from orchestrator.cli import results as results_cmd
+from orchestrator.cli import review as review_cmd
 from orchestrator.cli import workforce as workforce_cmd
 from orchestrator.cli._errors import describe
 from orchestrator.cli._output import Output
@@ -103,3 +104,4 @@ app.command("iam-policy")(iam_cmd.iam_policy)
 app.add_typer(workforce_cmd.app, name="workforce")
 app.add_typer(manifest_cmd.app, name="manifest")
 app.add_typer(portal_cmd.app, name="portal")
+app.command("review")(review_cmd.review)

@@ -148,6 +148,20 @@ class AugmentedLine(BaseModel):
     def class_name(self, class_id: int) -> str:
         return self.metadata.class_map[str(class_id)]
 
+    def boxes(self) -> list[dict]:
+        """Each box with its label's name and its confidence: label, left, top, width, height, confidence."""
+        return [
+            {
+                "label": self.class_name(a.class_id),
+                "left": a.left,
+                "top": a.top,
+                "width": a.width,
+                "height": a.height,
+                "confidence": o.confidence,
+            }
+            for a, o in zip(self.label.annotations, self.metadata.objects, strict=True)
+        ]
+
 
 def creation_date(when: datetime) -> str:
     """Ground Truth's timestamp: UTC, microseconds, no timezone suffix."""
@@ -227,12 +241,19 @@ def write_augmented_manifest(store: ObjectStore, key: str, lines: Iterable[Mappi
     return store.uri(key)
 
 
+def detection_attrs(line: Mapping) -> list[str]:
+    """The line's label attributes whose `-metadata` says `groundtruth/object-detection`, in key order
+    (a chained job's latest attribute last)."""
+    return [
+        key.removesuffix("-metadata")
+        for key, value in line.items()
+        if key.endswith("-metadata") and isinstance(value, Mapping) and value.get("type") == OBJECT_DETECTION
+    ]
+
+
 def detect_attr(line: Mapping) -> str | None:
-    """The label attribute of a line: the key whose `-metadata` says `groundtruth/object-detection`."""
-    for key, value in line.items():
-        if key.endswith("-metadata") and isinstance(value, Mapping) and value.get("type") == OBJECT_DETECTION:
-            return key.removesuffix("-metadata")
-    return None
+    """The first label attribute of a line whose `-metadata` says `groundtruth/object-detection`."""
+    return next(iter(detection_attrs(line)), None)
 
 
 def read_augmented_manifest(

@@ -299,16 +299,8 @@ class Portal:
             key = image_key(job.image_root, line.source_ref)
             size = line.label.image_size[0] if line.label.image_size else None
             boxes = [
-                {
-                    "label": line.class_name(a.class_id),
-                    "class_id": a.class_id,
-                    "left": a.left,
-                    "top": a.top,
-                    "width": a.width,
-                    "height": a.height,
-                    "confidence": o.confidence,
-                }
-                for a, o in zip(line.label.annotations, line.metadata.objects, strict=True)
+                {**box, "class_id": a.class_id}
+                for box, a in zip(line.boxes(), line.label.annotations, strict=True)
             ]
             caption = f"{line.source_ref.rsplit('/', 1)[-1]}: {len(boxes)} boxes, lowest confidence "
             caption += f"{least_certain(line):.2f}" if boxes else "n/a"
