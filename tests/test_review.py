@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -374,3 +380,55 @@ def test_the_command_refuses_a_missing_manifest_and_reviewing_into_itself(tmp_pa
         cli, ["review", str(manifest), "--out", str(tmp_path / "r" / "r.manifest"), "--attr", "nope"]
     )
     assert wrong_attr.exit_code == 1 and "nope" in wrong_attr.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(manifest: Path, out: Path) -> tuple[subprocess.Popen, dict]:
+    """`labeljob review` in its own process; its printed summary once the app answers."""
+    command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--format", "json"]
+    command += ["review", str(manifest), "--out", str(out), "--port", str(_free_port())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    text = ""
+    while not text.endswith("}\n"):  # the summary is printed as indented JSON
+        line = process.stdout.readline()
+        assert line, "labeljob review printed no summary: " + process.stderr.read()
+        text += line
+    printed = json.loads(text)
+    for _ in range(200):
+        try:
+            httpx.get(printed["url"] + "/static/review.css", timeout=1)
+            return process, printed
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError("labeljob review did not start: " + process.stderr.read())
+
+
+def test_the_command_prints_a_new_link_each_run_stops_on_ctrl_c_and_resumes(tmp_path):
+    manifest = write_chained_manifest(tmp_path)
+    out = tmp_path / "reviewed" / "reviewed.manifest"
+    process, printed = _serve(manifest, out)
+    try:
+        code = printed["review_url"].rsplit("/", 1)[1]
+        assert printed["attr"] == "bbox-adjusted" and printed["items"] == 3 and printed["undecided"] == 3
+        headers = {"Authorization": f"Bearer {code}"}
+        decided = httpx.post(f"{printed['url']}/api/items/2", json={"action": "reject"}, headers=headers)
+        assert decided.json()["decision"] == "reject"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+    process, again = _serve(manifest, out)
+    try:
+        assert (again["undecided"], again["reject"]) == (2, 1)
+        assert again["review_url"] != printed["review_url"]
+        old = {"Authorization": f"Bearer {code}"}
+        assert httpx.get(f"{again['url']}/api/items", headers=old).status_code == 401
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert len(_lines(out.parent / "rejected.manifest")) == 1
