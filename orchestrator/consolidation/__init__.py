@@ -16,6 +16,7 @@ from orchestrator.consolidation.answers import (
     parse_mturk_answer,
     parse_worker_response,
 )
+from orchestrator.consolidation.gold import GoldScore, gold_weight, score_gold
 from orchestrator.consolidation.iou_vote import (
     ConsolidatedBox,
     IoUVote,
@@ -29,6 +30,7 @@ __all__ = [
     "AnswerReport",
     "Box",
     "ConsolidatedBox",
+    "GoldScore",
     "CrowdSimulator",
     "IoUVote",
     "MAX_BOXES_PER_ANSWER",
@@ -40,9 +42,11 @@ __all__ = [
     "WorkerQuality",
     "box_iou",
     "consolidate_image",
+    "gold_weight",
     "parse_consolidation_payload",
     "parse_element_answer",
     "parse_mturk_answer",
     "parse_worker_response",
+    "score_gold",
     "synthetic_dataset",
 ]

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, ObjectAnswers, box_iou
+from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, Box, ObjectAnswers, score_gold
 from orchestrator.errors import InputError, NotFound, UsageError
 from orchestrator.manifest import read_lines
 from orchestrator.outputs import (
@@ -41,6 +40,7 @@ LOW_CONFIDENCE = 0.5
 HIGH_DISAGREEMENT = 0.3
 MAX_COORDINATE = 1_000_000
 ORDERS = ("uncertain", "index")
+BOX_KEYS = ("label", "left", "top", "width", "height")
 # The before/after of a line nobody has decided on yet, in the decisions log.
 UNDECIDED = {"decision": None, "boxes": None}
 
@@ -269,7 +269,7 @@ class Review:
         if decision.action == "reject":
             return None
         if decision.action == "accept":
-            return [{k: v for k, v in box.items() if k != "confidence"} for box in item.line.boxes()]
+            return [{k: box[k] for k in BOX_KEYS} for box in item.line.boxes()]
         boxes = []
         for n, box in enumerate(decision.boxes or []):
             if box.label not in self.labels:
@@ -376,27 +376,10 @@ def _disagreement(consensus: list[dict], workers: Mapping[str, list[dict]]) -> f
 
 
 def _f1(boxes: list[dict], reference: list[dict]) -> float:
-    if not boxes and not reference:
-        return 1.0
-    if not boxes or not reference:
-        return 0.0
-    overlap = box_iou(_xyxy(boxes), _xyxy(reference))
-    same = np.array([[a["label"] == b["label"] for b in reference] for a in boxes])
-    overlap = np.where(same, overlap, 0.0)
-    matched = 0
-    # Greedy one-to-one matching, best pair first.
-    while overlap.size and overlap.max() >= MATCH_IOU:
-        i, j = np.unravel_index(overlap.argmax(), overlap.shape)
-        matched += 1
-        overlap[i, :] = 0.0
-        overlap[:, j] = 0.0
-    return 2 * matched / (len(boxes) + len(reference))
-
-
-def _xyxy(boxes: list[dict]) -> np.ndarray:
-    return np.array(
-        [[b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]] for b in boxes], float
-    )
+    # Built without validation: a consensus box read from a manifest may be 0 pixels wide.
+    drawn = [Box.model_construct(**{k: b[k] for k in BOX_KEYS}) for b in boxes]
+    truth = [Box.model_construct(**{k: b[k] for k in BOX_KEYS}) for b in reference]
+    return score_gold(drawn, truth, MATCH_IOU).f1
 
 
 def _uncertainty_key(row: dict) -> tuple:
