@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import NotFound, SpecError
 
@@ -120,6 +128,21 @@ class ConsolidationSpec(_Model):
     weighting: Literal["none", "agreement"] = "agreement"
 
 
+class QualitySpec(_Model):
+    """Gold tasks (docs/portal.md, "Gold tasks"): `gold` is an augmented manifest of known boxes."""
+
+    gold: str | None = None
+    gold_rate: float = Field(0.1, gt=0, lt=1)
+    gold_min_f1: float | None = Field(None, ge=0, le=1)
+    gold_min_seen: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _min_f1_needs_gold(self) -> QualitySpec:
+        if self.gold_min_f1 is not None and self.gold is None:
+            raise ValueError("gold_min_f1 needs gold, the manifest of gold tasks")
+        return self
+
+
 class JobSpec(_Model):
     name: str
     backend: Literal["groundtruth", "mturk", "portal"] = "portal"
@@ -133,6 +156,13 @@ class JobSpec(_Model):
     mturk: MTurkSpec | None = None
     portal: PortalSpec = Field(default_factory=PortalSpec)
     consolidation: ConsolidationSpec = Field(default_factory=ConsolidationSpec)
+    quality: QualitySpec | None = None
+
+    @model_validator(mode="after")
+    def _gold_on_the_portal(self) -> JobSpec:
+        if self.quality is not None and self.quality.gold is not None and self.backend != "portal":
+            raise ValueError("quality.gold: gold tasks run on the portal backend only")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -168,7 +198,10 @@ class JobSpec(_Model):
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the job, to tell a re-launch from a name clash."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data["quality"] is None:
+            del data["quality"]  # a job launched before [quality] existed keeps its fingerprint
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -202,10 +235,17 @@ def load_spec(path: str | Path) -> JobSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError([("(file)", f"not valid TOML: {exc}")], source=str(path)) from None
     base = path.resolve().parent
-    for key in ("input_manifest", "output"):
-        value = data.get(key)
+
+    def resolve(value: object) -> object:
         if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            data[key] = str(base / value)
+            return str(base / value)
+        return value
+
+    for key in ("input_manifest", "output"):
+        data[key] = resolve(data.get(key))
+    quality = data.get("quality")
+    if isinstance(quality, dict) and "gold" in quality:
+        quality["gold"] = resolve(quality["gold"])
     task = data.get("task")
     if isinstance(task, dict) and isinstance(task.get("instructions"), str):
         instructions = Path(task["instructions"])

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator.backends import get_backend
 from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.backend import PortalBackend
 from orchestrator.backends.portal.db import Task
@@ -18,35 +17,17 @@ from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.errors import ConfigError
-from orchestrator.jobs import JobStore, finish_job, launch_job, new_record, poll_job, read_items
-from orchestrator.spec import parse_spec
-from orchestrator.storage import open_store
+from orchestrator.jobs import finish_job, launch_job, new_record, poll_job, read_items
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
 LABELS = ["car", "pedestrian", "sign"]
 
 
 @pytest.fixture
-def job(tmp_path):
+def job(portal_spec):
     """A spec over six sample images, 3 answers each, and the job layer's store and the backend."""
     keys = [json.loads(line)["key"] for line in (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()]
-    keys = [key for key in keys if "/img_" in key][:6]
-    manifest = tmp_path / "in.manifest"
-    manifest.write_text(
-        "".join(json.dumps({"source-ref": (SAMPLE_BUCKET / k).as_uri()}) + "\n" for k in keys)
-    )
-    spec = parse_spec(
-        {
-            "name": "street-1",
-            "labels": LABELS,
-            "input_manifest": str(manifest),
-            "output": str(tmp_path / "labeling"),
-            "task": {"workers_per_object": 3},
-        }
-    )
-    workspace = open_store(tmp_path / "workspace")
-    backend = get_backend("portal", workspace=workspace)
-    return spec, JobStore(workspace), backend
+    return portal_spec("street-1", [key for key in keys if "/img_" in key][:6])
 
 
 def _tasks(backend: PortalBackend) -> int:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
-from orchestrator.backends.portal import catalog, pages
+from orchestrator.backends.portal import catalog, gold, pages
 from orchestrator.backends.portal.db import Job, Lease, Task, Worker, open_database
 from orchestrator.backends.portal.leasing import LeasedTask, SubmitRefused, submit_answer, take_task
 from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type, image_key
@@ -190,6 +190,8 @@ class Portal:
             raise Denied(422, "the answer cannot be read: " + "; ".join(report.examples))
         text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
         done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock())
+        if not done.duplicate:
+            gold.after_answer(self.db, identity.worker_id, lease_id, self.clock())
         return {
             "status": "duplicate" if done.duplicate else "accepted",
             "answer_id": done.answer_id,
@@ -635,9 +637,15 @@ def create_app(
                 raise Denied(404, "no such job", html=True)
             summary = catalog.progress(session, job, portal.clock())
             workers = catalog.worker_stats(session, job)
+            scores = gold.public_gold_scores(session, job.id)
+            blocked = gold.blocks(session, job.id)
         agreement = portal.agreement(name)
         for row in workers:
             row.update({k: v for k, v in agreement.get(row["worker_id"], {}).items() if k != "answers"})
+            if scores:
+                score = scores.get(row["worker_id"])
+                row["gold"] = f"F1 {score.f1:.2f} over {score.tasks}" if score else "none yet"
+                row["blocked"] = blocked.get(row["worker_id"], "")
         record = portal.job_record(name)
         outputs = record.outputs if record else {}
         # A folder output (an export with several files) is shown by its location, not downloaded.

@@ -31,6 +31,7 @@ from orchestrator.backends.portal.db import (
     open_database,
     redacted,
 )
+from orchestrator.backends.portal.gold import not_gold, read_gold
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_element_answer
 from orchestrator.errors import BackendError, ConfigError
@@ -122,15 +123,17 @@ class PortalBackend:
         return LaunchPlan(requests, self.estimate(spec, n_objects or 0), warnings)
 
     def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
-        """The images are in one bucket or folder, which the portal serves them from."""
-        split_image_root([item.source_ref for item in items])
+        """The images, gold ones included, are in one bucket or folder, which the portal serves them from."""
+        gold = read_gold(spec, self.boto3_session)
+        split_image_root([item.source_ref for item in items] + [g.source_ref for g in gold])
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         db = self.database()
+        gold = read_gold(spec, self.boto3_session)
         for attempt in range(2):
             try:
                 with db.write() as session:
-                    job, _created = catalog.load_job(session, spec, items, time.time())
+                    job, _created = catalog.load_job(session, spec, items, time.time(), gold)
                 break
             except IntegrityError:
                 # Another process created the same job at the same moment (PostgreSQL): load again.
@@ -153,7 +156,7 @@ class PortalBackend:
                 )
             total, labeled = session.execute(
                 select(func.count(Task.id), func.count(Task.id).filter(Task.answered >= Task.wanted)).where(
-                    Task.job_id == job.id
+                    Task.job_id == job.id, not_gold()
                 )
             ).one()
             stopped = job.status == "stopped"
@@ -162,6 +165,7 @@ class PortalBackend:
                 select(Task)
                 .where(
                     Task.job_id == job.id,
+                    not_gold(),
                     ready,
                     or_(Task.reported_in.is_(None), Task.reported_in > generation),
                 )
@@ -180,7 +184,7 @@ class PortalBackend:
                 unlabeled = list(
                     session.scalars(
                         select(Task.object_id)
-                        .where(Task.job_id == job.id, Task.answered < Task.wanted)
+                        .where(Task.job_id == job.id, Task.answered < Task.wanted, not_gold())
                         .order_by(Task.position)
                     )
                 )

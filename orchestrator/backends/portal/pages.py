@@ -134,14 +134,16 @@ def admin_jobs_page(jobs: list[dict]) -> str:
 
 
 def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]], csrf: str) -> str:
-    """One job: progress, per-worker statistics, outputs and the stop button.
+    """One job: progress, per-worker statistics (with gold scores and blocks), outputs and the stop button.
 
     files: (name, download path) or, for a folder, (name, its URI), shown as text.
     """
     name = esc(job["name"])
     agreement = any(w.get("recall") is not None for w in workers)
+    gold = any("gold" in w for w in workers)
     headers = ["worker", "name", "source", "answers", "median s/task", "mean s/task"]
     headers += ["recall", "precision", "mean IoU", "weight", "low quality"] if agreement else []
+    headers += ["gold", "blocked"] if gold else []
     rows = []
     for w in workers:
         row = [
@@ -154,6 +156,8 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         ]
         if agreement:
             row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
+        if gold:
+            row += [esc(w.get("gold", "")), esc(w.get("blocked", ""))]
         rows.append(row)
     links = "".join(
         f"<li>{esc(label)}: {esc(target)}</li>"
