@@ -4,6 +4,8 @@ no gold answer reaches the outputs."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -131,6 +133,20 @@ def test_spammers_are_blocked_by_gold_and_gold_never_reaches_the_outputs(gold_jo
         assert sorted(p.name for p in responses.iterdir()) == sorted(str(i) for i in range(10))
         stored = " ".join(p.read_text() for p in responses.rglob("*.json"))
         assert not any(ref in stored for ref in gold_refs)
+        # The workers report carries each worker's gold score, and gold decided the weights.
+        report = {
+            row["worker_id"]: row
+            for row in csv.DictReader(
+                io.StringIO(Path(record.outputs["workers_report"].removeprefix("file://")).read_text())
+            )
+        }
+        assert set(report) == {f"sim-{i}" for i in range(1, WORKERS + 1)}
+        for worker, row in report.items():
+            spammer = worker in spammers
+            assert int(row["gold_tasks"]) >= 2 and (float(row["gold_f1"]) < 0.5) == spammer
+            assert int(row["gold_missed"]) + int(row["gold_false"]) > 0 or not spammer
+        honest_weights = [float(r["weight"]) for w, r in report.items() if w not in spammers]
+        assert max(float(report[w]["weight"]) for w in spammers) < min(honest_weights)
 
         with db.write() as session:
             admin = issue_token(session, "admin")

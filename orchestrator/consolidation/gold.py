@@ -48,6 +48,11 @@ class GoldScore:
     def __add__(self, other: GoldScore) -> GoldScore:
         return GoldScore(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GoldScore:
+        """The score `as_dict` wrote (its `f1` is recomputed)."""
+        return cls(**{f.name: int(data[f.name]) for f in fields(cls)})
+
     def as_dict(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "f1": round(self.f1, 4)}
 

@@ -1,6 +1,6 @@
 """Job records, the backend protocol the job layer owns, the job store, the lifecycle, and finishing."""
 
-from orchestrator.jobs.backend import Backend, CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.jobs.backend import GOLD_SCORES, Backend, CostEstimate, CostLine, LaunchPlan, PollResult
 from orchestrator.jobs.finish import finish_job
 from orchestrator.jobs.lifecycle import (
     check_spec,
@@ -17,6 +17,7 @@ from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
 from orchestrator.jobs.store import JobStore
 
 __all__ = [
+    "GOLD_SCORES",
     "Backend",
     "CostEstimate",
     "CostLine",

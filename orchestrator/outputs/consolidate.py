@@ -23,7 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from orchestrator.consolidation import AnswerReport, IoUVote, ObjectAnswers, ObjectResult, WorkerQuality
+from orchestrator.consolidation import (
+    AnswerReport,
+    GoldScore,
+    IoUVote,
+    ObjectAnswers,
+    ObjectResult,
+    WorkerQuality,
+)
 from orchestrator.errors import InputError
 from orchestrator.manifest import read_manifest
 from orchestrator.outputs.augmented_manifest import (
@@ -102,6 +109,7 @@ def consolidate_and_write(
     params: ConsolidationSpec | None = None,
     report: AnswerReport | None = None,
     created: datetime | None = None,
+    gold: Mapping[str, GoldScore] | None = None,
 ) -> JobOutputs:
     """Consolidate `objects` by IoU voting and write the augmented manifest and the reports.
 
@@ -109,13 +117,15 @@ def consolidate_and_write(
     to the output; an object missing from it gets `{"source-ref": <its source_ref>}`. Objects
     without any answer get no output line (they count as `unanswered`, as do manifest lines with
     no object). Lines follow the input manifest's order. `report` is the parser's, for the
-    summary. Writes, in this order: worker responses (if asked), the augmented manifest, the
-    workers report (if a target is given), the consolidation response (if `job_folder`).
+    summary. `gold` (worker id -> `GoldScore`) puts gold evidence first in the worker weights and
+    adds the gold columns to the workers report. Writes, in this order: worker responses (if
+    asked), the augmented manifest, the workers report (if a target is given), the consolidation
+    response (if `job_folder`).
     """
     params = params or ConsolidationSpec()
     created = created or datetime.now(UTC)
     answered = [obj for obj in objects if obj.answers]
-    model = IoUVote(**params.model_dump()).fit(answered, labels=labels)
+    model = IoUVote(**params.model_dump()).fit(answered, labels=labels, gold=gold)
     order = _order(source_lines)
     results = sorted(model.results_, key=lambda r: order(r.dataset_object_id))
     paths: dict[str, str] = {}
@@ -137,7 +147,7 @@ def consolidate_and_write(
     ]
     paths["manifest"] = write_augmented_manifest(*targets.manifest, lines)
     if targets.workers_report is not None:
-        paths["workers_report"] = write_workers_report(*targets.workers_report, model.workers_)
+        paths["workers_report"] = write_workers_report(*targets.workers_report, model.workers_, gold)
     if folder is not None:
         entries = [
             consolidation_entry(

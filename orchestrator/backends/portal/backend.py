@@ -31,11 +31,11 @@ from orchestrator.backends.portal.db import (
     open_database,
     redacted,
 )
-from orchestrator.backends.portal.gold import not_gold, read_gold
+from orchestrator.backends.portal.gold import not_gold, public_gold_scores, read_gold
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.consolidation import AnswerReport, ObjectAnswers, parse_element_answer
 from orchestrator.errors import BackendError, ConfigError
-from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult
+from orchestrator.jobs import GOLD_SCORES, CostEstimate, CostLine, LaunchPlan, PollResult
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem
@@ -179,6 +179,7 @@ class PortalBackend:
                     .where(Task.id.in_(ids[start : start + CHUNK]))
                     .values(reported_in=generation + 1)
                 )
+            scores = public_gold_scores(session, job.id)
             unlabeled = []
             if stopped:
                 unlabeled = list(
@@ -194,7 +195,10 @@ class PortalBackend:
             total=total,
             labeled=labeled,
             answers=answers,
-            backend_state={GENERATION: generation + 1},
+            backend_state={
+                GENERATION: generation + 1,
+                **({GOLD_SCORES: {w: s.as_dict() for w, s in scores.items()}} if scores else {}),
+            },
             unlabeled_ids=unlabeled,
         )
 
