@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 from orchestrator.backends.portal.db import Job, Task, open_database
 from orchestrator.cli.app import app as cli
 from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, StorageError
 from orchestrator.review import Review, create_review_app
-from orchestrator.storage import open_object
+from orchestrator.storage import LocalStore, open_object
 
 SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket" / "images"
 EVIL = "<img src=x onerror=alert(1)>"
@@ -432,3 +432,57 @@ def test_the_command_prints_a_new_link_each_run_stops_on_ctrl_c_and_resumes(tmp_
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     assert len(_lines(out.parent / "rejected.manifest")) == 1
+
+
+class FailingPuts(LocalStore):
+    """A folder whose next `fail` writes fail, as a full disk or a lost connection would."""
+
+    fail = 0
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> str:
+        if self.fail:
+            self.fail -= 1
+            raise StorageError(f"{key}: no space left on device")
+        return super().put(key, data, content_type)
+
+
+def test_a_decision_that_could_not_be_written_does_not_count(tmp_path):
+    manifest = write_chained_manifest(tmp_path)
+    out = FailingPuts(tmp_path / "reviewed")
+    session = Review(open_object(manifest), (out, "reviewed.manifest"))
+    client = TestClient(create_review_app(session, CODE, "ada"))
+    out.fail = 1
+    refused = client.post("/api/items/0", json={"action": "reject"}, headers=_bearer())
+    assert refused.status_code == 503 and "nothing was stored" in refused.json()["message"]
+    assert session.counts()["reject"] == 0 and not (tmp_path / "reviewed" / "decisions.jsonl").exists()
+    assert client.post("/api/items/0", json={"action": "accept"}, headers=_bearer()).status_code == 200
+    assert [e["action"] for e in _lines(tmp_path / "reviewed" / "decisions.jsonl")] == ["accept"]
+
+
+def test_a_manifest_on_s3_with_its_images_presigned(s3, tmp_path):
+    client = s3.client("s3")
+    client.create_bucket(Bucket="labels")
+    local = write_chained_manifest(tmp_path)
+    lines = _lines(local)
+    for n, line in enumerate(lines):
+        client.put_object(
+            Bucket="labels", Key=f"images/img_{n}.jpg", Body=(tmp_path / f"img_{n}.jpg").read_bytes()
+        )
+        line["source-ref"] = f"s3://labels/images/img_{n}.jpg"
+    client.put_object(
+        Bucket="labels", Key="job/output.manifest", Body="".join(json.dumps(x) + "\n" for x in lines)
+    )
+    review = Review(
+        open_object("s3://labels/job/output.manifest", s3), open_object("s3://labels/reviewed/r.manifest", s3)
+    )
+    app = TestClient(create_review_app(review, CODE, "ada", boto3_session=s3), follow_redirects=False)
+    image = app.get("/api/items/1/image", headers=_bearer())
+    assert image.status_code == 307
+    assert (
+        image.headers["location"].startswith("https://labels.s3") and "Signature" in image.headers["location"]
+    )
+    assert app.post("/api/items/1", json={"action": "reject"}, headers=_bearer()).status_code == 200
+    rejected = client.get_object(Bucket="labels", Key="reviewed/rejected.manifest")["Body"].read().decode()
+    assert json.loads(rejected)["source-ref"] == "s3://labels/images/img_1.jpg"
+    reviewed = client.get_object(Bucket="labels", Key="reviewed/r.manifest")["Body"].read().decode()
+    assert len(reviewed.splitlines()) == 2

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.errors import LabeljobError, NotFound, UsageError
+from orchestrator.errors import LabeljobError, NotFound, StorageError, UsageError
 from orchestrator.review.session import DecisionIn, Filters, Review
 from orchestrator.storage import LocalStore, open_object
 from orchestrator.templates import template_file
@@ -191,13 +191,16 @@ def create_review_app(review: Review, code: str, reviewer: str, boto3_session=No
 
 
 def _call(function, *args, **kwargs):
-    """`function`'s result; its expected errors as HTTP answers (404 for NotFound, 422 for bad input)."""
+    """`function`'s result; its expected errors as HTTP answers: 404 for NotFound, 422 for bad input,
+    503 when the decision could not be written (the reviewer may send it again)."""
     try:
         return function(*args, **kwargs)
     except NotFound as exc:
         raise Refused(404, exc.message) from None
     except UsageError as exc:
         raise Refused(422, exc.message) from None
+    except StorageError as exc:
+        raise Refused(503, f"nothing was stored: {exc.message}") from None
 
 
 def new_code() -> str:

@@ -259,8 +259,10 @@ class Review:
                 "before": before,
                 "after": after,
             }
-            self._log.append(entry)
-            self.out_store.put(self.log_key, dump_lines(self._log), "application/jsonlines")
+            # The log is the record: a decision exists once it is stored, and counts only then.
+            log = [*self._log, entry]
+            self.out_store.put(self.log_key, dump_lines(log), "application/jsonlines")
+            self._log = log
             self._apply(item, entry)
             self._write_outputs()
             return self.describe(item)
