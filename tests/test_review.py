@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from orchestrator.backends.portal.db import Job, Task, open_database
 from orchestrator.cli.app import app as cli
 from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
-from orchestrator.errors import InputError, StorageError
+from orchestrator.errors import InputError, StorageError, UsageError
 from orchestrator.review import Review, create_review_app
 from orchestrator.storage import LocalStore, open_object
 
@@ -268,8 +268,10 @@ def test_a_decisions_log_of_another_manifest_is_refused(review, tmp_path):
     (other / "output.manifest").write_text("".join(json.dumps(line) + "\n" for line in lines[::-1]))
     with pytest.raises(InputError, match="does not hold there"):
         Review(open_object(other / "output.manifest"), open_object(out / "reviewed.manifest"))
-    with pytest.raises(Exception, match="must not be the manifest"):
+    with pytest.raises(UsageError, match="must not be the manifest"):
         Review(open_object(other / "output.manifest"), open_object(other / "output.manifest"))
+    with pytest.raises(UsageError, match="must not be named rejected.manifest"):
+        Review(open_object(other / "output.manifest"), open_object(other / "rejected.manifest"))
 
 
 def _payload(manifest: Path) -> list[dict]:

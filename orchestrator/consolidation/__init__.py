@@ -5,6 +5,7 @@ Pure: no I/O, no AWS.
 
 from orchestrator.consolidation.answers import (
     MAX_BOXES_PER_ANSWER,
+    MAX_COORDINATE,
     MAX_XML_CHARS,
     AnswerReport,
     Box,
@@ -34,6 +35,7 @@ __all__ = [
     "CrowdSimulator",
     "IoUVote",
     "MAX_BOXES_PER_ANSWER",
+    "MAX_COORDINATE",
     "MAX_XML_CHARS",
     "ObjectAnswers",
     "ObjectResult",

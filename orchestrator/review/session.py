@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, Box, ObjectAnswers, score_gold
+from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, MAX_COORDINATE, Box, ObjectAnswers, score_gold
 from orchestrator.errors import InputError, NotFound, UsageError
 from orchestrator.manifest import read_lines
 from orchestrator.outputs import (
@@ -38,7 +38,6 @@ MATCH_IOU = 0.5
 # Below this confidence a box is flagged; above this disagreement an image is flagged.
 LOW_CONFIDENCE = 0.5
 HIGH_DISAGREEMENT = 0.3
-MAX_COORDINATE = 1_000_000
 ORDERS = ("uncertain", "index")
 BOX_KEYS = ("label", "left", "top", "width", "height")
 # The before/after of a line nobody has decided on yet, in the decisions log.
@@ -130,7 +129,9 @@ class Review:
         self.out_store, self.out_key = out
         if self.out_store.uri(self.out_key) == self.manifest_uri:
             raise UsageError("--out must not be the manifest under review", hint="write REVIEWED elsewhere")
-        folder = posixpath.dirname(self.out_key)
+        folder, name = posixpath.split(self.out_key)
+        if name in (REJECTED_NAME, DECISIONS_NAME):
+            raise UsageError(f"--out must not be named {name}: the review writes that file beside it")
         self.rejected_key = posixpath.join(folder, REJECTED_NAME)
         self.log_key = posixpath.join(folder, DECISIONS_NAME)
         self.clock = clock
