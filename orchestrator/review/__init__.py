@@ -4,7 +4,16 @@
 the decisions log; `create_review_app` serves it over HTTP.
 """
 
-from orchestrator.review.app import create_review_app, new_code
+from orchestrator.review.app import Refused, build_review_app, create_review_app, new_code
 from orchestrator.review.session import DECISIONS_NAME, REJECTED_NAME, DecisionIn, Review
 
-__all__ = ["DECISIONS_NAME", "REJECTED_NAME", "DecisionIn", "Review", "create_review_app", "new_code"]
+__all__ = [
+    "DECISIONS_NAME",
+    "REJECTED_NAME",
+    "DecisionIn",
+    "Refused",
+    "Review",
+    "build_review_app",
+    "create_review_app",
+    "new_code",
+]

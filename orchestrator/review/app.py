@@ -16,6 +16,7 @@ import hmac
 import json
 import mimetypes
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated
 from urllib.parse import urlparse
@@ -45,6 +46,8 @@ STATIC = {
 
 
 class Refused(Exception):
+    """A request the review app refuses, answered as `{"error": "refused", "message": ...}`."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -87,25 +90,10 @@ def static_file(name: str):
 
 
 def create_review_app(review: Review, code: str, reviewer: str, boto3_session=None) -> FastAPI:
-    """The review app over `review`; `code` is the admin code, `reviewer` goes into the decisions log.
-
-    `boto3_session` presigns the URLs of images on S3.
-    """
+    """`labeljob review`'s app over `review`: `code` is the admin code, exchanged at `/a/<code>`
+    for a session cookie; `reviewer` goes into the decisions log."""
     gate = Gate(code)
-    app = FastAPI(title="labeljob review", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(Refused)
-    async def _refused(request: Request, exc: Refused) -> Response:
-        return JSONResponse({"error": "refused", "message": exc.message}, status_code=exc.status)
-
-    @app.middleware("http")
-    async def _headers(request: Request, call_next) -> Response:
-        response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    app = build_review_app(review, reviewer, gate.check, boto3_session)
 
     @app.get("/a/{token}")
     def login(request: Request, token: str) -> Response:
@@ -123,9 +111,33 @@ def create_review_app(review: Review, code: str, reviewer: str, boto3_session=No
         )
         return response
 
+    return app
+
+
+def build_review_app(
+    review: Review, reviewer: str, authorize: Callable[[Request], None], boto3_session=None
+) -> FastAPI:
+    """The page, the API and the images over `review`, every route but the static files behind
+    `authorize` (which raises Refused); `boto3_session` presigns the URLs of images on S3. The page
+    uses relative URLs, so the app may be mounted under a prefix ending in `/`."""
+    app = FastAPI(title="labeljob review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> Response:
+        return JSONResponse({"error": "refused", "message": exc.message}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next) -> Response:
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     @app.get("/")
     def page(request: Request) -> Response:
-        gate.check(request)
+        authorize(request)
         return Response(static_file("review.html").read_bytes(), media_type=STATIC["review.html"])
 
     @app.get("/static/{name}")
@@ -138,7 +150,7 @@ def create_review_app(review: Review, code: str, reviewer: str, boto3_session=No
 
     @app.get("/api/summary")
     def summary(request: Request) -> dict:
-        gate.check(request)
+        authorize(request)
         return {
             "manifest": review.manifest_uri,
             "attr": review.attr,
@@ -150,12 +162,12 @@ def create_review_app(review: Review, code: str, reviewer: str, boto3_session=No
 
     @app.get("/api/items")
     def items(request: Request, filters: Annotated[Filters, Depends()], order: str = "index") -> list[dict]:
-        gate.check(request)
+        authorize(request)
         return _call(review.list_items, order, filters)
 
     @app.post("/api/items/{index}")
     async def decide(request: Request, index: int) -> Response:
-        gate.check(request)
+        authorize(request)
         origin = request.headers.get("origin")
         if origin is not None and urlparse(origin).netloc != request.headers.get("host"):
             raise Refused(403, "decisions are taken only from this app's own pages")
@@ -173,7 +185,7 @@ def create_review_app(review: Review, code: str, reviewer: str, boto3_session=No
 
     @app.get("/api/items/{index}/image")
     def image(request: Request, index: int) -> Response:
-        gate.check(request)
+        authorize(request)
         source_ref = _call(review.item, index).line.source_ref
         try:
             store, key = open_object(source_ref, boto3_session)

@@ -2,7 +2,8 @@
  * The review page of `labeljob review` (docs/review.md). It reads the JSON API and fills the page
  * with text nodes only, so labels, worker ids and file names are never parsed as HTML. Boxes are
  * fixed with the same <crowd-bounding-box> element the workers use (crowd-bounding-box.js); each
- * worker's boxes are drawn over the image through the element's `overlays`.
+ * worker's boxes are drawn over the image through the element's `overlays`. URLs are relative to
+ * the page, so the same page works at `/` (labeljob review) and under the portal's `/review/<job>/`.
  */
 (() => {
   "use strict";
@@ -58,7 +59,7 @@
   }
 
   async function loadSummary() {
-    state.summary = await api("/api/summary");
+    state.summary = await api("api/summary");
     $("manifest").textContent = `${state.summary.manifest} (${state.summary.attr})`;
     const form = $("filters");
     form.elements.label.append(...state.summary.labels.map((l) => new Option(l, l)));
@@ -69,7 +70,7 @@
   async function loadItems() {
     const query = new URLSearchParams();
     for (const field of $("filters").elements) if (field.value) query.set(field.name, field.value);
-    state.items = await api(`/api/items?${query}`);
+    state.items = await api(`api/items?${query}`);
     state.at = 0;
     show();
   }
@@ -93,7 +94,7 @@
     const start = item.decision === "fix" ? item.fixed_boxes : item.boxes;
     const box = document.createElement("crowd-bounding-box");
     box.setAttribute("name", "review");
-    box.setAttribute("src", `/api/items/${item.index}/image`);
+    box.setAttribute("src", `api/items/${item.index}/image`);
     box.setAttribute("header", fileName(item["source-ref"]));
     box.setAttribute("labels", JSON.stringify(state.summary.labels));
     box.setAttribute("initial-value", JSON.stringify(start.map(({ confidence, ...b }) => b)));
@@ -148,7 +149,7 @@
       body.boxes = box.value.boundingBoxes;
     }
     try {
-      replace(await api(`/api/items/${item.index}`, body));
+      replace(await api(`api/items/${item.index}`, body));
     } catch (error) {
       return say(`Not saved: ${error.message}`, true);
     }
@@ -163,7 +164,7 @@
     const index = state.undo.pop();
     if (index === undefined) return say("Nothing to undo on this page.");
     try {
-      replace(await api(`/api/items/${index}`, { action: "undo" }));
+      replace(await api(`api/items/${index}`, { action: "undo" }));
     } catch (error) {
       return say(`Not undone: ${error.message}`, true);
     }
@@ -180,7 +181,7 @@
   }
 
   async function refreshCounts() {
-    state.summary.counts = (await api("/api/summary")).counts;
+    state.summary.counts = (await api("api/summary")).counts;
     showCounts();
   }
 
