@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import httpx
@@ -72,14 +71,32 @@ def test_launch_simulate_poll_finish_and_review(job):
 
         with backend.database().write() as session:
             admin = issue_token(session, "admin")
+        assert httpx.get(f"{server.url}/review/{spec.name}/api/items").status_code == 401
+        worker_call = httpx.get(
+            f"{server.url}/review/{spec.name}/", headers={"Authorization": f"Bearer {tokens[0]}"}
+        )
+        assert worker_call.status_code == 403
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as client:
-            review = client.get(f"/admin/jobs/{spec.name}/review").text
-            assert len(re.findall(r'<div class="item">', review)) == 6
-            assert "<rect " in review
-            confidences = [float(c) for c in re.findall(r"lowest confidence (\d\.\d\d)", review)]
-            assert confidences == sorted(confidences)
-            image = client.get(re.search(r'<img src="([^"]+)"', review).group(1).replace("&amp;", "&"))
-            assert image.status_code == 200
+            moved = client.get(f"/admin/jobs/{spec.name}/review")
+            assert moved.status_code == 303 and moved.headers["location"] == f"/review/{spec.name}/"
+            assert "review.js" in client.get(f"/review/{spec.name}/").text
+            # The review app of the job: the consensus beside each worker's boxes, least certain first.
+            items = client.get(f"/review/{spec.name}/api/items", params={"order": "uncertain"}).json()
+            assert len(items) == 6 and all(len(item["workers"]) == 3 for item in items)
+            assert {w["worker_id"] for w in items[0]["workers"]} == {"sim-1", "sim-2", "sim-3"}
+            lowest = [min((b["confidence"] for b in item["boxes"]), default=1.0) for item in items]
+            assert lowest[0] == min(lowest)
+            image = client.get(f"/review/{spec.name}/api/items/{items[0]['index']}/image")
+            assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+            rejected = client.post(
+                f"/review/{spec.name}/api/items/{items[0]['index']}", json={"action": "reject"}
+            )
+            assert rejected.json()["decision"] == "reject"
+            folder = Path(jobs.workspace.root) / "jobs" / spec.name / "review"
+            assert [
+                json.loads(x)["source-ref"] for x in (folder / "rejected.manifest").read_text().splitlines()
+            ] == [items[0]["source-ref"]]
+            assert len((folder / "reviewed.manifest").read_text().splitlines()) == 5
             stats = client.get(f"/admin/jobs/{spec.name}").text
             assert "sim-1" in stats and "recall" in stats
             manifest = client.get(f"/admin/jobs/{spec.name}/files/manifest")

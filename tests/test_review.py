@@ -401,7 +401,7 @@ def _serve(manifest: Path, out: Path) -> tuple[subprocess.Popen, dict]:
         assert line, "labeljob review printed no summary: " + process.stderr.read()
         text += line
     printed = json.loads(text)
-    for _ in range(200):
+    for _ in range(1200):  # generous: the machine is shared, and a cold start imports a lot
         try:
             httpx.get(printed["url"] + "/static/review.css", timeout=1)
             return process, printed

@@ -151,12 +151,13 @@ class Review:
     # ---------------------------------------------------------------------------------- reading
 
     def add_answers(self, answers: list[ObjectAnswers]) -> None:
-        """Show each worker's boxes beside the consensus; object ids are line indexes."""
+        """Show each worker's boxes beside the consensus of the line with the same source-ref."""
+        by_ref = {item.line.source_ref: item for item in self.items}
         workers = set(self.worker_ids)
         for obj in answers:
-            item = self._by_index.get(int(obj.dataset_object_id)) if obj.dataset_object_id.isdigit() else None
+            item = by_ref.get(obj.source_ref)
             if item is None:
-                continue  # an answer for a line the manifest does not have
+                continue  # an answer for an image the manifest does not hold
             for answer in obj.answers:
                 item.workers[answer.worker_id] = [
                     {"label": b.label, "left": b.left, "top": b.top, "width": b.width, "height": b.height}

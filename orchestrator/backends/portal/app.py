@@ -19,6 +19,7 @@ import io
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Mount
 
 from orchestrator.backends.portal import catalog, gold, pages
 from orchestrator.backends.portal.db import Job, Lease, Task, Worker, open_database
 from orchestrator.backends.portal.leasing import LeasedTask, SubmitRefused, submit_answer, take_task
-from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type, image_key
+from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type
 from orchestrator.backends.portal.tokens import (
     csrf_ok,
     csrf_token,
@@ -48,7 +51,8 @@ from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import AnswerReport, parse_element_answer
 from orchestrator.errors import NotFound, StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
-from orchestrator.outputs import OUTPUT_MANIFEST_KEY, WORKERS_REPORT_KEY
+from orchestrator.outputs import WORKERS_REPORT_KEY, read_source_lines, read_worker_responses
+from orchestrator.review import Refused, Review, build_review_app
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
@@ -56,7 +60,8 @@ WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
 MAX_BODY_BYTES = 2_000_000
 IMAGE_URL_SECONDS = 3600
-REVIEW_PAGE_SIZE = 60
+# Where the portal's review of a job writes REVIEWED, beside the job record.
+REVIEWED_KEY = "review/reviewed.manifest"
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may send a worker back to; anything else in turkSubmitTo is refused.
 MTURK_HOSTS = ("www.mturk.com", "workersandbox.mturk.com", "worker.mturk.com")
@@ -105,6 +110,8 @@ class Portal:
         self.signing_key = load_signing_key(self.db)
         self._texts: dict[int, TaskText] = {}
         self._stores: dict[str, ObjectStore] = {}
+        self._reviews: dict[str, FastAPI] = {}
+        self._review_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ identity
 
@@ -271,49 +278,34 @@ class Portal:
             return response
         return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
 
-    def review(self, name: str, offset: int) -> str:
-        from orchestrator.outputs import read_augmented_manifest
-
-        job = self.job(name)
-        record = self.job_record(name)
-        if job is None or record is None:
-            raise Denied(404, "no such job in this workspace", html=True)
-        spec = record.job_spec
-        store = open_store(job_output_prefix(spec), self.boto3_session)
-        try:
-            lines = [
-                line for _, line in read_augmented_manifest(store, OUTPUT_MANIFEST_KEY, spec.label_attribute)
-            ]
-        except NotFound:
-            return pages.message_page(
-                f"Review {name}",
-                "The job has no augmented manifest yet: it is written when a poll finishes the job.",
-                (f"/admin/jobs/{quote(name)}", "Back to the job"),
-            )
-
-        def least_certain(line) -> float:
-            return min((o.confidence for o in line.metadata.objects), default=1.0)
-
-        lines.sort(key=least_certain)
-        shown = lines[offset : offset + REVIEW_PAGE_SIZE]
-        items = []
-        for line in shown:
-            key = image_key(job.image_root, line.source_ref)
-            size = line.label.image_size[0] if line.label.image_size else None
-            boxes = [
-                {**box, "class_id": a.class_id}
-                for box, a in zip(line.boxes(), line.label.annotations, strict=True)
-            ]
-            caption = f"{line.source_ref.rsplit('/', 1)[-1]}: {len(boxes)} boxes, lowest confidence "
-            caption += f"{least_certain(line):.2f}" if boxes else "n/a"
-            url = self.image_url(job.id, key) if key else ""
-            items.append(
-                pages.review_item(url, size.width if size else 0, size.height if size else 0, boxes, caption)
-            )
-        more = offset + REVIEW_PAGE_SIZE
-        summary = f"{len(lines)} images, least certain first; showing {offset + 1}-{offset + len(shown)}."
-        link = f"/admin/jobs/{quote(name)}/review?offset={more}" if more < len(lines) else None
-        return pages.review_page(name, items, summary, link)
+    def job_review(self, name: str, authorize: Callable[[Request], None]) -> FastAPI:
+        """The review app over the finished job's output manifest, with each worker's boxes; built
+        once per job and process. Decisions go beside the job record (`review/reviewed.manifest`)."""
+        with self._review_lock:
+            if name not in self._reviews:
+                record = self.job_record(name)
+                if record is None:
+                    raise Denied(404, "no such job in this workspace", html=True)
+                manifest = record.outputs.get("manifest")
+                if not manifest:
+                    raise Denied(
+                        404,
+                        "The job has no augmented manifest yet: it is written when a poll finishes the job.",
+                        html=True,
+                    )
+                spec = record.job_spec
+                out = (self.workspace, JobStore.key(name, REVIEWED_KEY))
+                review = Review(open_object(manifest, self.boto3_session), out, attr=spec.label_attribute)
+                refs = {
+                    object_id: line["source-ref"]
+                    for object_id, line in read_source_lines(
+                        *open_object(spec.input_manifest, self.boto3_session)
+                    ).items()
+                }
+                folder = open_store(job_output_prefix(spec), self.boto3_session)
+                review.add_answers(read_worker_responses(folder, refs, list(spec.labels), AnswerReport()))
+                self._reviews[name] = build_review_app(review, "admin", authorize, self.boto3_session)
+            return self._reviews[name]
 
 
 class SecurityHeaders:
@@ -671,9 +663,29 @@ def create_app(
         return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
 
     @app.get("/admin/jobs/{name}/review")
-    def admin_review(request: Request, name: str, offset: int = 0) -> Response:
+    def admin_review(request: Request, name: str) -> Response:
         admin(request)
-        return _html(portal.review(name, max(0, offset)))
+        return RedirectResponse(f"/review/{quote(name)}/", status_code=303)
+
+    def review_admin(request: Request) -> None:
+        try:
+            admin(request, html=False)
+        except Denied as exc:
+            raise Refused(exc.status, exc.message) from None
+
+    async def job_review(scope, receive, send) -> None:
+        """`/review/<job>/`: the review app of one finished job, for admins only."""
+        request = Request(scope)
+        await run_in_threadpool(admin, request)
+        name = scope["path_params"]["name"]
+        if get_route_path(scope) == "":
+            # The page's URLs are relative: it must be served at the folder's address.
+            await RedirectResponse(f"/review/{quote(name)}/", status_code=307)(scope, receive, send)
+            return
+        review_app = await run_in_threadpool(portal.job_review, name, review_admin)
+        await review_app(scope, receive, send)
+
+    app.router.routes.append(Mount("/review/{name}", app=job_review))
 
     @app.get("/admin/jobs/{name}/files/{output}")
     def admin_file(request: Request, name: str, output: str) -> Response:
