@@ -390,10 +390,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(manifest: Path, out: Path) -> tuple[subprocess.Popen, dict]:
+def _serve(manifest: Path, out: Path, *options: str) -> tuple[subprocess.Popen, dict]:
     """`labeljob review` in its own process; its printed summary once the app answers."""
     command = [sys.executable, "-c", "from orchestrator.cli import main; main()", "--format", "json"]
-    command += ["review", str(manifest), "--out", str(out), "--port", str(_free_port())]
+    command += ["review", str(manifest), "--out", str(out), "--port", str(_free_port()), *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     text = ""
     while not text.endswith("}\n"):  # the summary is printed as indented JSON
@@ -424,12 +424,16 @@ def test_the_command_prints_a_new_link_each_run_stops_on_ctrl_c_and_resumes(tmp_
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, process.stderr.read()
-    process, again = _serve(manifest, out)
+    payload = tmp_path / "answers.json"
+    payload.write_text(json.dumps(_payload(manifest)))
+    process, again = _serve(manifest, out, "--answers", str(payload))
     try:
         assert (again["undecided"], again["reject"]) == (2, 1)
         assert again["review_url"] != printed["review_url"]
         old = {"Authorization": f"Bearer {code}"}
         assert httpx.get(f"{again['url']}/api/items", headers=old).status_code == 401
+        new = {"Authorization": f"Bearer {again['review_url'].rsplit('/', 1)[1]}"}
+        assert httpx.get(f"{again['url']}/api/summary", headers=new).json()["workers"] == [EVIL, "w1", "w3"]
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
