@@ -261,7 +261,9 @@ def example_spec_toml(backend: str = "portal") -> str:
         'consolidation = "aws"             # aws (ACS-BoundingBox) | labeljob (our Lambda)\n',
         "mturk": '\n[mturk]\nsandbox = true\nreward_usd = "0.10"\nauto_approve_after = "3d"\n'
         "min_approval_rate = 95\nmin_approved_hits = 100\n",
-        "portal": "",
+        "portal": "\n# [quality]                         # gold tasks (docs/portal.md, \"Gold tasks\")\n"
+        '# gold = "gold.manifest"            # an augmented manifest of images with known boxes\n'
+        "# gold_rate = 0.1\n# gold_min_f1 = 0.5\n# gold_min_seen = 5\n",
     }[backend]
     workforce = {
         "groundtruth": 'type = "private"                     # private | vendor | public\nteam = "my-team"\n',
