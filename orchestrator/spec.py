@@ -143,6 +143,14 @@ class QualitySpec(_Model):
         return self
 
 
+class VerifySpec(_Model):
+    """A portal verification job on an earlier job's output (`launch --verify-from`, docs/portal.md)."""
+
+    from_job: str
+    attribute: str
+    below: float | None = Field(None, gt=0, le=1)
+
+
 class JobSpec(_Model):
     name: str
     backend: Literal["groundtruth", "mturk", "portal"] = "portal"
@@ -157,6 +165,7 @@ class JobSpec(_Model):
     portal: PortalSpec = Field(default_factory=PortalSpec)
     consolidation: ConsolidationSpec = Field(default_factory=ConsolidationSpec)
     quality: QualitySpec | None = None
+    verify: VerifySpec | None = None
 
     @model_validator(mode="after")
     def _gold_on_the_portal(self) -> JobSpec:
@@ -199,8 +208,9 @@ class JobSpec(_Model):
     def fingerprint(self) -> str:
         """A hash of everything that defines the job, to tell a re-launch from a name clash."""
         data = self.model_dump(mode="json")
-        if data["quality"] is None:
-            del data["quality"]  # a job launched before [quality] existed keeps its fingerprint
+        for section in ("quality", "verify"):
+            if data[section] is None:
+                del data[section]  # a job launched before the section existed keeps its fingerprint
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -261,7 +271,7 @@ def example_spec_toml(backend: str = "portal") -> str:
         'consolidation = "aws"             # aws (ACS-BoundingBox) | labeljob (our Lambda)\n',
         "mturk": '\n[mturk]\nsandbox = true\nreward_usd = "0.10"\nauto_approve_after = "3d"\n'
         "min_approval_rate = 95\nmin_approved_hits = 100\n",
-        "portal": "\n# [quality]                         # gold tasks (docs/portal.md, \"Gold tasks\")\n"
+        "portal": '\n# [quality]                         # gold tasks (docs/portal.md, "Gold tasks")\n'
         '# gold = "gold.manifest"            # an augmented manifest of images with known boxes\n'
         "# gold_rate = 0.1\n# gold_min_f1 = 0.5\n# gold_min_seen = 5\n",
     }[backend]

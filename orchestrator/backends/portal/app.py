@@ -47,6 +47,7 @@ from orchestrator.backends.portal.tokens import (
     sign,
     signature_ok,
 )
+from orchestrator.backends.portal.verify import lease_start_boxes
 from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import AnswerReport, parse_element_answer
 from orchestrator.errors import NotFound, StorageError
@@ -167,12 +168,18 @@ class Portal:
         signature = sign(self.signing_key, f"{job_id}\n{key}\n{expires}")
         return f"/img/{job_id}/{quote(key)}?exp={expires}&sig={signature}"
 
+    def start_boxes(self, lease_id: int) -> list[dict] | None:
+        """The boxes a verification task starts from; None for an ordinary task."""
+        with self.db.read() as session:
+            return lease_start_boxes(session, lease_id)
+
     def task_page(self, leased: LeasedTask, form_action: str, hidden: dict[str, str]) -> str:
         html = render_task(
             self.task_text(leased.job_id),
             "portal",
             image_url=self.image_url(leased.job_id, leased.image_key),
             form_action=form_action,
+            initial_value=self.start_boxes(leased.lease_id),
         )
         return pages.with_hidden_fields(html, hidden)
 
@@ -570,6 +577,7 @@ def create_app(
                 "labels": list(text.labels),
                 "header": text.header,
                 "expires_at": leased.expires_at,
+                "initial_boxes": portal.start_boxes(leased.lease_id),
                 "submit_url": f"/api/leases/{leased.lease_id}/answer",
             }
         )

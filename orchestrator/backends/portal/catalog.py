@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from orchestrator.backends.portal.db import Answer, Job, Lease, Task, Worker
 from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.media import split_image_root
+from orchestrator.backends.portal.verify import add_start_boxes
 from orchestrator.errors import BackendError
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import JobSpec
@@ -100,6 +101,7 @@ def load_job(
     if rows:
         session.execute(insert(Task), rows)
     add_gold_boxes(session, job.id, gold)
+    add_start_boxes(session, job.id, spec, items)
     return job, created
 
 

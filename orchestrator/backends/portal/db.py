@@ -185,6 +185,15 @@ class GoldTask(Base):
     boxes: Mapped[str] = mapped_column(Text)
 
 
+class TaskStart(Base):
+    """The boxes a verification task shows the worker to start from (JSON, like GoldTask's)."""
+
+    __tablename__ = "task_starts"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    boxes: Mapped[str] = mapped_column(Text)
+
+
 class WorkerBlock(Base):
     """A worker blocked from one job, and why (shown to the ML lead)."""
 
