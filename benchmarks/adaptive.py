@@ -28,8 +28,8 @@ from benchmarks.consolidation import (
     Scenario,
     iou_vote,
     load_real,
+    make_crowd,
     real_object,
-    scenario_crowd,
     synthetic,
 )
 from orchestrator.consolidation import IoUVote, ObjectAnswers, StoppingRule
@@ -155,7 +155,7 @@ def run_spammers(n_images: int, seeds: int, max_workers: int) -> str:
     by_spammers: dict[int, list[int]] = {}
     for seed in range(seeds):
         data = synthetic(SPAMMERS, n_images, seed)
-        crowd = scenario_crowd(SPAMMERS, seed)
+        crowd = make_crowd(SPAMMERS, seed)
         # The simulator lists an image's workers by id; the replay takes them in a random order.
         rng = np.random.default_rng(seed)
         pools = [

@@ -28,6 +28,7 @@ from orchestrator.consolidation import (
     CrowdSimulator,
     IoUVote,
     ObjectAnswers,
+    ObjectResult,
     WorkerAnswer,
     box_iou,
     synthetic_dataset,
@@ -126,16 +127,21 @@ def vote_nms(objects: Sequence[ObjectAnswers], labels: list[str], seed: int) -> 
     return out
 
 
+def result_boxes(results: Sequence[ObjectResult], labels: list[str]) -> list[Boxes]:
+    """IoUVote's results as scored boxes, one `Boxes` per image."""
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for result in results:
+        b = result.boxes
+        xyxy = np.array([(x.left, x.top, x.left + x.width, x.top + x.height) for x in b]).reshape(-1, 4)
+        lab = np.array([index[x.label] for x in b], dtype=np.int64)
+        out.append(Boxes(xyxy, lab, np.array([x.confidence for x in b])))
+    return out
+
+
 def iou_vote(**params) -> Method:
     def run(objects: Sequence[ObjectAnswers], labels: list[str], seed: int) -> list[Boxes]:
-        index = {label: i for i, label in enumerate(labels)}
-        out = []
-        for result in IoUVote(**params).fit_predict(objects, labels):
-            b = result.boxes
-            xyxy = np.array([(x.left, x.top, x.left + x.width, x.top + x.height) for x in b]).reshape(-1, 4)
-            lab = np.array([index[x.label] for x in b], dtype=np.int64)
-            out.append(Boxes(xyxy, lab, np.array([x.confidence for x in b])))
-        return out
+        return result_boxes(IoUVote(**params).fit_predict(objects, labels), labels)
 
     return run
 
@@ -228,11 +234,15 @@ SCENARIOS = [
 ]
 
 
-def scenario_crowd(scenario: Scenario, seed: int) -> CrowdSimulator:
-    """The simulated crowd of a scenario: the same seed gives the same workers."""
+def scenario_labels(scenario: Scenario) -> list[str]:
+    return [f"class{i}" for i in range(scenario.n_classes)]
+
+
+def make_crowd(scenario: Scenario, seed: int) -> CrowdSimulator:
+    """The scenario's simulated crowd; the same seed gives the same workers."""
     return CrowdSimulator(
         seed,
-        labels=[f"class{i}" for i in range(scenario.n_classes)],
+        labels=scenario_labels(scenario),
         spammer_rate=scenario.spammer_rate,
         wrong_label_rate=scenario.wrong_label_rate,
         recall_beta=scenario.recall_beta,
@@ -242,9 +252,8 @@ def scenario_crowd(scenario: Scenario, seed: int) -> CrowdSimulator:
 
 def synthetic(scenario: Scenario, n_images: int, seed: int) -> Dataset:
     truth_images = synthetic_dataset(n_images, scenario.objects_per_image, scenario.n_classes, seed)
-    crowd = scenario_crowd(scenario, seed)
-    labels = crowd.labels
-    objects = crowd.simulate(truth_images, scenario.workers_per_image)
+    labels = scenario_labels(scenario)
+    objects = make_crowd(scenario, seed).simulate(truth_images, scenario.workers_per_image)
     index = {label: i for i, label in enumerate(labels)}
     truth = []
     for image in truth_images:

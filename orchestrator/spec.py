@@ -153,6 +153,29 @@ class ConsolidationSpec(_Model):
     weighting: Literal["none", "agreement"] = "agreement"
 
 
+class QualitySpec(_Model):
+    """Gold tasks (docs/portal.md, "Gold tasks"): `gold` is an augmented manifest of known boxes."""
+
+    gold: str | None = None
+    gold_rate: float = Field(0.1, gt=0, lt=1)
+    gold_min_f1: float | None = Field(None, ge=0, le=1)
+    gold_min_seen: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _min_f1_needs_gold(self) -> QualitySpec:
+        if self.gold_min_f1 is not None and self.gold is None:
+            raise ValueError("gold_min_f1 needs gold, the manifest of gold tasks")
+        return self
+
+
+class VerifySpec(_Model):
+    """A portal verification job on an earlier job's output (`launch --verify-from`, docs/portal.md)."""
+
+    from_job: str
+    attribute: str
+    below: float | None = Field(None, gt=0, le=1)
+
+
 class JobSpec(_Model):
     name: str
     backend: Literal["groundtruth", "mturk", "portal"] = "portal"
@@ -166,6 +189,14 @@ class JobSpec(_Model):
     mturk: MTurkSpec | None = None
     portal: PortalSpec = Field(default_factory=PortalSpec)
     consolidation: ConsolidationSpec = Field(default_factory=ConsolidationSpec)
+    quality: QualitySpec | None = None
+    verify: VerifySpec | None = None
+
+    @model_validator(mode="after")
+    def _gold_on_the_portal(self) -> JobSpec:
+        if self.quality is not None and self.quality.gold is not None and self.backend != "portal":
+            raise ValueError("quality.gold: gold tasks run on the portal backend only")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -201,11 +232,14 @@ class JobSpec(_Model):
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the job, to tell a re-launch from a name clash."""
-        # Without [task.adaptive] the hash stays what it was before that section existed, so jobs
-        # launched earlier are still recognised when launched again.
+        # A section added after jobs were launched is left out while it is unset, so the hash of a spec
+        # without it stays what it was and those jobs are still recognised when launched again.
         exclude = {"task": {"adaptive"}} if self.task.adaptive is None else None
-        dump = self.model_dump(mode="json", exclude=exclude)
-        canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json", exclude=exclude)
+        for section in ("quality", "verify"):
+            if data[section] is None:
+                del data[section]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -258,10 +292,17 @@ def load_spec(path: str | Path) -> JobSpec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError([("(file)", f"not valid TOML: {exc}")], source=str(path)) from None
     base = path.resolve().parent
-    for key in ("input_manifest", "output"):
-        value = data.get(key)
+
+    def resolve(value: object) -> object:
         if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
-            data[key] = str(base / value)
+            return str(base / value)
+        return value
+
+    for key in ("input_manifest", "output"):
+        data[key] = resolve(data.get(key))
+    quality = data.get("quality")
+    if isinstance(quality, dict) and "gold" in quality:
+        quality["gold"] = resolve(quality["gold"])
     task = data.get("task")
     if isinstance(task, dict) and isinstance(task.get("instructions"), str):
         instructions = Path(task["instructions"])
@@ -277,7 +318,9 @@ def example_spec_toml(backend: str = "portal") -> str:
         'consolidation = "aws"             # aws (ACS-BoundingBox) | labeljob (our Lambda)\n',
         "mturk": '\n[mturk]\nsandbox = true\nreward_usd = "0.10"\nauto_approve_after = "3d"\n'
         "min_approval_rate = 95\nmin_approved_hits = 100\n",
-        "portal": "",
+        "portal": '\n# [quality]                         # gold tasks (docs/portal.md, "Gold tasks")\n'
+        '# gold = "gold.manifest"            # an augmented manifest of images with known boxes\n'
+        "# gold_rate = 0.1\n# gold_min_f1 = 0.5\n# gold_min_seen = 5\n",
     }[backend]
     workforce = {
         "groundtruth": 'type = "private"                     # private | vendor | public\nteam = "my-team"\n',

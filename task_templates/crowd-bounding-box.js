@@ -55,6 +55,7 @@ crowd-bounding-box{display:block;font:14px/1.4 system-ui,sans-serif;color:#222}
 .cbb-box{position:absolute;box-sizing:border-box;border:2px solid;box-shadow:0 0 0 1px #fff8;cursor:move}
 .cbb-box.cbb-selected{border-width:3px;background:#ffffff22}
 .cbb-box.cbb-preview{pointer-events:none;border-style:dashed}
+.cbb-box.cbb-overlay{pointer-events:none;border-style:dashed;box-shadow:none}
 .cbb-tag{position:absolute;left:-2px;bottom:100%;padding:0 4px;color:#fff;font-size:12px;font-weight:600;white-space:nowrap;pointer-events:none}
 .cbb-tag.cbb-inside{bottom:auto;top:0}
 .cbb-selected>.cbb-tag:not(.cbb-inside){margin-bottom:7px}
@@ -170,6 +171,20 @@ short-instructions{display:block}
 
     get name() {
       return this.getAttribute("name") || "boundingBox";
+    }
+
+    /**
+     * Boxes drawn over the image for reference only (never part of the answer, never draggable):
+     * [{name, color, boxes: [{label, left, top, width, height}]}]. The review page shows each
+     * worker's boxes this way.
+     */
+    get overlays() {
+      return this._overlays || [];
+    }
+
+    set overlays(list) {
+      this._overlays = Array.isArray(list) ? list : [];
+      this.render();
     }
 
     buildDom() {
@@ -593,6 +608,12 @@ short-instructions{display:block}
         }
         return div;
       }));
+      // Reference boxes go on top: they take no pointer events, so the boxes below stay draggable.
+      this.layer.append(...this.overlays.flatMap(({ name, color, boxes }) => boxes.map((box) => el("div", {
+        class: "cbb-box cbb-overlay", "data-overlay": String(name),
+        style: `left:${tx + box.left * s}px;top:${ty + box.top * s}px;width:${box.width * s}px;`
+          + `height:${box.height * s}px;border-color:${color}`,
+      }, el("span", { class: "cbb-tag cbb-inside", style: `background:${color}` }, `${name}: ${box.label}`)))));
     }
 
     /** The side list: one row per box with its label picker and a delete button. */

@@ -43,3 +43,35 @@ def s3(monkeypatch):
 
     with mock_aws():
         yield boto3.Session(region_name="us-east-1")
+
+
+@pytest.fixture
+def portal_spec(tmp_path):
+    """A factory of portal jobs over sample images: (name, truth keys, extra spec keys) -> (spec,
+    the job layer's store, the portal backend); labels car, pedestrian, sign, 3 answers per image."""
+    import json
+
+    from orchestrator.backends import get_backend
+    from orchestrator.jobs import JobStore
+    from orchestrator.spec import parse_spec
+    from orchestrator.storage import open_store
+
+    def make(name: str, keys: list[str], **extra):
+        manifest = tmp_path / f"{name}.manifest"
+        manifest.write_text(
+            "".join(json.dumps({"source-ref": (SAMPLE_BUCKET / k).as_uri()}) + "\n" for k in keys)
+        )
+        spec = parse_spec(
+            {
+                "name": name,
+                "labels": ["car", "pedestrian", "sign"],
+                "input_manifest": str(manifest),
+                "output": str(tmp_path / "labeling"),
+                "task": {"workers_per_object": 3},
+                **extra,
+            }
+        )
+        workspace = open_store(tmp_path / "workspace")
+        return spec, JobStore(workspace), get_backend("portal", workspace=workspace)
+
+    return make

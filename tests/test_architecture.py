@@ -18,6 +18,7 @@ LAYERS = [
     {"errors", "config", "spec", "redact", "storage", "aws", "service_model", "iam_policy", "templates"},
     {"manifest", "consolidation"},
     {"outputs"},
+    {"review"},
     {"jobs"},
     {"backends", "training"},
     {"cli", "lambdas", "demo", "doctor"},

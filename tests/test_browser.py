@@ -431,3 +431,107 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
     assert [b["label"] for b in boxes] == ["car", "pedestrian"]
     assert_box(boxes[0], "car", car)
     assert_box(boxes[1], "pedestrian", walker)
+
+
+# --------------------------------------------------------------------------------- the review app
+
+
+@pytest.fixture
+def review_app(tmp_path):
+    """`labeljob review` over two generated images (one named with HTML) and two workers' answers."""
+    from orchestrator.backends.portal.server import ServerThread
+    from orchestrator.consolidation import AnswerReport, parse_consolidation_payload
+    from orchestrator.review import Review, create_review_app
+    from orchestrator.storage import open_object
+
+    refs = []
+    for name in (f"{XSS_LABEL}.png", "street_2.png"):
+        (tmp_path / name).write_bytes(scene_png(640, 480))
+        refs.append((tmp_path / name).as_uri())
+    metadata = {
+        "objects": [{"confidence": 0.4}],
+        "class-map": {"1": XSS_LABEL},
+        "type": "groundtruth/object-detection",
+        "human-annotated": "yes",
+        "creation-date": "2026-11-20T10:15:02.441871",
+        "job-name": "labeling-job/street",
+    }
+    car = {"class_id": 1, "left": 96, "top": 144, "width": 160, "height": 120}
+    size = [{"width": 640, "height": 480, "depth": 3}]
+    manifest = tmp_path / "output.manifest"
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "source-ref": ref,
+                    "bbox": {"image_size": size, "annotations": [car]},
+                    "bbox-metadata": metadata,
+                }
+            )
+            + "\n"
+            for ref in refs
+        )
+    )
+
+    def answer(worker: str, left: int) -> dict:
+        boxes = [{"label": XSS_LABEL, "left": left, "top": 150, "width": 150, "height": 110}]
+        content = {
+            "annotatedResult": {"boundingBoxes": boxes, "inputImageProperties": {"width": 640, "height": 480}}
+        }
+        return {"workerId": worker, "annotationData": {"content": json.dumps(content)}}
+
+    payload = [
+        {
+            "datasetObjectId": "0",
+            "dataObject": {"s3Uri": refs[0]},
+            "annotations": [answer(XSS_LABEL, 90), answer("w2", 300)],
+        }
+    ]
+    out = tmp_path / "reviewed" / "reviewed.manifest"
+    review = Review(open_object(manifest), open_object(out))
+    review.add_answers(parse_consolidation_payload(json.dumps(payload), [XSS_LABEL], AnswerReport()))
+    with ServerThread(create_review_app(review, "code-for-the-browser", "ada")) as server:
+        yield SimpleNamespace(url=server.url, out=out, review=review)
+
+
+def test_review_page_fixes_a_box_by_dragging_and_toggles_a_worker(page, review_app):
+    page.goto(f"{review_app.url}/a/code-for-the-browser")
+    view = Viewer(page)
+    view.wait_loaded()
+    # The file name, the label and the worker id are all HTML, and all stay text.
+    assert page.locator("#title").text_content() == f"{XSS_LABEL}.png"
+    assert page.locator("img").count() == 1
+    worker = page.get_by_role("checkbox", name=XSS_LABEL)
+    assert page.locator(".cbb-overlay").count() == 0
+    worker.check()
+    assert page.locator(".cbb-overlay").count() == 1
+    assert page.locator(".cbb-overlay").get_attribute("data-overlay") == XSS_LABEL
+    assert page.locator(".cbb-overlay .cbb-tag").text_content() == f"{XSS_LABEL}: {XSS_LABEL}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-review.png"))
+    worker.uncheck()
+    assert page.locator(".cbb-overlay").count() == 0
+    worker.check()  # the worker's boxes stay on while the consensus box is dragged underneath
+
+    start, end = view.drag((176, 204), (216, 224))
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus leaves the checkbox; keys go to the page
+    page.keyboard.press("f")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('fixed')")
+    fixed = json.loads(review_app.out.read_text().splitlines()[0])
+    box = fixed["bbox"]["annotations"][0]
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    assert abs(box["left"] - (96 + dx)) <= 2 and abs(box["top"] - (144 + dy)) <= 2
+    assert (box["width"], box["height"]) == (160, 120)
+    assert fixed["bbox-metadata"]["adjustment-status"] == "adjusted"
+
+    # The page moved on to the second image: reject it, undo, and go back with the keyboard.
+    assert page.locator("#title").text_content() == "street_2.png"
+    page.keyboard.press("r")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('rejected')")
+    assert review_app.review.counts() == {"undecided": 0, "accept": 0, "fix": 1, "reject": 1}
+    page.keyboard.press("u")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('undone')")
+    assert review_app.review.counts()["reject"] == 0
+    page.keyboard.press("k")
+    assert page.locator("#title").text_content() == f"{XSS_LABEL}.png"
+    assert "fix by ada" in page.locator("#decision").text_content()

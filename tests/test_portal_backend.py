@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator.backends import get_backend
 from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.backend import PortalBackend
 from orchestrator.backends.portal.db import Task
@@ -18,39 +16,21 @@ from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.simulate import find_truth_file, load_truth, simulate, simulated_workers
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.errors import ConfigError
-from orchestrator.jobs import JobStore, finish_job, launch_job, new_record, poll_job, read_items
-from orchestrator.spec import parse_spec
-from orchestrator.storage import open_store
+from orchestrator.jobs import finish_job, launch_job, new_record, poll_job, read_items
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
 LABELS = ["car", "pedestrian", "sign"]
 
 
-def _job(tmp_path: Path):
+def _job(portal_spec):
     keys = [json.loads(line)["key"] for line in (SAMPLE_BUCKET / "truth.jsonl").read_text().splitlines()]
-    keys = [key for key in keys if "/img_" in key][:6]
-    manifest = tmp_path / "in.manifest"
-    manifest.write_text(
-        "".join(json.dumps({"source-ref": (SAMPLE_BUCKET / k).as_uri()}) + "\n" for k in keys)
-    )
-    spec = parse_spec(
-        {
-            "name": "street-1",
-            "labels": LABELS,
-            "input_manifest": str(manifest),
-            "output": str(tmp_path / "labeling"),
-            "task": {"workers_per_object": 3},
-        }
-    )
-    workspace = open_store(tmp_path / "workspace")
-    backend = get_backend("portal", workspace=workspace)
-    return spec, JobStore(workspace), backend
+    return portal_spec("street-1", [key for key in keys if "/img_" in key][:6])
 
 
 @pytest.fixture
-def job(tmp_path, portal_db_url):
+def job(portal_spec, portal_db_url):
     """A spec over six sample images, 3 answers each, and the job layer's store and the backend."""
-    return _job(tmp_path)
+    return _job(portal_spec)
 
 
 def _tasks(backend: PortalBackend) -> int:
@@ -95,14 +75,32 @@ def test_launch_simulate_poll_finish_and_review(job):
 
         with backend.database().write() as session:
             admin = issue_token(session, "admin")
+        assert httpx.get(f"{server.url}/review/{spec.name}/api/items").status_code == 401
+        worker_call = httpx.get(
+            f"{server.url}/review/{spec.name}/", headers={"Authorization": f"Bearer {tokens[0]}"}
+        )
+        assert worker_call.status_code == 403
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as client:
-            review = client.get(f"/admin/jobs/{spec.name}/review").text
-            assert len(re.findall(r'<div class="item">', review)) == 6
-            assert "<rect " in review
-            confidences = [float(c) for c in re.findall(r"lowest confidence (\d\.\d\d)", review)]
-            assert confidences == sorted(confidences)
-            image = client.get(re.search(r'<img src="([^"]+)"', review).group(1).replace("&amp;", "&"))
-            assert image.status_code == 200
+            moved = client.get(f"/admin/jobs/{spec.name}/review")
+            assert moved.status_code == 303 and moved.headers["location"] == f"/review/{spec.name}/"
+            assert "review.js" in client.get(f"/review/{spec.name}/").text
+            # The review app of the job: the consensus beside each worker's boxes, least certain first.
+            items = client.get(f"/review/{spec.name}/api/items", params={"order": "uncertain"}).json()
+            assert len(items) == 6 and all(len(item["workers"]) == 3 for item in items)
+            assert {w["worker_id"] for w in items[0]["workers"]} == {"sim-1", "sim-2", "sim-3"}
+            lowest = [min((b["confidence"] for b in item["boxes"]), default=1.0) for item in items]
+            assert lowest[0] == min(lowest)
+            image = client.get(f"/review/{spec.name}/api/items/{items[0]['index']}/image")
+            assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+            rejected = client.post(
+                f"/review/{spec.name}/api/items/{items[0]['index']}", json={"action": "reject"}
+            )
+            assert rejected.json()["decision"] == "reject"
+            folder = Path(jobs.workspace.root) / "jobs" / spec.name / "review"
+            assert [
+                json.loads(x)["source-ref"] for x in (folder / "rejected.manifest").read_text().splitlines()
+            ] == [items[0]["source-ref"]]
+            assert len((folder / "reviewed.manifest").read_text().splitlines()) == 5
             stats = client.get(f"/admin/jobs/{spec.name}").text
             assert "sim-1" in stats and "recall" in stats
             # The admin pages agree with `labeljob status`: complete, and nothing left to stop.
@@ -150,8 +148,8 @@ def test_stop_reports_partial_answers_and_closes_the_job(job):
     assert result.unlabeled_ids == [str(i) for i in range(6)]
 
 
-def test_validate_estimate_plan(tmp_path):
-    spec, _, backend = _job(tmp_path)
+def test_validate_estimate_plan(tmp_path, portal_spec):
+    spec, _, backend = _job(portal_spec)
     assert backend.validate(spec) == []
     public = spec.model_copy(update={"workforce": spec.workforce.model_copy(update={"type": "public"})})
     assert [key for key, _ in backend.validate(public)] == ["workforce.type"]

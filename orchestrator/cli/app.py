@@ -38,6 +38,7 @@ COMMANDS = {
     "cleanup": "orchestrator.cli.job:cleanup",
     "consolidate": "orchestrator.cli.results:consolidate",
     "export": "orchestrator.cli.results:export",
+    "review": "orchestrator.cli.review:review",
     "doctor": "orchestrator.cli.doctor:doctor",
     "train": "orchestrator.cli.train:train",
     "iam-policy": "orchestrator.cli.iam:iam_policy",

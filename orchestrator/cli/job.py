@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.groundtruth.chaining import chain_spec
+from orchestrator.backends.portal.verify import verify_spec
 from orchestrator.cli._options import SpecPath
 from orchestrator.cli._state import State, state
 from orchestrator.errors import UsageError
@@ -97,15 +98,26 @@ def launch(
         str | None, typer.Option(metavar="NAME", help="Adjust the boxes of an earlier job (Ground Truth).")
     ] = None,
     verify_from: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Verify the boxes of an earlier job (Ground Truth).")
+        str | None, typer.Option(metavar="NAME", help="Verify the boxes of an earlier job (portal).")
+    ] = None,
+    verify_below: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="With --verify-from: only images with a box less confident than this."
+        ),
     ] = None,
 ) -> None:
     """Launch a labeling job; running it again with the same spec reports the existing job."""
-    st = state(ctx)
-    spec = load_spec(spec_path)
     if adjust_from and verify_from:
         raise UsageError("give --adjust-from or --verify-from, not both")
-    if adjust_from or verify_from:
+    if verify_below is not None and not verify_from:
+        raise UsageError("--verify-below goes with --verify-from")
+    st = state(ctx)
+    spec = load_spec(spec_path)
+    if verify_from and spec.backend == "portal":
+        jobs = _job_store(st)
+        spec = verify_spec(spec, jobs.load(verify_from)[0], jobs, verify_below, st.session)
+    elif adjust_from or verify_from:
         earlier = _job_store(st).load(adjust_from or verify_from)[0]
         spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
     if warning := marketplace_warning(spec):

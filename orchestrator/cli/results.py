@@ -14,7 +14,6 @@ from orchestrator.cli._state import State, state
 from orchestrator.errors import InputError, UsageError
 from orchestrator.spec import ConsolidationSpec
 from orchestrator.storage import (
-    ObjectStore,
     S3Store,
     is_s3_uri,
     open_object,
@@ -31,21 +30,6 @@ MAX_LISTED_BAD_LINES = 10
 DEFAULT_ATTR = "bbox"
 
 
-def _job_folder(uri: str, session) -> ObjectStore | None:
-    """The store of a Ground Truth job output folder, or None when `uri` names a payload file."""
-    from orchestrator.outputs import WORKER_RESPONSE_PREFIX
-
-    if is_s3_uri(uri):
-        store = open_store(uri, session)
-        return store if next(iter(store.list(WORKER_RESPONSE_PREFIX)), None) else None
-    return open_store(uri) if Path(uri).is_dir() else None
-
-
-def _read(uri: str, session) -> bytes:
-    store, key = open_object(uri, session)
-    return store.get(key)
-
-
 def _labels(uri: str, session) -> list[str]:
     from orchestrator.outputs import parse_label_categories
 
@@ -57,29 +41,13 @@ def _read_answers(
     input: str, input_manifest: str | None, labels: list[str] | None, report: AnswerReport, session
 ) -> tuple[list[ObjectAnswers], dict[str, dict]]:
     """Workers' raw answers from a payload file or a job folder, and the source lines by object id."""
-    from orchestrator.consolidation import parse_consolidation_payload
-    from orchestrator.outputs import (
-        OUTPUT_MANIFEST_KEY,
-        WORKER_RESPONSE_PREFIX,
-        read_source_lines,
-        read_worker_responses,
-    )
+    from orchestrator.outputs import OUTPUT_MANIFEST_KEY, job_output_folder, read_answers, read_source_lines
 
     source_lines: dict[str, dict] = {}
     if input_manifest:
         source_lines = read_source_lines(*open_object(input_manifest, session))
-    folder = _job_folder(input, session)
-    if folder is None:
-        objects = parse_consolidation_payload(
-            _read(input, session), labels, report, fetch=lambda uri: _read(uri, session)
-        )
-        return objects, source_lines
-    if next(iter(folder.list(WORKER_RESPONSE_PREFIX)), None) is None:
-        raise InputError(
-            f"{folder.uri(WORKER_RESPONSE_PREFIX)}: no worker responses",
-            hint="give a payload file or a job's folder: <S3OutputPath>/<job name>/",
-        )
-    if not input_manifest:
+    folder = job_output_folder(input, session)
+    if folder is not None and not input_manifest:
         if not folder.exists(OUTPUT_MANIFEST_KEY):
             raise InputError(
                 f"{folder.uri(OUTPUT_MANIFEST_KEY)}: not found",
@@ -87,7 +55,7 @@ def _read_answers(
             )
         source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
     source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-    return read_worker_responses(folder, source_refs, labels, report), source_lines
+    return read_answers(input, source_refs, labels, report, session), source_lines
 
 
 def _params(**values) -> ConsolidationSpec:

@@ -18,7 +18,9 @@ _EXPORTS = {
         "parse_element_answer",
         "parse_mturk_answer",
         "parse_worker_response",
+        "MAX_COORDINATE",
     ],
+    "gold": ["GoldScore", "gold_weight", "score_gold"],
     "iou": ["box_iou"],
     "iou_vote": [
         "ConsolidatedBox",

@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 
 from orchestrator.consolidation.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
+from orchestrator.consolidation.gold import GoldScore, gold_weights
 from orchestrator.consolidation.iou import iou as paired_iou
 
 Coordinates = Literal["median", "mean"]
@@ -169,13 +170,26 @@ class IoUVote:
         self.weighting = weighting
         self.low_quality_f1 = low_quality_f1
 
-    def fit(self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None) -> IoUVote:
-        """Consolidate every object of a job; see the class docstring for the fitted attributes."""
+    def fit(
+        self,
+        objects: Sequence[ObjectAnswers],
+        labels: list[str] | None = None,
+        gold: Mapping[str, GoldScore] | None = None,
+    ) -> IoUVote:
+        """Consolidate every object of a job; see the class docstring for the fitted attributes.
+
+        `gold` (worker id -> `GoldScore`), with `weighting="agreement"`, puts gold evidence first:
+        each weight blends the worker's gold F1 and its agreement F1 by how many gold boxes it has
+        (`consolidation.gold.gold_weight`).
+        """
         job = _Job.build(objects, labels)
         weights = np.ones(len(job.worker_ids))
         vote = self._vote(job, weights)
         if self.weighting == "agreement":
-            weights = np.maximum(vote.worker_f1(), MIN_WEIGHT)
+            agreement = vote.worker_f1()
+            if gold:
+                agreement = gold_weights(gold, job.worker_ids, agreement)
+            weights = np.maximum(agreement, MIN_WEIGHT)
             vote = self._vote(job, weights)
         self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
         self.workers_ = vote.worker_quality(weights, self.low_quality_f1)

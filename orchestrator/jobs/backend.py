@@ -58,12 +58,17 @@ class LaunchPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+GOLD_SCORES = "gold_scores"
+
+
 @dataclass
 class PollResult:
     """A backend's view of a job: its status, counters and the answers that arrived since last time.
 
     `backend_state` holds whatever the backend must remember between polls (HIT ids, cursors); the
-    job layer merges it into the job record.
+    job layer merges it into the job record. A backend that runs gold tasks puts each worker's
+    `GoldScore.as_dict()` under `backend_state[GOLD_SCORES]`; finishing the job weights workers
+    and writes the workers report with them.
     """
 
     status: JobStatus

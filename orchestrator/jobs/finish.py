@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.consolidation import AnswerReport
+from orchestrator.consolidation import AnswerReport, GoldScore
 from orchestrator.errors import InputError, NotFound
+from orchestrator.jobs.backend import GOLD_SCORES
 from orchestrator.jobs.lifecycle import job_output_prefix
 from orchestrator.jobs.store import JobStore
 from orchestrator.manifest import write_jsonl
@@ -89,6 +90,7 @@ def finish_job(
             targets=targets,
             params=spec.consolidation,
             report=report,
+            gold={w: GoldScore.from_dict(s) for w, s in record.backend_state.get(GOLD_SCORES, {}).items()},
         )
         paths.update(outputs.paths)
     paths["manifest"] = manifest_store.uri(manifest_key)

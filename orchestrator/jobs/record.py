@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.errors import NotFound
 from orchestrator.spec import JobSpec, parse_spec
 
 JobStatus = Literal["launching", "in_progress", "completed", "failed", "stopped"]
@@ -63,3 +64,13 @@ class JobRecord(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def output_manifest(self) -> str:
+        """The URI of the job's augmented manifest: labeljob's own, else Ground Truth's."""
+        uri = self.outputs.get("manifest") or self.backend_state.get("output_manifest_uri")
+        if not uri:
+            raise NotFound(
+                f"job {self.name} has no output manifest yet",
+                hint=f"wait for it to end and be collected: `labeljob wait {self.name}`",
+            )
+        return uri

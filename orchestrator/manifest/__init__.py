@@ -23,6 +23,7 @@ from orchestrator.manifest.jsonl import (
     DEFAULT_WORKERS,
     object_checker,
     parse_line,
+    read_lines,
     read_manifest,
     write_jsonl,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "object_checker",
     "parse_extensions",
     "parse_line",
+    "read_lines",
     "parse_size",
     "parse_splits",
     "plan_destination",

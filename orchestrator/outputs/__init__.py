@@ -14,6 +14,8 @@ _EXPORTS = {
         "workers_report_csv",
         "workers_report_rows",
         "write_augmented_manifest",
+        "detection_attrs",
+        "dump_lines",
     ],
     "consolidate": [
         "OutputTargets",
@@ -32,6 +34,9 @@ _EXPORTS = {
         "worker_response_key",
         "write_consolidation_response",
         "write_worker_responses",
+        "job_output_folder",
+        "read_answers",
+        "read_object",
     ],
 }
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -30,7 +30,7 @@ from orchestrator.errors import InputError
 from orchestrator.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from orchestrator.consolidation import ObjectResult, WorkerQuality
+    from orchestrator.consolidation import GoldScore, ObjectResult, WorkerQuality
 
 OBJECT_DETECTION = "groundtruth/object-detection"
 JOB_NAME_PREFIX = "labeling-job/"
@@ -150,6 +150,20 @@ class AugmentedLine(BaseModel):
     def class_name(self, class_id: int) -> str:
         return self.metadata.class_map[str(class_id)]
 
+    def boxes(self) -> list[dict]:
+        """Each box with its label's name and its confidence: label, left, top, width, height, confidence."""
+        return [
+            {
+                "label": self.class_name(a.class_id),
+                "left": a.left,
+                "top": a.top,
+                "width": a.width,
+                "height": a.height,
+                "confidence": o.confidence,
+            }
+            for a, o in zip(self.label.annotations, self.metadata.objects, strict=True)
+        ]
+
 
 def creation_date(when: datetime) -> str:
     """Ground Truth's timestamp: UTC, microseconds, no timezone suffix."""
@@ -229,12 +243,19 @@ def write_augmented_manifest(store: ObjectStore, key: str, lines: Iterable[Mappi
     return store.uri(key)
 
 
+def detection_attrs(line: Mapping) -> list[str]:
+    """The line's label attributes whose `-metadata` says `groundtruth/object-detection`, in key order
+    (a chained job's latest attribute last)."""
+    return [
+        key.removesuffix("-metadata")
+        for key, value in line.items()
+        if key.endswith("-metadata") and isinstance(value, Mapping) and value.get("type") == OBJECT_DETECTION
+    ]
+
+
 def detect_attr(line: Mapping) -> str | None:
-    """The label attribute of a line: the key whose `-metadata` says `groundtruth/object-detection`."""
-    for key, value in line.items():
-        if key.endswith("-metadata") and isinstance(value, Mapping) and value.get("type") == OBJECT_DETECTION:
-            return key.removesuffix("-metadata")
-    return None
+    """The first label attribute of a line whose `-metadata` says `groundtruth/object-detection`."""
+    return next(iter(detection_attrs(line)), None)
 
 
 def read_augmented_manifest(
@@ -294,24 +315,50 @@ WORKER_REPORT_COLUMNS = [
 ]
 
 
-def workers_report_rows(workers: Mapping[str, WorkerQuality]) -> list[dict]:
-    """One row per worker, sorted by worker id, floats rounded to 4 digits."""
+# With gold tasks, each worker's gold score follows (docs/portal.md, "Gold tasks").
+GOLD_REPORT_COLUMNS = [
+    "gold_tasks",
+    "gold_f1",
+    "gold_missed",
+    "gold_false",
+    "gold_mislocated",
+    "gold_wrong_label",
+]
+
+
+def workers_report_rows(
+    workers: Mapping[str, WorkerQuality], gold: Mapping[str, GoldScore] | None = None
+) -> list[dict]:
+    """One row per worker, sorted by worker id, floats rounded to 4 digits; gold columns with `gold`
+    (empty for a worker who answered no gold task)."""
     rows = []
     for worker_id in sorted(workers):
         row = asdict(workers[worker_id])
+        if gold:
+            score = gold.get(worker_id)
+            values = [score.tasks, score.f1, score.missed, score.false, score.mislocated, score.wrong_label]
+            row.update(zip(GOLD_REPORT_COLUMNS, values if score else [""] * len(values), strict=True))
         rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     return rows
 
 
 def workers_report_csv(rows: Iterable[Mapping]) -> bytes:
+    rows = list(rows)
+    gold = bool(rows) and "gold_tasks" in rows[0]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=WORKER_REPORT_COLUMNS, lineterminator="\n")
+    columns = WORKER_REPORT_COLUMNS + (GOLD_REPORT_COLUMNS if gold else [])
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue().encode()
 
 
-def write_workers_report(store: ObjectStore, key: str, workers: Mapping[str, WorkerQuality]) -> str:
-    """Write the per-worker agreement CSV; returns its URI."""
-    store.put(key, workers_report_csv(workers_report_rows(workers)), "text/csv")
+def write_workers_report(
+    store: ObjectStore,
+    key: str,
+    workers: Mapping[str, WorkerQuality],
+    gold: Mapping[str, GoldScore] | None = None,
+) -> str:
+    """Write the per-worker agreement CSV (with gold scores when given); returns its URI."""
+    store.put(key, workers_report_csv(workers_report_rows(workers, gold)), "text/csv")
     return store.uri(key)

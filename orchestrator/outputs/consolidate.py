@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from orchestrator.consolidation import (
     AnswerReport,
+    GoldScore,
     IoUVote,
     ObjectAnswers,
     ObjectResult,
@@ -126,6 +127,7 @@ def consolidate_and_write(
     report: AnswerReport | None = None,
     created: datetime | None = None,
     stopping: StoppingRule | None = None,
+    gold: Mapping[str, GoldScore] | None = None,
 ) -> JobOutputs:
     """Consolidate `objects` by IoU voting and write the augmented manifest and the reports.
 
@@ -133,9 +135,10 @@ def consolidate_and_write(
     to the output; an object missing from it gets `{"source-ref": <its source_ref>}`. Objects
     without any answer get no output line (they count as `unanswered`, as do manifest lines with
     no object). Lines follow the input manifest's order. `report` is the parser's, for the
-    summary. Writes, in this order: worker responses (if asked), the augmented manifest, the
-    workers report (if a target is given), the consolidation response (if `job_folder`), the objects
-    that need more answers (if a target is given).
+    summary. `gold` (worker id -> `GoldScore`) puts gold evidence first in the worker weights and
+    adds the gold columns to the workers report. Writes, in this order: worker responses (if
+    asked), the augmented manifest, the workers report (if a target is given), the consolidation
+    response (if `job_folder`), the objects that need more answers (if a target is given).
 
     With `stopping`, every object (those of `source_lines` without answers too) is decided by the
     rule with the workers' weights from this consolidation; the summary counts them.
@@ -143,7 +146,7 @@ def consolidate_and_write(
     params = params or ConsolidationSpec()
     created = created or datetime.now(UTC)
     answered = [obj for obj in objects if obj.answers]
-    model = IoUVote(**params.model_dump()).fit(answered, labels=labels)
+    model = IoUVote(**params.model_dump()).fit(answered, labels=labels, gold=gold)
     order = _order(source_lines)
     results = sorted(model.results_, key=lambda r: order(r.dataset_object_id))
     paths: dict[str, str] = {}
@@ -165,7 +168,7 @@ def consolidate_and_write(
     ]
     paths["manifest"] = write_augmented_manifest(*targets.manifest, lines)
     if targets.workers_report is not None:
-        paths["workers_report"] = write_workers_report(*targets.workers_report, model.workers_)
+        paths["workers_report"] = write_workers_report(*targets.workers_report, model.workers_, gold)
     if folder is not None:
         entries = [
             consolidation_entry(

@@ -27,10 +27,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from orchestrator.consolidation import AnswerReport, ObjectAnswers, WorkerAnswer, parse_worker_response
+from orchestrator.consolidation import (
+    AnswerReport,
+    ObjectAnswers,
+    WorkerAnswer,
+    parse_consolidation_payload,
+    parse_worker_response,
+)
 from orchestrator.errors import InputError, NotFound
-from orchestrator.storage import ObjectStore, join_key, list_or_empty
+from orchestrator.storage import ObjectStore, is_s3_uri, join_key, list_or_empty, open_object, open_store
 
 OUTPUT_MANIFEST_KEY = "manifests/output/output.manifest"
 WORKER_RESPONSE_PREFIX = "annotations/worker-response/"
@@ -201,6 +208,49 @@ def read_worker_responses(
             )
         )
     return objects
+
+
+def job_output_folder(uri: str, boto3_session=None) -> ObjectStore | None:
+    """The store of a Ground Truth job's output folder at `uri`, or None when `uri` names a file.
+
+    InputError for a local folder without worker responses (on S3 a prefix without them is a file).
+    """
+    if is_s3_uri(uri):
+        store = open_store(uri, boto3_session)
+        return store if next(iter(store.list(WORKER_RESPONSE_PREFIX)), None) else None
+    if not Path(uri).is_dir():
+        return None
+    store = open_store(uri)
+    if next(iter(list_or_empty(store, WORKER_RESPONSE_PREFIX)), None) is None:
+        raise InputError(
+            f"{store.uri(WORKER_RESPONSE_PREFIX)}: no worker responses",
+            hint="give a payload file or a Ground Truth job's folder: <S3OutputPath>/<job name>/",
+        )
+    return store
+
+
+def read_object(uri: str, boto3_session=None) -> bytes:
+    store, key = open_object(uri, boto3_session)
+    return store.get(key)
+
+
+def read_answers(
+    uri: str,
+    source_refs: Mapping[str, str],
+    labels: list[str],
+    report: AnswerReport,
+    boto3_session=None,
+) -> list[ObjectAnswers]:
+    """Worker answers from a consolidation payload file or a Ground Truth job's output folder.
+
+    `source_refs` maps object ids (input line indexes) to source-refs; only a folder needs it.
+    """
+    folder = job_output_folder(uri, boto3_session)
+    if folder is None:
+        return parse_consolidation_payload(
+            read_object(uri, boto3_session), labels, report, fetch=lambda ref: read_object(ref, boto3_session)
+        )
+    return read_worker_responses(folder, source_refs, labels, report)
 
 
 def consolidation_entry(dataset_object_id: str, content: dict) -> dict:

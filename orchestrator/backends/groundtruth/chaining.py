@@ -10,22 +10,11 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from orchestrator.errors import InputError, NotFound, SpecError
+from orchestrator.errors import InputError, SpecError
 from orchestrator.jobs import JobRecord
 from orchestrator.spec import JobSpec, parse_spec
 
 ChainMode = Literal["adjust", "verify"]
-
-
-def previous_output(previous: JobRecord) -> str:
-    """The URI of the earlier job's augmented manifest: labeljob's own, else Ground Truth's."""
-    uri = previous.outputs.get("manifest") or previous.backend_state.get("output_manifest_uri")
-    if not uri:
-        raise NotFound(
-            f"job {previous.name} has no output manifest yet",
-            hint=f"wait for it to end and be collected: `labeljob wait {previous.name}`",
-        )
-    return uri
 
 
 def chain_spec(spec: JobSpec, previous: JobRecord, mode: ChainMode) -> JobSpec:
@@ -48,7 +37,7 @@ def chain_spec(spec: JobSpec, previous: JobRecord, mode: ChainMode) -> JobSpec:
     if problems:
         raise SpecError(problems, source=f"job spec {spec.name}")
     data = spec.model_dump(mode="json")
-    data["input_manifest"] = previous_output(previous)
+    data["input_manifest"] = previous.output_manifest()
     data["groundtruth"].update(chain=mode, chain_from=previous.name, chain_attribute=earlier)
     return parse_spec(data, source=f"job spec {spec.name}")
 

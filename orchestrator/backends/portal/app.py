@@ -19,6 +19,7 @@ import io
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +29,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Mount
 
-from orchestrator.backends.portal import catalog, pages
+from orchestrator.backends.portal import catalog, gold, pages
 from orchestrator.backends.portal.db import Job, Lease, Task, Worker, open_database
 from orchestrator.backends.portal.leasing import LeasedTask, SubmitRefused, submit_answer, take_task
-from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type, image_key
+from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type
 from orchestrator.backends.portal.tokens import (
     csrf_ok,
     csrf_token,
@@ -44,11 +47,13 @@ from orchestrator.backends.portal.tokens import (
     sign,
     signature_ok,
 )
+from orchestrator.backends.portal.verify import lease_start_boxes
 from orchestrator.backends.portal.workers import worker_by_public_id
 from orchestrator.consolidation import AnswerReport, parse_element_answer
 from orchestrator.errors import NotFound, StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
-from orchestrator.outputs import OUTPUT_MANIFEST_KEY, WORKERS_REPORT_KEY
+from orchestrator.outputs import WORKERS_REPORT_KEY, read_source_lines, read_worker_responses
+from orchestrator.review import Refused, Review, build_review_app
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
@@ -56,7 +61,8 @@ WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
 MAX_BODY_BYTES = 2_000_000
 IMAGE_URL_SECONDS = 3600
-REVIEW_PAGE_SIZE = 60
+# Where the portal's review of a job writes REVIEWED, beside the job record.
+REVIEWED_KEY = "review/reviewed.manifest"
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may send a worker back to; anything else in turkSubmitTo is refused.
 MTURK_HOSTS = ("www.mturk.com", "workersandbox.mturk.com", "worker.mturk.com")
@@ -105,6 +111,8 @@ class Portal:
         self.signing_key = load_signing_key(self.db)
         self._texts: dict[int, TaskText] = {}
         self._stores: dict[str, ObjectStore] = {}
+        self._reviews: dict[str, FastAPI] = {}
+        self._review_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ identity
 
@@ -160,12 +168,18 @@ class Portal:
         signature = sign(self.signing_key, f"{job_id}\n{key}\n{expires}")
         return f"/img/{job_id}/{quote(key)}?exp={expires}&sig={signature}"
 
+    def start_boxes(self, lease_id: int) -> list[dict] | None:
+        """The boxes a verification task starts from; None for an ordinary task."""
+        with self.db.read() as session:
+            return lease_start_boxes(session, lease_id)
+
     def task_page(self, leased: LeasedTask, form_action: str, hidden: dict[str, str]) -> str:
         html = render_task(
             self.task_text(leased.job_id),
             "portal",
             image_url=self.image_url(leased.job_id, leased.image_key),
             form_action=form_action,
+            initial_value=self.start_boxes(leased.lease_id),
         )
         return pages.with_hidden_fields(html, hidden)
 
@@ -190,6 +204,8 @@ class Portal:
             raise Denied(422, "the answer cannot be read: " + "; ".join(report.examples))
         text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
         done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock())
+        if not done.duplicate:
+            gold.after_answer(self.db, identity.worker_id, lease_id, self.clock())
         return {
             "status": "duplicate" if done.duplicate else "accepted",
             "answer_id": done.answer_id,
@@ -269,57 +285,34 @@ class Portal:
             return response
         return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
 
-    def review(self, name: str, offset: int) -> str:
-        from orchestrator.outputs import read_augmented_manifest
-
-        job = self.job(name)
-        record = self.job_record(name)
-        if job is None or record is None:
-            raise Denied(404, "no such job in this workspace", html=True)
-        spec = record.job_spec
-        store = open_store(job_output_prefix(spec), self.boto3_session)
-        try:
-            lines = [
-                line for _, line in read_augmented_manifest(store, OUTPUT_MANIFEST_KEY, spec.label_attribute)
-            ]
-        except NotFound:
-            return pages.message_page(
-                f"Review {name}",
-                "The job has no augmented manifest yet: it is written when a poll finishes the job.",
-                (f"/admin/jobs/{quote(name)}", "Back to the job"),
-            )
-
-        def least_certain(line) -> float:
-            return min((o.confidence for o in line.metadata.objects), default=1.0)
-
-        lines.sort(key=least_certain)
-        shown = lines[offset : offset + REVIEW_PAGE_SIZE]
-        items = []
-        for line in shown:
-            key = image_key(job.image_root, line.source_ref)
-            size = line.label.image_size[0] if line.label.image_size else None
-            boxes = [
-                {
-                    "label": line.class_name(a.class_id),
-                    "class_id": a.class_id,
-                    "left": a.left,
-                    "top": a.top,
-                    "width": a.width,
-                    "height": a.height,
-                    "confidence": o.confidence,
+    def job_review(self, name: str, authorize: Callable[[Request], None]) -> FastAPI:
+        """The review app over the finished job's output manifest, with each worker's boxes; built
+        once per job and process. Decisions go beside the job record (`review/reviewed.manifest`)."""
+        with self._review_lock:
+            if name not in self._reviews:
+                record = self.job_record(name)
+                if record is None:
+                    raise Denied(404, "no such job in this workspace", html=True)
+                manifest = record.outputs.get("manifest")
+                if not manifest:
+                    raise Denied(
+                        404,
+                        "The job has no augmented manifest yet: it is written when a poll finishes the job.",
+                        html=True,
+                    )
+                spec = record.job_spec
+                out = (self.workspace, JobStore.key(name, REVIEWED_KEY))
+                review = Review(open_object(manifest, self.boto3_session), out, attr=spec.label_attribute)
+                refs = {
+                    object_id: line["source-ref"]
+                    for object_id, line in read_source_lines(
+                        *open_object(spec.input_manifest, self.boto3_session)
+                    ).items()
                 }
-                for a, o in zip(line.label.annotations, line.metadata.objects, strict=True)
-            ]
-            caption = f"{line.source_ref.rsplit('/', 1)[-1]}: {len(boxes)} boxes, lowest confidence "
-            caption += f"{least_certain(line):.2f}" if boxes else "n/a"
-            url = self.image_url(job.id, key) if key else ""
-            items.append(
-                pages.review_item(url, size.width if size else 0, size.height if size else 0, boxes, caption)
-            )
-        more = offset + REVIEW_PAGE_SIZE
-        summary = f"{len(lines)} images, least certain first; showing {offset + 1}-{offset + len(shown)}."
-        link = f"/admin/jobs/{quote(name)}/review?offset={more}" if more < len(lines) else None
-        return pages.review_page(name, items, summary, link)
+                folder = open_store(job_output_prefix(spec), self.boto3_session)
+                review.add_answers(read_worker_responses(folder, refs, list(spec.labels), AnswerReport()))
+                self._reviews[name] = build_review_app(review, "admin", authorize, self.boto3_session)
+            return self._reviews[name]
 
 
 class SecurityHeaders:
@@ -584,6 +577,7 @@ def create_app(
                 "labels": list(text.labels),
                 "header": text.header,
                 "expires_at": leased.expires_at,
+                "initial_boxes": portal.start_boxes(leased.lease_id),
                 "submit_url": f"/api/leases/{leased.lease_id}/answer",
             }
         )
@@ -643,9 +637,15 @@ def create_app(
                 raise Denied(404, "no such job", html=True)
             summary = catalog.progress(session, job, portal.clock())
             workers = catalog.worker_stats(session, job)
+            scores = gold.public_gold_scores(session, job.id)
+            blocked = gold.blocks(session, job.id)
         agreement = portal.agreement(name)
         for row in workers:
             row.update({k: v for k, v in agreement.get(row["worker_id"], {}).items() if k != "answers"})
+            if scores:
+                score = scores.get(row["worker_id"])
+                row["gold"] = f"F1 {score.f1:.2f} over {score.tasks}" if score else "none yet"
+                row["blocked"] = blocked.get(row["worker_id"], "")
         record = portal.job_record(name)
         outputs = record.outputs if record else {}
         # A folder output (an export with several files) is shown by its location, not downloaded.
@@ -671,9 +671,29 @@ def create_app(
         return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
 
     @app.get("/admin/jobs/{name}/review")
-    def admin_review(request: Request, name: str, offset: int = 0) -> Response:
+    def admin_review(request: Request, name: str) -> Response:
         admin(request)
-        return _html(portal.review(name, max(0, offset)))
+        return RedirectResponse(f"/review/{quote(name)}/", status_code=303)
+
+    def review_admin(request: Request) -> None:
+        try:
+            admin(request, html=False)
+        except Denied as exc:
+            raise Refused(exc.status, exc.message) from None
+
+    async def job_review(scope, receive, send) -> None:
+        """`/review/<job>/`: the review app of one finished job, for admins only."""
+        request = Request(scope)
+        await run_in_threadpool(admin, request)
+        name = scope["path_params"]["name"]
+        if get_route_path(scope) == "":
+            # The page's URLs are relative: it must be served at the folder's address.
+            await RedirectResponse(f"/review/{quote(name)}/", status_code=307)(scope, receive, send)
+            return
+        review_app = await run_in_threadpool(portal.job_review, name, review_admin)
+        await review_app(scope, receive, send)
+
+    app.router.routes.append(Mount("/review/{name}", app=job_review))
 
     @app.get("/admin/jobs/{name}/files/{output}")
     def admin_file(request: Request, name: str, output: str) -> Response:

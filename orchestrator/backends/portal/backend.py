@@ -37,6 +37,7 @@ from orchestrator.backends.portal.db import (
     open_database,
     redacted,
 )
+from orchestrator.backends.portal.gold import not_gold, public_gold_scores, read_gold
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.consolidation import (
     AnswerReport,
@@ -46,7 +47,7 @@ from orchestrator.consolidation import (
     parse_element_answer,
 )
 from orchestrator.errors import BackendError, ConfigError
-from orchestrator.jobs import CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
+from orchestrator.jobs import GOLD_SCORES, CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
 from orchestrator.outputs import stopping_rule
 
 if TYPE_CHECKING:
@@ -149,15 +150,17 @@ class PortalBackend:
         return LaunchPlan(requests, self.estimate(spec, n_objects or 0), warnings)
 
     def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
-        """The images are in one bucket or folder, which the portal serves them from."""
-        split_image_root([item.source_ref for item in items])
+        """The images, gold ones included, are in one bucket or folder, which the portal serves them from."""
+        gold = read_gold(spec, self.boto3_session)
+        split_image_root([item.source_ref for item in items] + [g.source_ref for g in gold])
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         db = self.database()
+        gold = read_gold(spec, self.boto3_session)
         for attempt in range(2):
             try:
                 with db.write() as session:
-                    job, _created = catalog.load_job(session, spec, items, time.time())
+                    job, _created = catalog.load_job(session, spec, items, time.time(), gold)
                 break
             except IntegrityError:
                 # Another process created the same job at the same moment (PostgreSQL): load again.
@@ -187,13 +190,14 @@ class PortalBackend:
                     func.count(Task.id),
                     func.count(Task.id).filter(final),
                     func.coalesce(func.sum(Task.answered).filter(final), 0),
-                ).where(Task.job_id == job.id)
+                ).where(Task.job_id == job.id, not_gold())
             ).one()
             ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
                 select(Task)
                 .where(
                     Task.job_id == job.id,
+                    not_gold(),
                     ready,
                     or_(Task.reported_in.is_(None), Task.reported_in > generation),
                 )
@@ -207,15 +211,20 @@ class PortalBackend:
                     .where(Task.id.in_(ids[start : start + CHUNK]))
                     .values(reported_in=generation + 1)
                 )
+            scores = public_gold_scores(session, job.id)
             unlabeled = []
             if stopped:
                 unlabeled = list(
                     session.scalars(
-                        select(Task.object_id).where(Task.job_id == job.id, ~final).order_by(Task.position)
+                        select(Task.object_id)
+                        .where(Task.job_id == job.id, ~final, not_gold())
+                        .order_by(Task.position)
                     )
                 )
         status = "stopped" if stopped else "completed" if labeled == total else "in_progress"
         state: dict = {GENERATION: generation + 1}
+        if scores:
+            state[GOLD_SCORES] = {worker: score.as_dict() for worker, score in scores.items()}
         if spec.task.adaptive is not None:
             state.update(overlap_state(labeled, int(final_answers), spec.task.workers_per_object))
         return PollResult(

@@ -15,7 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Setting, Task, Worker
+from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.media import split_image_root
+from orchestrator.backends.portal.verify import add_start_boxes
 from orchestrator.errors import BackendError
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import JobSpec
@@ -67,11 +69,13 @@ def job_by_name(session: Session, name: str) -> Job | None:
     return session.scalars(select(Job).where(Job.name == name)).first()
 
 
-def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: float) -> tuple[Job, int]:
-    """Create the job and one task per manifest object; what exists already is kept.
+def load_job(
+    session: Session, spec: JobSpec, items: list[ManifestItem], now: float, gold: list[GoldItem] = ()
+) -> tuple[Job, int]:
+    """Create the job, one task per manifest object and one per gold image; what exists is kept.
 
-    Returns the job and how many tasks were created, so launching the same job again creates
-    nothing. A different spec under an existing name is a BackendError.
+    Returns the job and how many manifest tasks were created, so launching the same job again
+    creates nothing. A different spec under an existing name is a BackendError.
     """
     job = job_by_name(session, spec.name)
     if job is not None and job.fingerprint != spec.fingerprint():
@@ -79,7 +83,8 @@ def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: fl
             f"the portal database already has a job named {spec.name!r} with a different spec",
             hint="give the job a new name",
         )
-    image_root, keys = split_image_root([item.source_ref for item in items])
+    image_root, keys = split_image_root([item.source_ref for item in items] + [g.source_ref for g in gold])
+    keys, gold_keys = keys[: len(items)], keys[len(items) :]
     if job is None:
         job = Job(
             name=spec.name,
@@ -111,9 +116,17 @@ def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: fl
         for position, (item, key) in enumerate(zip(items, keys, strict=True))
         if item.object_id not in existing
     ]
+    created = len(rows)
+    rows += [
+        row
+        for row in gold_rows(job.id, gold, gold_keys, spec.task.time_limit)
+        if row["object_id"] not in existing
+    ]
     if rows:
         session.execute(insert(Task), rows)
-    return job, len(rows)
+    add_gold_boxes(session, job.id, gold)
+    add_start_boxes(session, job.id, spec, items)
+    return job, created
 
 
 def stop_job(session: Session, name: str, now: float) -> bool:
@@ -138,12 +151,12 @@ def progress(session: Session, job: Job, now: float) -> dict:
             func.coalesce(func.sum(case((task_final(), 1), else_=0)), 0),
             func.coalesce(func.sum(Task.answered), 0),
             func.coalesce(func.sum(Task.asked), 0),
-        ).where(Task.job_id == job.id)
+        ).where(Task.job_id == job.id, not_gold())
     ).one()
     live = session.scalar(
         select(func.count(Lease.id))
         .join(Task, Task.id == Lease.task_id)
-        .where(Task.job_id == job.id, Lease.submitted_at.is_(None), Lease.expires_at > now)
+        .where(Task.job_id == job.id, Lease.submitted_at.is_(None), Lease.expires_at > now, not_gold())
     )
     workers = session.scalar(
         select(func.count(func.distinct(Answer.worker_id)))

@@ -182,6 +182,40 @@ class Answer(Base):
     )
 
 
+class GoldTask(Base):
+    """A task whose true boxes are known (JSON `[{label, left, top, width, height}]`): mixed into a
+    worker's tasks unannounced, scored, and never handed to the job layer. Its own table, so a
+    database made before gold tasks existed gains it without a migration."""
+
+    __tablename__ = "gold_tasks"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    boxes: Mapped[str] = mapped_column(Text)
+
+
+class TaskStart(Base):
+    """The boxes a verification task shows the worker to start from (JSON, like GoldTask's)."""
+
+    __tablename__ = "task_starts"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    boxes: Mapped[str] = mapped_column(Text)
+
+
+class WorkerBlock(Base):
+    """A worker blocked from one job, and why (shown to the ML lead)."""
+
+    __tablename__ = "worker_blocks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    blocked_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (UniqueConstraint("job_id", "worker_id", name="one_block_per_job"),)
+
+
 class Setting(Base):
     """Process-independent values every portal process must share, such as the URL signing key."""
 

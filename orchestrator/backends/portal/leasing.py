@@ -22,6 +22,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from orchestrator.backends.portal import gold
 from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Task, Worker
 
 # A task claimed by another request in the meantime is skipped; give up after this many tries so a
@@ -92,7 +93,11 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
     tasks of that job.
     """
     invited_for = select(Worker.job_id).where(Worker.id == worker_id).scalar_subquery()
-    jobs = select(Job.id).where(Job.status == "open", or_(invited_for.is_(None), Job.id == invited_for))
+    jobs = select(Job.id).where(
+        Job.status == "open",
+        or_(invited_for.is_(None), Job.id == invited_for),
+        gold.not_blocked(Job.id, worker_id),
+    )
     if job_name is not None:
         jobs = jobs.where(Job.name == job_name)
     with db.write() as session:
@@ -127,6 +132,7 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                     Task.answered < Task.asked,
                     Task.answered + live < Task.asked,
                     ~answered_by_me,
+                    gold.not_gold(),
                 )
                 .order_by(Task.job_id, Task.position)
                 .limit(1)
@@ -144,6 +150,8 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 wait = True
                 continue
             task, name = found
+            # Gold is mixed in only while the job has work for the worker, never served alone.
+            task = gold.due_gold_task(session, task.job_id, worker_id) or task
             room, own_lease = _room(session, task.id, worker_id, now)
             if not room:
                 skipped.append(task.id)

@@ -59,16 +59,6 @@ def split_image_root(source_refs: list[str]) -> tuple[str, list[str]]:
     return root, keys
 
 
-def image_key(image_root: str, source_ref: str) -> str | None:
-    """The key of `source_ref` under `image_root`, or None when it lies elsewhere."""
-    base, path = _location(source_ref)
-    if base:
-        full = base + path
-        return full[len(image_root) :] if full.startswith(image_root) else None
-    root = image_root.rstrip("/") + "/"
-    return path[len(root) :] if path.startswith(root) else None
-
-
 def check_key(key: str) -> None:
     """StorageError unless `key` is a plain relative key: no `..`, no leading slash, no backslash."""
     parts = key.split("/")

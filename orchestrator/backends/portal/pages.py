@@ -14,25 +14,8 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left}
 .bar{background:#eee;width:10rem;height:.7rem;display:inline-block}.bar>span{background:#3a7;height:100%;display:block}
-.review{display:flex;flex-wrap:wrap;gap:1rem}.item{width:22rem}.frame{position:relative;display:inline-block}
-.frame img{display:block;max-width:22rem}.frame svg{position:absolute;inset:0;width:100%;height:100%}
-.frame rect{fill:none;stroke-width:2;vector-effect:non-scaling-stroke}
-.frame text{paint-order:stroke;stroke:#fff;stroke-width:3}
 .muted{color:#666}.notice{background:#fff6d5;padding:.6rem 1rem}
 """
-# Colours for up to 10 labels (the element's maximum), picked by class id.
-COLOURS = [
-    "#e6194b",
-    "#3cb44b",
-    "#4363d8",
-    "#f58231",
-    "#911eb4",
-    "#42d4f4",
-    "#f032e6",
-    "#9a6324",
-    "#800000",
-    "#000075",
-]
 _CROWD_FORM = re.compile(r"<crowd-form\b[^>]*>")
 
 
@@ -134,14 +117,16 @@ def admin_jobs_page(jobs: list[dict]) -> str:
 
 
 def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]], csrf: str) -> str:
-    """One job: progress, per-worker statistics, outputs and the stop button.
+    """One job: progress, per-worker statistics (with gold scores and blocks), outputs and the stop button.
 
     files: (name, download path) or, for a folder, (name, its URI), shown as text.
     """
     name = esc(job["name"])
     agreement = any(w.get("recall") is not None for w in workers)
+    gold = any("gold" in w for w in workers)
     headers = ["worker", "name", "source", "answers", "median s/task", "mean s/task"]
     headers += ["recall", "precision", "mean IoU", "weight", "low quality"] if agreement else []
+    headers += ["gold", "blocked"] if gold else []
     rows = []
     for w in workers:
         row = [
@@ -154,6 +139,8 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         ]
         if agreement:
             row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
+        if gold:
+            row += [esc(w.get("gold", "")), esc(w.get("blocked", ""))]
         rows.append(row)
     links = "".join(
         f"<li>{esc(label)}: {esc(target)}</li>"
@@ -173,37 +160,6 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         f"<p>Status: {esc(job['status'])}. Objects complete: {_bar(job['complete'], job['objects'])}. "
         f"Answers: {_bar(job['answers'], job['wanted'])}.</p>{stop}"
         f"<h2>Workers</h2>{_table(headers, rows) if workers else '<p>No answers yet.</p>'}{note}"
-        f'<h2>Outputs</h2><p><a href="/admin/jobs/{name}/review">Review the consolidated boxes</a></p>'
+        f'<h2>Outputs</h2><p><a href="/review/{name}/">Review and adjudicate the boxes</a></p>'
         f"<ul>{links or '<li class=muted>None yet: the job has not been finished by a poll.</li>'}</ul>",
-    )
-
-
-def review_item(image_url: str, width: int, height: int, boxes: list[dict], caption: str) -> str:
-    """One image with its consolidated boxes drawn over it (boxes: label, class_id, box, confidence)."""
-    shapes = []
-    for box in boxes:
-        colour = COLOURS[box["class_id"] % len(COLOURS)]
-        shapes.append(
-            f'<rect x="{box["left"]}" y="{box["top"]}" width="{box["width"]}" height="{box["height"]}" '
-            f'stroke="{colour}"><title>{esc(box["label"])} {box["confidence"]:.2f}</title></rect>'
-            f'<text x="{box["left"] + 2}" y="{max(box["top"] - 3, 12)}" fill="{colour}">'
-            f"{esc(box['label'])} {box['confidence']:.2f}</text>"
-        )
-    # Text is sized in image pixels, so it stays readable however far the image is scaled down.
-    view = f'viewBox="0 0 {width} {height}" font-size="{max(12, width // 25)}"' if width and height else ""
-    return (
-        f'<div class="item"><div class="frame"><img src="{esc(image_url)}" alt="{esc(caption)}">'
-        f'<svg {view} preserveAspectRatio="none">{"".join(shapes)}</svg></div>'
-        f'<div class="muted">{esc(caption)}</div></div>'
-    )
-
-
-def review_page(job_name: str, items: list[str], summary: str, more: str | None) -> str:
-    """`items` are review_item() blocks, least certain first; `more` links to the next page."""
-    next_link = f'<p><a href="{esc(more)}">More</a></p>' if more else ""
-    return page(
-        f"Review {job_name}",
-        f'<p><a href="/admin/jobs/{esc(job_name)}">Back to {esc(job_name)}</a></p>'
-        f"<h1>Review {esc(job_name)}</h1><p>{esc(summary)}</p>"
-        f'<div class="review">{"".join(items)}</div>{next_link}',
     )
