@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.backends import get_backend
-from orchestrator.backends.groundtruth.chaining import chain_spec
-from orchestrator.backends.portal.verify import verify_spec
 from orchestrator.cli._options import SpecPath
 from orchestrator.cli._state import State, state
 from orchestrator.errors import UsageError
@@ -50,6 +47,8 @@ def _job_store(st: State) -> JobStore:
 
 
 def _backend(st: State, name: str):
+    from orchestrator.backends import get_backend
+
     workspace = open_store(st.settings.workspace, st.session)
     return get_backend(name, boto3_session=st.session, workspace=workspace)
 
@@ -115,9 +114,13 @@ def launch(
     st = state(ctx)
     spec = load_spec(spec_path)
     if verify_from and spec.backend == "portal":
+        from orchestrator.backends.portal.verify import verify_spec
+
         jobs = _job_store(st)
         spec = verify_spec(spec, jobs.load(verify_from)[0], jobs, verify_below, st.session)
     elif adjust_from or verify_from:
+        from orchestrator.backends.groundtruth.chaining import chain_spec
+
         earlier = _job_store(st).load(adjust_from or verify_from)[0]
         spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
     if warning := marketplace_warning(spec):

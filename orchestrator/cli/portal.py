@@ -37,7 +37,7 @@ def _database(st: State, db: str | None) -> Database:
     return open_database(default_db_url(_workspace(st), db))
 
 
-def _base_url(host: str, port: int) -> str:
+def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -84,7 +84,7 @@ def serve(
         if new_admin_token:
             revoke_admin_tokens(session)
         token = issue_token(session, "admin") if new_admin_token or not has_admin_token(session) else None
-    base = _base_url(host, port)
+    base = base_url(host, port)
     catalog.record_server_url(database, base)
     database.dispose()
     result = {"url": base, "database": redacted(url)}

@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import getpass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli._state import State, state
-from orchestrator.consolidation import AnswerReport
-from orchestrator.outputs import read_answers
+from orchestrator.cli.portal import base_url
 from orchestrator.redact import ShownOnce
-from orchestrator.review import Review, create_review_app, new_code
-from orchestrator.storage import is_s3_uri, open_object
+from orchestrator.storage import open_object
 
-
-def _session(st: State, *uris: str | None):
-    # Local files need no AWS session, so a machine without AWS config reviews offline.
-    return st.session if any(uri and is_s3_uri(uri) for uri in uris) else None
-
-
-def _base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+if TYPE_CHECKING:
+    from orchestrator.review import Review
 
 
 def open_review(st: State, manifest: str, out: str, answers: str | None, attr: str | None) -> Review:
     """The review of MANIFEST into OUT, with the workers' boxes from ANSWERS when given."""
-    session = _session(st, manifest, out, answers)
+    from orchestrator.consolidation import AnswerReport
+    from orchestrator.outputs import read_answers
+    from orchestrator.review import Review
+
+    session = st.session_for(manifest, out, answers)
     review = Review(open_object(manifest, session), open_object(out, session), attr=attr)
     if answers:
         report = AnswerReport()
@@ -69,10 +65,12 @@ def review(
     """Serve the review app for MANIFEST; every decision is written at once, and a restart resumes."""
     import uvicorn
 
+    from orchestrator.review import create_review_app, new_code
+
     st = state(ctx)
     opened = open_review(st, manifest, out, answers, attr)
     code = new_code()
-    base = _base_url(host, port)
+    base = base_url(host, port)
     st.output.info("Open the review link below; it is new each run. Ctrl-C stops the app.")
     st.output.data(
         {
@@ -84,6 +82,6 @@ def review(
             **opened.uris,
         }
     )
-    app = create_review_app(opened, code, getpass.getuser(), _session(st, manifest))
+    app = create_review_app(opened, code, getpass.getuser(), st.session_for(manifest))
     # No access log: the review link carries the admin code in its path.
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

@@ -11,16 +11,10 @@ import typer
 from orchestrator.cli._options import TrainingOutput, TrainingRole
 from orchestrator.cli._state import state
 from orchestrator.cli.doctor import print_checks
-from orchestrator.doctor import training_checks
 from orchestrator.errors import PreflightFailed, UsageError
 from orchestrator.jobs import JobStore, status_row
 from orchestrator.storage import open_store
-from orchestrator.training import (
-    ALGORITHM,
-    DEFAULT_INSTANCE_TYPE,
-    launch_training,
-    prepare_training,
-)
+from orchestrator.training.object_detection import ALGORITHM, DEFAULT_INSTANCE_TYPE
 
 
 def train(
@@ -55,6 +49,9 @@ def train(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before starting a paid job.")] = False,
 ) -> None:
     """Train a detector on a labeled manifest; running it again with the same options launches nothing."""
+    from orchestrator.doctor import training_checks
+    from orchestrator.training import launch_training, prepare_training
+
     st = state(ctx)
     if algorithm != ALGORITHM:
         raise UsageError(f"--algorithm {algorithm!r} is not supported", hint=f"use --algorithm {ALGORITHM}")
