@@ -421,3 +421,12 @@ def test_the_yolo_script_lays_out_both_channels_with_one_class_numbering(tmp_pat
     assert (tmp_path / "work/train/labels/car-1.txt").read_text().split()[0] == "0"
     text = data.read_text()
     assert "train: train/images\nval: validation/images\n" in text and '  1: "sign"' in text
+
+
+def test_a_line_the_yolo_export_cannot_read_stops_the_launch_before_the_call(account, groundtruth):
+    lines = manifest_lines({"car": 60, "sign": 60})
+    lines[4]["bbox-metadata"]["objects"] = []  # one box, no confidence for it
+    result = train(put_manifest(lines), account, "--algorithm", "yolo-script", "--yes")
+    assert result.exit_code == 1, result.output
+    assert "a line the YOLO export cannot read" in result.stderr
+    assert groundtruth.calls("CreateTrainingJob") == []

@@ -1,9 +1,10 @@
 """A SageMaker training job as a job of the workspace: planned, launched once, polled, stopped.
 
 Its record is a `JobRecord` with backend `sagemaker-training` and the request as its spec, so
-`labeljob status` and `wait` follow it like a labeling job. The channel manifests are copied to
-`<output>/<training job>/input/<channel>.manifest` before the call: the job reads a snapshot that
-later edits of the source cannot change, and a local manifest becomes readable to SageMaker.
+`labeljob status` and `wait` follow it like a labeling job. The channels are written under
+`<output>/<training job>/input/` before the call (augmented manifests, or YOLO exports for
+yolo-script): the job reads a snapshot that later edits of the source cannot change, and a local
+manifest becomes readable to SageMaker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from orchestrator.aws import client, error_code
-from orchestrator.errors import SpecError, UsageError
+from orchestrator.errors import InputError, SpecError, UsageError
 from orchestrator.jobs import JobRecord, JobStore, utcnow
 from orchestrator.manifest import write_jsonl
 from orchestrator.outputs import AugmentedLine, export_lines
@@ -79,6 +80,15 @@ class TrainingPlan:
             {"operation": "sagemaker:CreateTrainingJob", "region": self.region, "params": self.request},
         ]
 
+    def _augmented(self, lines: list[dict]) -> list[AugmentedLine]:
+        try:
+            return [AugmentedLine.from_json(line, self.data.attribute) for line in lines]
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise InputError(
+                f"{self.data.source.manifest}: a line the YOLO export cannot read: {exc}",
+                hint="`labeljob manifest check` names the line",
+            ) from None
+
     def write_inputs(self, boto3_session=None) -> None:
         """The channels, and the script's source archive, where the request says."""
         for channel, uri in self.channel_uris.items():
@@ -86,8 +96,7 @@ class TrainingPlan:
             if self.algorithm == ALGORITHM:
                 write_jsonl(*open_object(uri, boto3_session), lines)
             else:
-                augmented = [AugmentedLine.from_json(line, self.data.attribute) for line in lines]
-                export_lines(augmented, "yolo", open_store(uri, boto3_session))
+                export_lines(self._augmented(lines), "yolo", open_store(uri, boto3_session))
         if self.source_uri:
             store, key = open_object(self.source_uri, boto3_session)
             store.put(key, yolo_script.source_archive(), "application/gzip")
