@@ -339,3 +339,94 @@ def test_a_long_training_job_gets_no_stuck_labeling_hint(account, groundtruth):
     assert json.loads(run("status", name).stdout)["hint"].startswith("no progress for 5.0 h")
     polled = json.loads(run("poll", name).stdout)
     assert (polled["status"], polled["hint"]) == ("in_progress", None)
+
+
+# --------------------------------------------------------------------------- yolo-script
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "ap-northeast-1"])
+def test_the_yolo_script_request_passes_the_service_model(account, region):
+    bucket = f"yolo-{region}"
+    manifest = put_manifest(
+        manifest_lines({"car": 80, "sign": 80}, bucket=bucket), region=region, bucket=bucket
+    )
+    result = train(manifest, account, "--algorithm", "yolo-script", "--dry-run", region=region, bucket=bucket)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    params = plan["requests"][-1]["params"]
+    assert validate_request("sagemaker", "CreateTrainingJob", params) == []
+    assert (
+        f".dkr.ecr.{region}.amazonaws.com/pytorch-training:"
+        in params["AlgorithmSpecification"]["TrainingImage"]
+    )
+    for channel in params["InputDataConfig"]:
+        source = channel["DataSource"]["S3DataSource"]
+        assert source["S3DataType"] == "S3Prefix" and source["S3Uri"].endswith(
+            f"/input/{channel['ChannelName']}/"
+        )
+    hyper = {key: json.loads(value) for key, value in params["HyperParameters"].items()}
+    assert hyper["sagemaker_program"] == "yolo_train.py" and json.loads(hyper["names"]) == CLASSES
+    assert hyper["sagemaker_submit_directory"] == plan["requests"][-2]["uri"]
+    assert hyper["sagemaker_submit_directory"].endswith("/source/sourcedir.tar.gz")
+
+
+def test_a_yolo_script_job_gets_the_yolo_export_and_the_script(account, groundtruth):
+    import io
+    import tarfile
+    from pathlib import Path
+
+    groundtruth.advance_per_describe = 400
+    manifest = put_manifest(manifest_lines({"car": 60, "sign": 60}))
+    launched = train(manifest, account, "--algorithm", "yolo-script", "--yes")
+    assert launched.exit_code == 0, launched.output
+    name = json.loads(launched.stdout)["name"]
+    assert "-yolo-" in name
+    keys = objects_under(f"training/{name}/")
+    for channel in ("train", "validation"):
+        assert {
+            f"training/{name}/input/{channel}/{f}" for f in ("classes.txt", "data.yaml", "images.csv")
+        } <= set(keys)
+    labels = [k for k in keys if "/labels/" in k]
+    assert len(labels) == 120
+    s3 = boto3.client("s3", region_name="us-east-1")
+    archive = s3.get_object(Bucket=BUCKET, Key=f"training/{name}/source/sourcedir.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        script = tar.extractfile("yolo_train.py").read()
+    shipped = Path(__file__).resolve().parents[1] / "orchestrator" / "training" / "scripts" / "yolo_train.py"
+    assert script == shipped.read_bytes()
+    waited = run("wait", name, "--interval", "0.01")
+    assert waited.exit_code == 0, waited.output
+
+
+def test_the_yolo_script_lays_out_both_channels_with_one_class_numbering(tmp_path):
+    from orchestrator.outputs import AugmentedLine, export_lines
+    from orchestrator.storage import LocalStore
+    from orchestrator.training.scripts.yolo_train import prepare
+
+    channels = {"train": manifest_lines({"car": 2, "sign": 1}), "validation": manifest_lines({"sign": 1})}
+    for channel, lines in channels.items():
+        augmented = [AugmentedLine.from_json(line, "bbox") for line in lines]
+        export_lines(augmented, "yolo", LocalStore(tmp_path / "export" / channel))
+    fetched = []
+
+    def fetch(uri, path):
+        fetched.append((uri, path.relative_to(tmp_path / "work").as_posix()))
+        path.write_bytes(b"image")
+
+    data = prepare({c: tmp_path / "export" / c for c in channels}, tmp_path / "work", CLASSES, fetch)
+    assert ("s3://training-data/images/sign-0.jpg", "validation/images/sign-0.jpg") in fetched
+    assert len(fetched) == 4
+    # The validation export lists only `sign` (its class 0); the script renumbers it to the names' 1.
+    assert (tmp_path / "work/validation/labels/sign-0.txt").read_text().split()[0] == "1"
+    assert (tmp_path / "work/train/labels/car-1.txt").read_text().split()[0] == "0"
+    text = data.read_text()
+    assert "train: train/images\nval: validation/images\n" in text and '  1: "sign"' in text
+
+
+def test_a_line_the_yolo_export_cannot_read_stops_the_launch_before_the_call(account, groundtruth):
+    lines = manifest_lines({"car": 60, "sign": 60})
+    lines[4]["bbox-metadata"]["objects"] = []  # one box, no confidence for it
+    result = train(put_manifest(lines), account, "--algorithm", "yolo-script", "--yes")
+    assert result.exit_code == 1, result.output
+    assert "a line the YOLO export cannot read" in result.stderr
+    assert groundtruth.calls("CreateTrainingJob") == []

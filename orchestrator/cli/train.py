@@ -23,7 +23,11 @@ def train(
         str, typer.Argument(metavar="JOB|MANIFEST", help="A finished job of the workspace, or a manifest.")
     ],
     algorithm: Annotated[
-        str, typer.Option(help="object-detection: SageMaker's built-in Object Detection algorithm.")
+        str,
+        typer.Option(
+            help="object-detection (SageMaker's built-in algorithm) or yolo-script (Ultralytics YOLO in the "
+            "PyTorch container)."
+        ),
     ] = ALGORITHM,
     instance_type: Annotated[str, typer.Option(help="The training instance type.")] = DEFAULT_INSTANCE_TYPE,
     validation: Annotated[
@@ -53,8 +57,6 @@ def train(
     from orchestrator.training import launch_training, prepare_training
 
     st = state(ctx)
-    if algorithm != ALGORITHM:
-        raise UsageError(f"--algorithm {algorithm!r} is not supported", hint=f"use --algorithm {ALGORITHM}")
     jobs = JobStore(open_store(st.settings.workspace, st.session))
     plan = prepare_training(
         source,
@@ -64,6 +66,7 @@ def train(
         label_attribute=label_attribute,
         boto3_session=st.session,
         role_arn=role,
+        algorithm=algorithm,
         output=output,
         name=name,
         instance_type=instance_type,

@@ -11,7 +11,8 @@ from orchestrator.training.job import (
     prepare_training,
     stop_training,
 )
-from orchestrator.training.object_detection import ALGORITHM, DEFAULT_INSTANCE_TYPE
+from orchestrator.training.object_detection import ALGORITHM
+from orchestrator.training.request import DEFAULT_INSTANCE_TYPE
 
 __all__ = [
     "ALGORITHM",

@@ -1,9 +1,10 @@
 """A SageMaker training job as a job of the workspace: planned, launched once, polled, stopped.
 
 Its record is a `JobRecord` with backend `sagemaker-training` and the request as its spec, so
-`labeljob status` and `wait` follow it like a labeling job. The channel manifests are copied to
-`<output>/<training job>/input/<channel>.manifest` before the call: the job reads a snapshot that
-later edits of the source cannot change, and a local manifest becomes readable to SageMaker.
+`labeljob status` and `wait` follow it like a labeling job. The channels are written under
+`<output>/<training job>/input/` before the call (augmented manifests, or YOLO exports for
+yolo-script): the job reads a snapshot that later edits of the source cannot change, and a local
+manifest becomes readable to SageMaker.
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ import json
 from dataclasses import dataclass
 
 from orchestrator.aws import client, error_code
-from orchestrator.errors import SpecError, UsageError
+from orchestrator.errors import InputError, SpecError, UsageError
 from orchestrator.jobs import JobRecord, JobStore, utcnow
 from orchestrator.manifest import write_jsonl
+from orchestrator.outputs import AugmentedLine, export_lines
 from orchestrator.service_model import validate_request
 from orchestrator.spec import NAME_PATTERN
-from orchestrator.storage import is_s3_uri, open_object
+from orchestrator.storage import is_s3_uri, open_object, open_store
+from orchestrator.training import yolo_script
 from orchestrator.training.data import TrainingData, load_training_data, resolve_source
-from orchestrator.training.object_detection import (
-    ALGORITHM,
-    CHANNELS,
-    DEFAULT_INSTANCE_TYPE,
-    DEFAULT_MAX_RUNTIME_SECONDS,
-    image_uri,
-    training_request,
-)
+from orchestrator.training.object_detection import ALGORITHM, image_uri, training_request
+from orchestrator.training.request import CHANNELS, DEFAULT_INSTANCE_TYPE, DEFAULT_MAX_RUNTIME_SECONDS
 
 TRAINING_BACKEND = "sagemaker-training"
+ALGORITHMS = (ALGORITHM, yolo_script.ALGORITHM)
+SHORT_NAMES = {ALGORITHM: "od", yolo_script.ALGORITHM: "yolo"}
 STATUS = {
     "InProgress": "in_progress",
     "Stopping": "in_progress",
@@ -41,12 +40,14 @@ STATUS = {
 
 @dataclass
 class TrainingPlan:
-    """What `labeljob train` will do: the channel manifests it writes, then the request."""
+    """What `labeljob train` will do: the channels (and source archive) it writes, then the request."""
 
     data: TrainingData
+    algorithm: str
     region: str
     request: dict
     channel_uris: dict[str, str]
+    source_uri: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,14 +63,43 @@ class TrainingPlan:
         return validate_request("sagemaker", "CreateTrainingJob", self.request)
 
     def requests(self) -> list[dict]:
+        content = "augmented manifest" if self.algorithm == ALGORITHM else "YOLO export"
         puts = [
-            {"operation": "s3:PutObject", "uri": uri, "lines": len(self.data.channels[channel])}
+            {
+                "operation": "s3:PutObject",
+                "uri": uri,
+                "lines": len(self.data.channels[channel]),
+                "content": content,
+            }
             for channel, uri in self.channel_uris.items()
         ]
+        if self.source_uri:
+            puts.append({"operation": "s3:PutObject", "uri": self.source_uri, "content": "sourcedir.tar.gz"})
         return [
             *puts,
             {"operation": "sagemaker:CreateTrainingJob", "region": self.region, "params": self.request},
         ]
+
+    def _augmented(self, lines: list[dict]) -> list[AugmentedLine]:
+        try:
+            return [AugmentedLine.from_json(line, self.data.attribute) for line in lines]
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise InputError(
+                f"{self.data.source.manifest}: a line the YOLO export cannot read: {exc}",
+                hint="`labeljob manifest check` names the line",
+            ) from None
+
+    def write_inputs(self, boto3_session=None) -> None:
+        """The channels, and the script's source archive, where the request says."""
+        for channel, uri in self.channel_uris.items():
+            lines = self.data.channels[channel]
+            if self.algorithm == ALGORITHM:
+                write_jsonl(*open_object(uri, boto3_session), lines)
+            else:
+                export_lines(self._augmented(lines), "yolo", open_store(uri, boto3_session))
+        if self.source_uri:
+            store, key = open_object(self.source_uri, boto3_session)
+            store.put(key, yolo_script.source_archive(), "application/gzip")
 
 
 def plan_training(
@@ -78,12 +108,17 @@ def plan_training(
     region: str,
     role_arn: str | None,
     output: str | None,
+    algorithm: str = ALGORITHM,
     name: str | None = None,
     instance_type: str = DEFAULT_INSTANCE_TYPE,
     max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS,
 ) -> TrainingPlan:
     """The request for `data`; no remote call. Without a name, one derived from the request, so the
     same command twice names (and launches) one job."""
+    if algorithm not in ALGORITHMS:
+        raise UsageError(
+            f"--algorithm {algorithm!r} is not supported", hint=f"use one of {', '.join(ALGORITHMS)}"
+        )
     output = output or data.source.default_output
     if not output or not is_s3_uri(output):
         raise UsageError(
@@ -93,30 +128,42 @@ def plan_training(
     if not role_arn:
         raise UsageError("no execution role", hint="pass --role arn:aws:iam::ACCOUNT:role/NAME")
     output = output.rstrip("/") + "/"
+    common = {
+        "role_arn": role_arn,
+        "output": output,
+        "instance_type": instance_type,
+        "max_runtime_seconds": max_runtime_seconds,
+    }
 
-    def build(job_name: str) -> dict:
-        uris = {c: f"{output}{job_name}/input/{c}.manifest" for c in CHANNELS}
-        return training_request(
+    def build(job_name: str) -> TrainingPlan:
+        inputs = f"{output}{job_name}/input/"
+        if algorithm == ALGORITHM:
+            uris = {c: f"{inputs}{c}.manifest" for c in CHANNELS}
+            request = training_request(
+                data, name=job_name, image=image_uri(region), channel_uris=uris, **common
+            )
+            return TrainingPlan(data, algorithm, region, request, uris)
+        uris = {c: f"{inputs}{c}/" for c in CHANNELS}
+        source = f"{output}{job_name}/source/sourcedir.tar.gz"
+        request = yolo_script.training_request(
             data,
             name=job_name,
-            image=image_uri(region),
-            role_arn=role_arn,
-            output=output,
+            image=yolo_script.image_uri(region, instance_type),
             channel_uris=uris,
-            instance_type=instance_type,
-            max_runtime_seconds=max_runtime_seconds,
+            source_uri=source,
+            region=region,
+            **common,
         )
+        return TrainingPlan(data, algorithm, region, request, uris, source)
 
     if name is None:
-        digest = hashlib.sha256(json.dumps(build("x"), sort_keys=True).encode()).hexdigest()[:8]
-        name = f"{data.source.name[:45].rstrip('-')}-od-{digest}"
+        digest = build("x").fingerprint[:8]
+        name = f"{data.source.name[:45].rstrip('-')}-{SHORT_NAMES[algorithm]}-{digest}"
     if not NAME_PATTERN.fullmatch(name):
         raise UsageError(
             f"--name {name!r}: 1-63 letters, digits and hyphens, starting with a letter or digit"
         )
-    request = build(name)
-    uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
-    return TrainingPlan(data, region, request, uris)
+    return build(name)
 
 
 def prepare_training(
@@ -163,7 +210,7 @@ def launch_training(plan: TrainingPlan, jobs: JobStore, boto3_session=None) -> t
         return existing, False
     if existing is None:
         now = utcnow()
-        spec = {"algorithm": ALGORITHM, "source": plan.data.source.manifest, "region": plan.region}
+        spec = {"algorithm": plan.algorithm, "source": plan.data.source.manifest, "region": plan.region}
         record = JobRecord(
             name=plan.name,
             backend=TRAINING_BACKEND,
@@ -175,8 +222,7 @@ def launch_training(plan: TrainingPlan, jobs: JobStore, boto3_session=None) -> t
             last_progress_at=now,
         )
         jobs.create(record)
-    for channel, uri in plan.channel_uris.items():
-        write_jsonl(*open_object(uri, boto3_session), plan.data.channels[channel])
+    plan.write_inputs(boto3_session)
     sm = _sagemaker(plan.region, boto3_session)
     try:
         arn = sm.create_training_job(**plan.request)["TrainingJobArn"]

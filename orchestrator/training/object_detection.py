@@ -7,19 +7,15 @@ mode. The hyperparameters are explained in docs/training.md.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import ConfigError
+from orchestrator.training.request import CHANNELS, job_request, sagemaker_module
 
 if TYPE_CHECKING:
     from orchestrator.training.data import TrainingData
 
 ALGORITHM = "object-detection"
-CHANNELS = ("train", "validation")
-DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
-DEFAULT_MAX_RUNTIME_SECONDS = 24 * 3600
-VOLUME_GB = 50
 # The algorithm pads every image's label to label_width values: a 2-value header, then 5 values
 # (class_id, left, top, width, height) a box; 350 is its default and fits 69 boxes.
 LABEL_HEADER, VALUES_PER_BOX, DEFAULT_LABEL_WIDTH = 2, 5, 350
@@ -39,22 +35,6 @@ HYPERPARAMETERS = {
     "image_shape": "512",
     "early_stopping": "True",
 }
-
-
-def sagemaker_module(name: str):
-    """A module of the `sagemaker` SDK, imported only by the training command (the `[train]` extra)."""
-    import importlib
-    import logging
-
-    # The v2 SDK prints a deprecation banner and config notes on import, noise on our users' stderr.
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-    try:
-        return importlib.import_module(f"sagemaker.{name}")
-    except ImportError:
-        raise ConfigError(
-            "the sagemaker SDK is not installed", hint="pip install 'labeljob[train]'"
-        ) from None
 
 
 def image_uri(region: str) -> str:
@@ -98,25 +78,9 @@ def channel(name: str, manifest_uri: str, attribute: str) -> dict:
     }
 
 
-def training_request(
-    data: TrainingData,
-    *,
-    name: str,
-    image: str,
-    role_arn: str,
-    output: str,
-    channel_uris: dict[str, str],
-    instance_type: str = DEFAULT_INSTANCE_TYPE,
-    max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS,
-) -> dict:
-    """The exact CreateTrainingJob parameters."""
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "Pipe"},
-        "RoleArn": role_arn,
-        "InputDataConfig": [channel(c, channel_uris[c], data.attribute) for c in CHANNELS],
-        "OutputDataConfig": {"S3OutputPath": output},
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": VOLUME_GB},
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_seconds},
-        "HyperParameters": hyperparameters(data),
-    }
+def training_request(data: TrainingData, *, image: str, channel_uris: dict[str, str], **job) -> dict:
+    """The exact CreateTrainingJob parameters; `job` as `request.job_request` takes them."""
+    channels = [channel(c, channel_uris[c], data.attribute) for c in CHANNELS]
+    return job_request(
+        image=image, input_mode="Pipe", channels=channels, hyperparameters=hyperparameters(data), **job
+    )

@@ -505,9 +505,14 @@ class FakeGroundTruth:
         job.modified = self.now
 
     def _channel_problem(self, job: FakeTrainingJob) -> str | None:
-        """Why the algorithm cannot read a channel: a line without an attribute, a missing manifest."""
+        """Why a channel cannot be read: an empty prefix, a missing manifest, a line without an attribute."""
         for channel in job.request["InputDataConfig"]:
             source = channel["DataSource"]["S3DataSource"]
+            if source["S3DataType"] == "S3Prefix":
+                bucket, prefix = _split_s3(source["S3Uri"])
+                if not self._s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount"):
+                    return f"ClientError: no objects under {source['S3Uri']}"
+                continue
             try:
                 lines = [json.loads(x) for x in self._get(source["S3Uri"]).decode().splitlines() if x.strip()]
             except Exception as exc:  # SageMaker reports an unreadable channel as a ClientError
