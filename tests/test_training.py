@@ -406,7 +406,8 @@ def test_the_yolo_script_lays_out_both_channels_with_one_class_numbering(tmp_pat
     channels = {"train": manifest_lines({"car": 2, "sign": 1}), "validation": manifest_lines({"sign": 1})}
     for channel, lines in channels.items():
         augmented = [AugmentedLine.from_json(line, "bbox") for line in lines]
-        export_lines(augmented, "yolo", LocalStore(tmp_path / "export" / channel))
+        # As write_inputs exports them: with the job's class list, so both channels number alike.
+        export_lines(augmented, "yolo", LocalStore(tmp_path / "export" / channel), labels=["car", "sign"])
     fetched = []
 
     def fetch(uri, path):
@@ -416,7 +417,7 @@ def test_the_yolo_script_lays_out_both_channels_with_one_class_numbering(tmp_pat
     data = prepare({c: tmp_path / "export" / c for c in channels}, tmp_path / "work", CLASSES, fetch)
     assert ("s3://training-data/images/sign-0.jpg", "validation/images/sign-0.jpg") in fetched
     assert len(fetched) == 4
-    # The validation export lists only `sign` (its class 0); the script renumbers it to the names' 1.
+    # `sign` is class 1 in both channels, and the script keeps that numbering.
     assert (tmp_path / "work/validation/labels/sign-0.txt").read_text().split()[0] == "1"
     assert (tmp_path / "work/train/labels/car-1.txt").read_text().split()[0] == "0"
     text = data.read_text()

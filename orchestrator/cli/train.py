@@ -14,7 +14,8 @@ from orchestrator.cli.doctor import print_checks
 from orchestrator.errors import PreflightFailed, UsageError
 from orchestrator.jobs import JobStore, status_row
 from orchestrator.storage import open_store
-from orchestrator.training.object_detection import ALGORITHM, DEFAULT_INSTANCE_TYPE
+from orchestrator.training.object_detection import ALGORITHM
+from orchestrator.training.request import DEFAULT_INSTANCE_TYPE
 
 
 def train(

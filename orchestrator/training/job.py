@@ -96,7 +96,9 @@ class TrainingPlan:
             if self.algorithm == ALGORITHM:
                 write_jsonl(*open_object(uri, boto3_session), lines)
             else:
-                export_lines(self._augmented(lines), "yolo", open_store(uri, boto3_session))
+                export_lines(
+                    self._augmented(lines), "yolo", open_store(uri, boto3_session), labels=self.data.classes
+                )
         if self.source_uri:
             store, key = open_object(self.source_uri, boto3_session)
             store.put(key, yolo_script.source_archive(), "application/gzip")

@@ -44,7 +44,7 @@ def prepare(
                 (split / "labels" / f"{stem}.txt").write_text(
                     "".join(b + "\n" for b in boxes), encoding="utf-8"
                 )
-                fetch(row["source-ref"], split / "images" / row["image"])
+                fetch(row["source-ref"], split / "images" / Path(row["image"]).name)
     data = work / "data.yaml"
     lines = [f"path: {json.dumps(str(work))}"]
     lines += [f"{key}: {channel}/images" for channel, key in CHANNELS.items()]
