@@ -34,7 +34,7 @@ from orchestrator.backends.mturk.question import (
     Questions,
     image_url_lifetime,
 )
-from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal import tokens as portal_tokens
 from orchestrator.backends.portal.app import IMAGE_URL_SECONDS, create_app
 from orchestrator.backends.portal.backend import PortalBackend
@@ -591,9 +591,11 @@ def test_portal_preview_and_review_pages_escape_labels(tmp_path):
     poll_job(spec.name, backend, jobs, finish=lambda s, r: finish_job(s, r, jobs))
     with db.write() as session:
         admin = portal_tokens.issue_token(session, "admin")
+        job = catalog.job_by_name(session, spec.name)
+        secret = marketplace.turn_on(session, job, "mturk", time.time()).secret
     portal = TestClient(create_app(db_url, workspace), follow_redirects=False)
     preview = portal.get(
-        "/external", params={"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "job": spec.name}
+        "/external", params={"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "job": spec.name, "k": secret}
     )
     assert preview.status_code == 200 and EVIL not in preview.text
     headers = {"Authorization": f"Bearer {admin}"}
@@ -665,9 +667,10 @@ def test_no_raw_token_is_stored_anywhere_in_the_database(tmp_path):
     spec = parse_spec({"name": "j", "labels": ["car"], "input_manifest": "m", "output": str(tmp_path / "o")})
     with db.write() as session:
         items = [ManifestItem("0", next(images.iterdir()).as_uri(), {})]
-        catalog.load_job(session, spec, items, time.time())
+        job, _ = catalog.load_job(session, spec, items, time.time())
+        secret = marketplace.turn_on(session, job, "generic", time.time()).secret
     portal = TestClient(create_app(db_url, None), follow_redirects=False)
-    page = portal.get("/go", params={"job": "j", "worker": "W1", "return_url": "https://m.example/done"}).text
+    page = portal.get("/go/j", params={"k": secret, "worker": "W1"}).text
     tokens.append(re.search(r'name="session" value="([^"]+)"', page).group(1))
     from orchestrator.backends.portal.simulate import simulated_workers
 
@@ -746,7 +749,13 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     foreign CSRF token before changing anything."""
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
-    assert forms == ["/admin/jobs/{name}/stop", "/external/{lease_id}", "/go/{lease_id}", "/task/{lease_id}"]
+    assert forms == [
+        "/admin/jobs/{name}/stop",
+        "/external/{lease_id}",
+        "/go/next",
+        "/go/{lease_id}",
+        "/task/{lease_id}",
+    ]
     client = TestClient(fastapi_app, follow_redirects=False)
     client.get(f"/w/{worker}")
     page = client.get("/task").text
@@ -756,17 +765,23 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
         form = {"taskAnswers": answer, **({"csrf": csrf} if csrf else {})}
         assert client.post(f"/task/{lease}", data=form).status_code == 403
     market = TestClient(fastapi_app, follow_redirects=False)
-    for path, params in (
-        ("/go", {"job": "j", "worker": "W9", "return_url": "https://m.example/"}),
-        ("/external", {"job": "j", "workerId": "W8", "assignmentId": "A1", "hitId": "H",
-                       "turkSubmitTo": "https://www.mturk.com"}),
+    for path, kind, params in (
+        ("/go/j", "generic", {"worker": "W9"}),
+        ("/external", "mturk", {"job": "j", "workerId": "W8", "assignmentId": "A1", "hitId": "H",
+                                "turkSubmitTo": "https://www.mturk.com"}),
     ):  # fmt: skip
-        page = market.get(path, params=params).text
+        with db.write() as session:
+            secret = marketplace.turn_on(session, catalog.job_by_name(session, "j"), kind, time.time()).secret
+        market.cookies.clear()
+        page = market.get(path, params={**params, "k": secret}).text
         action = re.search(r'action="(/(?:go|external)/\d+)"', page).group(1)
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
         for csrf in ("", portal_tokens.csrf_token(worker)):
             response = market.post(action, data={**fields, "csrf": csrf, "taskAnswers": answer})
             assert response.status_code == 403, (path, csrf)
+        if path == "/go/j":
+            next_form = {"session": fields["session"], "csrf": portal_tokens.csrf_token(worker)}
+            assert market.post("/go/next", data=next_form).status_code == 403
     admin_client = TestClient(fastapi_app, follow_redirects=False)
     admin_client.get(f"/a/{admin}")
     for csrf in ("", portal_tokens.csrf_token(worker)):

@@ -38,6 +38,21 @@ def _workspace(st: State) -> ObjectStore:
     return open_store(st.settings.workspace, _session(st))
 
 
+PublicUrl = Annotated[
+    str | None,
+    typer.Option(help="The portal's address as workers reach it (default: the job's public_url)."),
+]
+
+
+def _portal_job(session, name: str):
+    found = catalog.job_by_name(session, name)
+    if found is None:
+        raise NotFound(
+            f"the portal has no job {name!r}", hint=f"launch it first: `labeljob launch {name}.toml`"
+        )
+    return found
+
+
 def _database(st: State, db: str | None) -> Database:
     return open_database(default_db_url(_workspace(st), db))
 
@@ -88,10 +103,7 @@ def invite(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The worker's name, shown on the admin pages.")],
     job: Annotated[str | None, typer.Option(help="Restrict the worker to this job.")] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(help="The portal's address as workers reach it (default: the job's public_url)."),
-    ] = None,
+    url: PublicUrl = None,
     db: DatabaseUrl = None,
 ) -> None:
     """Print a personal link for a new worker; its token is stored only as a hash."""
@@ -100,20 +112,85 @@ def invite(
         raise UsageError("NAME must be 1-256 characters")
     database = _database(st, db)
     with database.write() as session:
-        job_id = None
-        if job is not None:
-            found = catalog.job_by_name(session, job)
-            if found is None:
-                raise NotFound(
-                    f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
-                )
-            job_id = found.id
+        job_id = _portal_job(session, job).id if job is not None else None
         worker, token = invite_worker(session, name, job_id, time.time())
         public_id = worker.public_id
-    record = JobStore(_workspace(st)).get(job) if job and url is None else None
-    base = (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
-    link = ShownOnce(f"{base}/w/{token}")
+    link = ShownOnce(f"{_public_url(st, job, url)}/w/{token}")
     st.output.data({"name": name, "worker_id": public_id, "job": job, "link": link})
+
+
+@app.command()
+def link(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The portal job to open to a marketplace.")],
+    marketplace: Annotated[
+        str | None,
+        typer.Option(help="generic | prolific | cloudresearch | mturk: whose placeholders the URL carries."),
+    ] = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="New secret: the old URL and its sessions stop working.")
+    ] = False,
+    off: Annotated[bool, typer.Option("--off", help="Close marketplace entry and end its sessions.")] = False,
+    completion_code: Annotated[
+        str | None, typer.Option(help="The code workers get when done (Prolific: made up if not given).")
+    ] = None,
+    completion_url: Annotated[
+        str | None, typer.Option(help="Where workers go when done (https; the marketplace's own host).")
+    ] = None,
+    new_workers_per_minute: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Cap on new worker ids per minute (default 30).")
+    ] = None,
+    url: PublicUrl = None,
+    db: DatabaseUrl = None,
+) -> None:
+    """Turn a job's marketplace entry on and print the URL to paste into the marketplace.
+
+    Entry is off until this runs; the URL carries a secret of this job, shown again by running the
+    command again, and replaced with --rotate.
+    """
+    from orchestrator.backends.portal import marketplace as entry
+
+    st = state(ctx)
+    if off == (marketplace is not None):
+        raise UsageError("pass --marketplace generic|prolific|cloudresearch|mturk, or --off")
+    database = _database(st, db)
+    now = time.time()
+    with database.write() as session:
+        found = catalog.job_by_name(session, job)
+        if found is None:
+            raise NotFound(
+                f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
+            )
+        if off:
+            was_on = entry.turn_off(session, found, now)
+            st.output.data({"job": job, "marketplace": None, "was_on": was_on})
+            return
+        row = entry.turn_on(
+            session,
+            found,
+            marketplace,
+            now,
+            rotate=rotate,
+            completion_code=completion_code,
+            completion_url=completion_url,
+            new_workers_per_minute=new_workers_per_minute,
+        )
+        finish_url, code = entry.completion(row)
+        result = {
+            "job": job,
+            "marketplace": row.marketplace,
+            "new_workers_per_minute": row.new_workers_per_minute,
+            "completion_code": code,
+            "completion_url": finish_url,
+            "url": ShownOnce(entry.entry_url(_public_url(st, job, url), job, row)),
+        }
+    st.output.data(result)
+
+
+def _public_url(st: State, job: str | None, url: str | None) -> str:
+    """`url`, else the job's `portal.public_url`, else the default local address."""
+    record = JobStore(_workspace(st)).get(job) if job and url is None else None
+    return (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
 
 
 @app.command("simulate")

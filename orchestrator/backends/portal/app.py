@@ -26,16 +26,26 @@ from urllib.parse import parse_qs, quote, urlparse
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
-from orchestrator.backends.portal import catalog, pages
-from orchestrator.backends.portal.db import Job, Lease, Task, Worker, open_database
-from orchestrator.backends.portal.leasing import LeasedTask, SubmitRefused, submit_answer, take_task
+from orchestrator.backends.portal import catalog, marketplace, pages
+from orchestrator.backends.portal.db import Job, Lease, MarketplaceLink, Task, Token, Worker, open_database
+from orchestrator.backends.portal.leasing import (
+    LeasedTask,
+    LeaseHeldElsewhere,
+    SubmitRefused,
+    lease_owned,
+    live_lease_token,
+    submit_answer,
+    take_task,
+)
 from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type, image_key
 from orchestrator.backends.portal.tokens import (
+    SESSION_SECONDS,
+    WORKER_SECONDS,
     csrf_ok,
     csrf_token,
     find_token,
@@ -54,6 +64,11 @@ from orchestrator.templates import TaskText, render_task, template_file
 
 WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
+SESSION_COOKIE = "labeljob_session"
+WORKING_ELSEWHERE = (
+    "This worker id is working on this job in another browser window: finish there, "
+    "or come back when that task's time is up."
+)
 MAX_BODY_BYTES = 2_000_000
 IMAGE_URL_SECONDS = 3600
 REVIEW_PAGE_SIZE = 60
@@ -79,13 +94,24 @@ class Denied(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who holds a token: its kind ("admin", "worker" or "session"), the token, and the worker."""
+    """Who holds a token: its kind ("admin", "worker" or "session"), the token, and the worker.
+
+    A marketplace session also names its row (`token_id`), to which its leases are bound, and the
+    one job it may work on.
+    """
 
     kind: str
     token: str
     worker_id: int | None = None
     public_id: str | None = None
     name: str | None = None
+    token_id: int | None = None
+    job_name: str | None = None
+
+    @property
+    def lease_token(self) -> int | None:
+        """The token a lease of this holder is bound to: sessions only."""
+        return self.token_id if self.kind == "session" else None
 
 
 class Portal:
@@ -109,33 +135,105 @@ class Portal:
     # ------------------------------------------------------------------------------ identity
 
     def identify(self, token: str | None, kinds: tuple[str, ...], *, html: bool = False) -> Identity:
-        """The holder of `token`; 401 when it is missing or unknown, 403 when it is of another kind."""
+        """The holder of `token`; 401 when it is missing, unknown or expired, 403 when it is of
+        another kind."""
         if not token:
             raise Denied(401, "This page needs a token: use your personal link.", html=html)
         with self.db.read() as session:
-            row = find_token(session, token, ("admin", "worker", "session"))
+            row = find_token(session, token, ("admin", "worker", "session"), self.clock())
             if row is None:
-                raise Denied(401, "This link or token is not valid (or was revoked).", html=html)
+                raise Denied(401, "This link or token is not valid (or has expired).", html=html)
             if row.kind not in kinds:
                 raise Denied(403, "This token does not give access here.", html=html)
-            worker = session.get(Worker, row.worker_id) if row.worker_id is not None else None
+            return self._identity(session, row, token)
+
+    @staticmethod
+    def _identity(session, row: Token, token: str) -> Identity:
+        worker = session.get(Worker, row.worker_id) if row.worker_id is not None else None
         if worker is None:
             return Identity(row.kind, token)
-        return Identity(row.kind, token, worker.id, worker.public_id, worker.name)
+        job = session.get(Job, row.job_id) if row.job_id is not None else None
+        return Identity(
+            row.kind, token, worker.id, worker.public_id, worker.name, row.id, job.name if job else None
+        )
 
-    def marketplace_worker(self, source: str, external_id: str) -> tuple[int, str]:
-        """The worker for a marketplace id (created on first visit) and a new session token."""
-        public_id = f"{'mturk' if source == 'mturk' else 'ext'}:{external_id}"
+    def enter(self, source: str, job_name: str | None, params: dict[str, str], reuse: str | None) -> Identity:
+        """A session for a marketplace visitor of `job_name`, whose link (with its secret `k`) is in
+        `params`; `reuse` is the session this browser already holds, if any.
+
+        Refused, before anything is stored: a wrong or missing secret or job (403), a malformed
+        worker id (400), a new worker id over the job's per-minute cap (429), and a worker id
+        whose live lease belongs to another browser's session (409).
+        """
+        now = self.clock()
         for _ in range(2):
             try:
                 with self.db.write() as session:
-                    worker = worker_by_public_id(
-                        session, public_id, name=external_id, source=source, now=self.clock()
-                    )
-                    return worker.id, issue_token(session, "session", worker.id, self.clock())
+                    return self._enter(session, source, job_name, params, reuse, now)
             except IntegrityError:
                 continue  # another request created the same worker at the same moment
         raise Denied(409, "Please reload the page.", html=True)
+
+    def _enter(self, session, source, job_name, params, reuse, now) -> Identity:
+        job = catalog.job_by_name(session, job_name) if job_name else None
+        link = session.get(MarketplaceLink, job.id) if job is not None else None
+        if not marketplace.secret_ok(link, source, params.get("k")):
+            raise Denied(403, "This link is not valid: open the task from the marketplace again.", html=True)
+        if job.status != "open":
+            raise Denied(404, "This job is not open.", html=True)
+        external_id = params.get(marketplace.MARKETPLACES[link.marketplace].worker_param)
+        if not external_id or not _EXTERNAL_ID.match(external_id):
+            raise Denied(400, "the link has no valid worker id", html=True)
+        public_id = f"{link.marketplace}:{external_id}"
+        worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+        if worker is not None and reuse:
+            row = find_token(session, reuse, ("session",), now)
+            if row is not None and row.worker_id == worker.id and row.job_id == job.id:
+                return self._identity(session, row, reuse)
+        known = worker is not None and session.scalar(
+            select(Token.id).where(
+                Token.kind == "session", Token.worker_id == worker.id, Token.job_id == job.id
+            )
+        )
+        if not known and not marketplace.new_worker_allowed(session, link, now):
+            raise Denied(429, "Many workers are starting right now; please try again in a minute.", html=True)
+        if worker is not None and live_lease_token(session, worker.id, job.id, now) is not None:
+            raise Denied(409, WORKING_ELSEWHERE, html=True)
+        if worker is None:
+            worker = worker_by_public_id(
+                session,
+                public_id,
+                name=external_id,
+                source="mturk" if source == "mturk" else "external",
+                now=now,
+            )
+        token = issue_token(session, "session", worker.id, now, job_id=job.id)
+        return self._identity(session, find_token(session, token, ("session",), now), token)
+
+    def take(self, who: Identity, job_name: str | None = None) -> LeasedTask | None:
+        """take_task for `who`: a session only ever works on its own job, in its own browser."""
+        if who.job_name is not None:
+            if job_name not in (None, who.job_name):
+                raise Denied(403, "This session belongs to another job.")
+            job_name = who.job_name
+        try:
+            return take_task(self.db, who.worker_id, self.clock(), job_name, token_id=who.lease_token)
+        except LeaseHeldElsewhere:
+            raise Denied(409, WORKING_ELSEWHERE) from None
+
+    def session_answers(self, who: Identity) -> int:
+        with self.db.read() as session:
+            return session.scalar(
+                select(func.count(Lease.id)).where(
+                    Lease.token_id == who.token_id, Lease.submitted_at.is_not(None)
+                )
+            )
+
+    def completion(self, job_name: str) -> tuple[str | None, str | None]:
+        with self.db.read() as session:
+            job = catalog.job_by_name(session, job_name)
+            link = session.get(MarketplaceLink, job.id) if job is not None else None
+            return marketplace.completion(link) if link is not None else (None, None)
 
     # ----------------------------------------------------------------------------- task pages
 
@@ -143,11 +241,7 @@ class Portal:
         with self.db.read() as session:
             if job_id is not None:
                 return session.get(Job, job_id)
-            if name is not None:
-                return catalog.job_by_name(session, name)
-            # Without a name, a marketplace link means the only open job.
-            open_jobs = session.scalars(select(Job).where(Job.status == "open").limit(2)).all()
-            return open_jobs[0] if len(open_jobs) == 1 else None
+            return catalog.job_by_name(session, name) if name is not None else None
 
     def task_text(self, job_id: int) -> TaskText:
         if job_id not in self._texts:
@@ -176,20 +270,19 @@ class Portal:
         except ValueError as exc:
             raise Denied(422, f"not an answer: {exc}") from None
         with self.db.read() as session:
+            # The owner first: an answer checked before it would tell anyone whose lease this is.
+            task_id = lease_owned(session, lease_id, identity.worker_id, identity.lease_token)
+            if task_id is None:
+                raise SubmitRefused("unknown_lease")
             row = session.execute(
-                select(Job.task_text)
-                .join(Task, Task.job_id == Job.id)
-                .join(Lease, Lease.task_id == Task.id)
-                .where(Lease.id == lease_id)
-            ).first()
-        if row is None:
-            raise SubmitRefused("unknown_lease")
+                select(Job.task_text).join(Task, Task.job_id == Job.id).where(Task.id == task_id)
+            ).one()
         labels = list(catalog.load_task_text(row[0]).labels)
         report = AnswerReport()
         if parse_element_answer(content, identity.public_id, labels, report) is None:
             raise Denied(422, "the answer cannot be read: " + "; ".join(report.examples))
         text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-        done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock())
+        done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock(), identity.lease_token)
         return {
             "status": "duplicate" if done.duplicate else "accepted",
             "answer_id": done.answer_id,
@@ -362,14 +455,6 @@ def answer_content(payload: object) -> dict:
     return payload
 
 
-def valid_return_url(url: str | None) -> str:
-    """`url` if it is an absolute http(s) URL, else Denied (no javascript:, no relative paths)."""
-    parsed = urlparse(url or "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
-        raise Denied(400, "the return URL must be an absolute http or https URL", html=True)
-    return url
-
-
 def valid_turk_submit_to(url: str | None) -> str:
     parsed = urlparse(url or "")
     if parsed.scheme != "https" or parsed.hostname not in MTURK_HOSTS:
@@ -403,9 +488,11 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status)
 
 
-def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
+def _set_cookie(
+    response: Response, request: Request, name: str, value: str, max_age: int = WORKER_SECONDS
+) -> None:
     response.set_cookie(
-        name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=30 * 86400
+        name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=max_age
     )
 
 
@@ -468,7 +555,7 @@ def create_app(
     @app.get("/task")
     def work(request: Request, job: str | None = None) -> Response:
         who = portal.identify(request.cookies.get(WORKER_COOKIE), ("worker",), html=True)
-        leased = take_task(portal.db, who.worker_id, portal.clock(), job)
+        leased = portal.take(who, job)
         if leased is None:
             return _html(pages.no_more_tasks_page(who.name))
         return _html(portal.task_page(leased, f"/task/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
@@ -495,73 +582,87 @@ def create_app(
 
     # --------------------------------------------------------------------- marketplace modes
 
-    def _marketplace_page(source: str, external_id: str | None, job_name: str | None, form: dict) -> Response:
-        if not external_id or not _EXTERNAL_ID.match(external_id):
-            raise Denied(400, "the link has no valid worker id", html=True)
-        job = portal.job(job_name)
-        if job is None or job.status != "open":
-            raise Denied(404, "This job is not open.", html=True)
-        worker_id, session_token = portal.marketplace_worker(source, external_id)
-        leased = take_task(portal.db, worker_id, portal.clock(), job.name)
+    def _marketplace_task(request: Request, who: Identity, form: dict[str, str], action: str) -> Response:
+        leased = portal.take(who)
         if leased is None:
-            return _html(pages.no_more_tasks_page(external_id))
-        hidden = {"csrf": csrf_token(session_token), "session": session_token, **form}
-        action = f"/{'external' if source == 'mturk' else 'go'}/{leased.lease_id}"
-        return _html(portal.task_page(leased, action, hidden))
+            response = _html(pages.no_more_tasks_page(who.name))
+        else:
+            hidden = {"csrf": csrf_token(who.token), "session": who.token, **form}
+            response = _html(portal.task_page(leased, action.format(lease=leased.lease_id), hidden))
+        # The hidden field works inside a marketplace's iframe; the cookie lets a reload in a tab
+        # find the same session (and so the same lease) instead of being taken for another browser.
+        _set_cookie(response, request, SESSION_COOKIE, who.token, max_age=SESSION_SECONDS)
+        return response
+
+    def _entered(request: Request, source: str, job: str | None) -> Identity:
+        params = dict(request.query_params)
+        return portal.enter(source, job, params, request.cookies.get(SESSION_COOKIE))
 
     @app.get("/external")
     def external(
+        request: Request,
         assignmentId: str | None = None,  # noqa: N803 (MTurk's parameter names)
-        workerId: str | None = None,  # noqa: N803
-        hitId: str | None = None,  # noqa: N803
         turkSubmitTo: str | None = None,  # noqa: N803
         job: str | None = None,
+        k: str | None = None,
     ) -> Response:
-        """MTurk ExternalQuestion target: a preview before the HIT is accepted, then one task."""
+        """MTurk ExternalQuestion target (`/external?job=J&k=SECRET`, MTurk adds its own fields): a
+        preview before the HIT is accepted, then one task."""
         if assignmentId is None or assignmentId == MTURK_PREVIEW:
             found = portal.job(job)
-            if found is None:
-                raise Denied(404, "This job is not open.", html=True)
-            text = portal.task_text(found.id)
             with portal.db.read() as session:
+                link = session.get(MarketplaceLink, found.id) if found is not None else None
+                if not marketplace.secret_ok(link, "mturk", k):
+                    raise Denied(403, "This link is not valid.", html=True)
                 first = session.scalar(
                     select(Task.image_key).where(Task.job_id == found.id).order_by(Task.position).limit(1)
                 )
+            text = portal.task_text(found.id)
             image = portal.image_url(found.id, first) if first else None
             return _html(pages.preview_page(text.header, text.short_instructions_html, image))
         submit_to = valid_turk_submit_to(turkSubmitTo)
+        who = _entered(request, "mturk", job)
         form = {"assignmentId": assignmentId, "turkSubmitTo": submit_to}
-        return _marketplace_page("mturk", workerId, job, form)
+        return _marketplace_task(request, who, form, "/external/{lease}")
 
-    @app.get("/go")
-    def generic(worker: str | None = None, job: str | None = None, return_url: str | None = None) -> Response:
-        """Any marketplace: `/go?job=J&worker=ID&return_url=URL`; after the answer, back to URL."""
-        return _marketplace_page("external", worker, job, {"return_url": valid_return_url(return_url)})
+    @app.get("/go/{job}")
+    def generic(request: Request, job: str) -> Response:
+        """Any other marketplace: the URL `labeljob portal link` printed, filled in by the marketplace."""
+        return _marketplace_task(request, _entered(request, "generic", job), {}, "/go/{lease}")
 
-    async def _marketplace_submit(form: dict[str, str], lease_id: int) -> dict:
+    async def _marketplace_identity(form: dict[str, str]) -> Identity:
         session_token = form.get("session")
         who = await run_in_threadpool(portal.identify, session_token, ("session",), html=True)
         if not csrf_ok(session_token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and submit again.", html=True)
-        return await _submit_html(who, lease_id, form)
+        return who
 
     @app.post("/external/{lease_id}")
     async def external_submit(request: Request, lease_id: int) -> Response:
         form = await _read_form(request)
         submit_to = valid_turk_submit_to(form.get("turkSubmitTo"))
         assignment = form.get("assignmentId") or ""
-        await _marketplace_submit(form, lease_id)
+        await _submit_html(await _marketplace_identity(form), lease_id, form)
         nonce = secrets.token_urlsafe(16)
         response = _html(pages.mturk_return_page(f"{submit_to}/mturk/externalSubmit", assignment, nonce))
         response.headers["Content-Security-Policy"] = CSP.format(nonce=f" 'nonce-{nonce}'")
         return response
 
+    @app.post("/go/next")
+    async def generic_next(request: Request) -> Response:
+        """The "Next image" button of the page shown after an answer."""
+        who = await _marketplace_identity(await _read_form(request))
+        return await run_in_threadpool(_marketplace_task, request, who, {}, "/go/{lease}")
+
     @app.post("/go/{lease_id}")
     async def generic_submit(request: Request, lease_id: int) -> Response:
         form = await _read_form(request)
-        target = valid_return_url(form.get("return_url"))
-        await _marketplace_submit(form, lease_id)
-        return RedirectResponse(target, status_code=303)
+        who = await _marketplace_identity(form)
+        await _submit_html(who, lease_id, form)
+        done = await run_in_threadpool(portal.session_answers, who)
+        finish_url, code = await run_in_threadpool(portal.completion, who.job_name)
+        hidden = {"csrf": csrf_token(who.token), "session": who.token}
+        return _html(pages.marketplace_done_page(done, "/go/next", hidden, finish_url, code))
 
     # ------------------------------------------------------------------------------ JSON API
 
@@ -569,7 +670,7 @@ def create_app(
     def api_next(request: Request, job: str | None = None) -> Response:
         """Lease the next task (or return the live one): 200 with the task, 204 when none is left."""
         who = portal.identify(_bearer(request), ("worker", "session"))
-        leased = take_task(portal.db, who.worker_id, portal.clock(), job)
+        leased = portal.take(who, job)
         if leased is None:
             return Response(status_code=204)
         text = portal.task_text(leased.job_id)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     make_url,
 )
 from sqlalchemy.engine import Engine
@@ -122,6 +123,10 @@ class Token(Base):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
     created_at: Mapped[float] = mapped_column(Double)
     revoked_at: Mapped[float | None] = mapped_column(Double)
+    # A marketplace session belongs to the one job whose link opened it.
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    # NULL: the token lives until it is revoked (admin tokens).
+    expires_at: Mapped[float | None] = mapped_column(Double)
 
     __table_args__ = (
         CheckConstraint(
@@ -143,6 +148,8 @@ class Lease(Base):
     started_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
     submitted_at: Mapped[float | None] = mapped_column(Double)
+    # The session that took a marketplace lease: only that browser may see or submit it.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"))
 
     __table_args__ = (
         UniqueConstraint("task_id", "worker_id"),
@@ -171,6 +178,31 @@ class Answer(Base):
         UniqueConstraint("task_id", "worker_id", name="one_answer_per_worker"),
         UniqueConstraint("task_id", "slot", name="one_answer_per_slot"),
         CheckConstraint("slot >= 1 AND slot <= wanted", name="answer_slot_range"),
+    )
+
+
+class MarketplaceLink(Base):
+    """A job's marketplace entry: present only while the ML lead has it on (`labeljob portal link`).
+
+    The secret is kept in clear so `link` can print the URL again: it is published to every worker
+    of the marketplace anyway, so it keeps out strangers, not readers of this database.
+    """
+
+    __tablename__ = "marketplace_links"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    marketplace: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(String(64))
+    completion_code: Mapped[str | None] = mapped_column(String(64))
+    completion_url: Mapped[str | None] = mapped_column(Text)
+    new_workers_per_minute: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint(
+            "marketplace IN ('generic', 'prolific', 'cloudresearch', 'mturk')", name="link_marketplace"
+        ),
+        CheckConstraint("new_workers_per_minute >= 1", name="link_rate"),
     )
 
 
@@ -231,6 +263,7 @@ class Database:
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -245,6 +278,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer labeljob declares to tables an older one created."""
+    tables = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            existing = {column["name"] for column in tables.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in existing:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 def _sqlite_transactions(engine: Engine) -> None:

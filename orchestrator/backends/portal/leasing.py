@@ -65,6 +65,10 @@ class SubmitRefused(Exception):
         self.message = self.MESSAGES[reason]
 
 
+class LeaseHeldElsewhere(Exception):
+    """The worker id holds a live lease that another browser session took."""
+
+
 def _live_leases(task_id, now: float):
     """Leases of a task that still hold a slot: not submitted and not expired."""
     return and_(Lease.task_id == task_id, Lease.submitted_at.is_(None), Lease.expires_at > now)
@@ -83,11 +87,15 @@ def _leased(lease_id: int, started_at: float, expires_at: float, task: Task, job
     )
 
 
-def take_task(db: Database, worker_id: int, now: float, job_name: str | None = None) -> LeasedTask | None:
+def take_task(
+    db: Database, worker_id: int, now: float, job_name: str | None = None, *, token_id: int | None = None
+) -> LeasedTask | None:
     """The worker's live lease if it has one, else a new lease on the first task it may answer.
 
     None when no open job has a task for this worker. A worker invited for one job only ever gets
-    tasks of that job.
+    tasks of that job, so a worker holds at most one live lease per job. A marketplace session
+    passes its `token_id`: its leases are bound to it, and LeaseHeldElsewhere is raised when the
+    worker's live lease belongs to another session.
     """
     invited_for = select(Worker.job_id).where(Worker.id == worker_id).scalar_subquery()
     jobs = select(Job.id).where(Job.status == "open", or_(invited_for.is_(None), Job.id == invited_for))
@@ -95,7 +103,7 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
         jobs = jobs.where(Job.name == job_name)
     with db.write() as session:
         mine = session.execute(
-            select(Lease.id, Lease.started_at, Lease.expires_at, Task, Job.name)
+            select(Lease.id, Lease.started_at, Lease.expires_at, Task, Job.name, Lease.token_id)
             .join(Task, Task.id == Lease.task_id)
             .join(Job, Job.id == Task.job_id)
             .where(
@@ -108,7 +116,9 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
             .limit(1)
         ).first()
         if mine is not None:
-            return _leased(*mine)
+            if mine.token_id is not None and mine.token_id != token_id:
+                raise LeaseHeldElsewhere()
+            return _leased(*mine[:5])
 
         live = (
             select(func.count(Lease.id)).where(_live_leases(Task.id, now)).correlate(Task).scalar_subquery()
@@ -141,14 +151,22 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 continue
             expires = now + task.time_limit
             if own_lease is None:
-                lease = Lease(task_id=task.id, worker_id=worker_id, started_at=now, expires_at=expires)
+                lease = Lease(
+                    task_id=task.id,
+                    worker_id=worker_id,
+                    started_at=now,
+                    expires_at=expires,
+                    token_id=token_id,
+                )
                 session.add(lease)
                 session.flush()
                 own_lease = lease.id
             else:
                 # The worker's own expired, unanswered lease on this task is renewed, not duplicated.
                 session.execute(
-                    update(Lease).where(Lease.id == own_lease).values(started_at=now, expires_at=expires)
+                    update(Lease)
+                    .where(Lease.id == own_lease)
+                    .values(started_at=now, expires_at=expires, token_id=token_id)
                 )
             return _leased(own_lease, now, expires, task, name)
         return None
@@ -175,24 +193,54 @@ def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[b
     return answered_by_me == 0 and answered + leased < wanted, lease_id
 
 
-def submit_answer(db: Database, worker_id: int, lease_id: int, content: str, now: float) -> Submitted:
+def live_lease_token(session: Session, worker_id: int, job_id: int, now: float) -> int | None:
+    """The session bound to the worker's live lease in the job, if it has one."""
+    return session.scalar(
+        select(Lease.token_id)
+        .join(Task, Task.id == Lease.task_id)
+        .where(
+            Lease.worker_id == worker_id,
+            Task.job_id == job_id,
+            Lease.submitted_at.is_(None),
+            Lease.expires_at > now,
+            Lease.token_id.is_not(None),
+        )
+        .limit(1)
+    )
+
+
+def lease_owned(session: Session, lease_id: int, worker_id: int, token_id: int | None):
+    """The lease's task id if the lease is the worker's (and, when bound to a session, that
+    session's), else None."""
+    owner = session.execute(
+        select(Lease.task_id, Lease.worker_id, Lease.token_id).where(Lease.id == lease_id)
+    ).first()
+    if owner is None or owner.worker_id != worker_id:
+        return None
+    if owner.token_id is not None and owner.token_id != token_id:
+        return None
+    return owner.task_id
+
+
+def submit_answer(
+    db: Database, worker_id: int, lease_id: int, content: str, now: float, token_id: int | None = None
+) -> Submitted:
     """Store the answer of the worker's lease; SubmitRefused if it may not be stored.
 
     `content` is the element's answer as JSON text. A second submit of the same lease returns the
-    first answer (`duplicate=True`) and changes nothing.
+    first answer (`duplicate=True`) and changes nothing. A lease bound to a session is refused to
+    every other session of the same worker.
     """
     try:
         with db.write() as session:
-            owner = session.execute(
-                select(Lease.task_id, Lease.worker_id).where(Lease.id == lease_id)
-            ).first()
-            if owner is None or owner.worker_id != worker_id:
+            task_id = lease_owned(session, lease_id, worker_id, token_id)
+            if task_id is None:
                 raise SubmitRefused("unknown_lease")
             # Lock order task -> job -> lease, as in take_task, so they never deadlock. The shared
             # lock on the job row makes a stop wait for the submits in flight, and them for it.
             task = session.scalars(
                 select(Task)
-                .where(Task.id == owner.task_id)
+                .where(Task.id == task_id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
             ).one()

@@ -54,9 +54,13 @@ def message_page(title: str, message: str, link: tuple[str, str] | None = None) 
     return page(title, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>{more}")
 
 
+def hidden_inputs(fields: dict[str, str]) -> str:
+    return "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
+
+
 def with_hidden_fields(task_html: str, fields: dict[str, str]) -> str:
     """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer."""
-    inputs = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
+    inputs = hidden_inputs(fields)
     match = _CROWD_FORM.search(task_html)
     if match is None:
         raise ValueError("the task page has no <crowd-form>")
@@ -206,4 +210,25 @@ def review_page(job_name: str, items: list[str], summary: str, more: str | None)
         f'<p><a href="/admin/jobs/{esc(job_name)}">Back to {esc(job_name)}</a></p>'
         f"<h1>Review {esc(job_name)}</h1><p>{esc(summary)}</p>"
         f'<div class="review">{"".join(items)}</div>{next_link}',
+    )
+
+
+def marketplace_done_page(
+    done: int, next_action: str, hidden: dict[str, str], finish_url: str | None, code: str | None
+) -> str:
+    """After a marketplace worker's answer: progress, the next image, and how to finish.
+
+    `finish_url` is the marketplace's completion address set by the ML lead (never one from the
+    request); `code` is the completion code, shown so the worker can paste it if they must.
+    """
+    fields = hidden_inputs(hidden)
+    finish = (
+        f'<p><a href="{esc(finish_url)}">Finish and return to the marketplace</a></p>' if finish_url else ""
+    )
+    shown = f"<p>Your completion code: <strong>{esc(code)}</strong></p>" if code else ""
+    return page(
+        "Answer stored",
+        f"<h1>Thank you: your answer is stored</h1><p>Images done in this session: {done}.</p>"
+        f'<form method="post" action="{esc(next_action)}">{fields}<button>Next image</button></form>'
+        f"{finish}{shown}",
     )
