@@ -42,7 +42,14 @@ from orchestrator.backends.portal.leasing import (
     submit_answer,
     take_task,
 )
-from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type, image_key
+from orchestrator.backends.portal.media import (
+    IMAGE_CSP,
+    PRESIGN_SECONDS,
+    check_key,
+    content_type,
+    image_key,
+    served_type,
+)
 from orchestrator.backends.portal.tokens import (
     SESSION_SECONDS,
     WORKER_SECONDS,
@@ -316,20 +323,26 @@ class Portal:
             raise Denied(404, "no such image in this job")
         store = self.store_for(job.image_root)
         if is_s3_uri(job.image_root):
+            if served_type(key) is None:
+                raise Denied(415, "the portal serves only JPEG, PNG, BMP, GIF and WebP images")
             return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
-        return self._stream(store, key)
+        path = self._local_path(store, key)
+        with path.open("rb") as fh:
+            kind = served_type(key, fh.read(16))
+        if kind is None:
+            raise Denied(415, "this file is not a JPEG, PNG, BMP, GIF or WebP image")
+        headers = {"Cache-Control": "private, max-age=300", "Content-Security-Policy": IMAGE_CSP}
+        return FileResponse(path, media_type=kind, headers=headers)
 
     @staticmethod
-    def _stream(store: LocalStore, key: str) -> Response:
+    def _local_path(store: LocalStore, key: str):
         try:
             path = store.path(key)
         except StorageError as exc:
             raise Denied(400, exc.message) from None
         if not path.is_file():
             raise Denied(404, "the file is missing")
-        return FileResponse(
-            path, media_type=content_type(key), headers={"Cache-Control": "private, max-age=300"}
-        )
+        return path
 
     # --------------------------------------------------------------------------------- admin
 
@@ -355,11 +368,12 @@ class Portal:
             raise Denied(404, "no such output", html=True)
         store, key = open_object(uri, self.boto3_session)
         if isinstance(store, LocalStore):
-            response = self._stream(store, key)
-            response.headers["Content-Disposition"] = (
-                f'attachment; filename="{quote(key.rsplit("/", 1)[-1])}"'
+            name = quote(key.rsplit("/", 1)[-1])
+            return FileResponse(
+                self._local_path(store, key),
+                media_type=content_type(key),
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
             )
-            return response
         return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
 
     def review(self, name: str, offset: int) -> str:

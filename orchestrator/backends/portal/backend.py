@@ -122,8 +122,9 @@ class PortalBackend:
         return LaunchPlan(requests, self.estimate(spec, n_objects or 0), warnings)
 
     def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
-        """The images are in one bucket or folder, which the portal serves them from."""
-        split_image_root([item.source_ref for item in items])
+        """The images are of served types, in one bucket or in the one folder the portal serves them
+        from (see media.split_image_root)."""
+        split_image_root([item.source_ref for item in items], spec.portal.image_folder)
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         db = self.database()

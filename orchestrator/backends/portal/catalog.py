@@ -59,7 +59,7 @@ def load_job(session: Session, spec: JobSpec, items: list[ManifestItem], now: fl
             f"the portal database already has a job named {spec.name!r} with a different spec",
             hint="give the job a new name",
         )
-    image_root, keys = split_image_root([item.source_ref for item in items])
+    image_root, keys = split_image_root([item.source_ref for item in items], spec.portal.image_folder)
     if job is None:
         job = Job(
             name=spec.name,
