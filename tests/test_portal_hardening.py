@@ -3,17 +3,25 @@ which local files a job may name, oversized and slow requests, and the smaller h
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from orchestrator.backends.portal import app as app_module
 from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import server as server_module
 from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.backend import PortalBackend
-from orchestrator.backends.portal.db import Worker, open_database
+from orchestrator.backends.portal.db import Answer, Worker, open_database
+from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.tokens import issue_token
 from orchestrator.errors import InputError
 from orchestrator.jobs import JobStore, ManifestItem, launch_job
@@ -120,3 +128,164 @@ def test_without_an_image_folder_images_spread_over_the_disk_are_refused(tmp_pat
     with pytest.raises(InputError, match=f"narrower than {home}:") as refused:
         _launch(tmp_path, [(home / "photo.jpg").as_uri(), (home / "sub" / "a.jpg").as_uri()])
     assert "portal.image_folder" in refused.value.hint
+
+
+# --------------------------------------------------------------- finding 4: big and slow requests
+
+
+def _asgi_post(app, path: str, headers: dict[str, str], chunks, read: list[int]) -> int:
+    """POST `chunks` to the ASGI app, counting in `read` how many it pulled; the response status."""
+
+    async def run() -> int:
+        source = iter(chunks)
+        status = []
+
+        async def receive():
+            chunk = next(source, None)
+            if chunk is None:
+                await asyncio.sleep(5)  # a client that stops sending, then gives up
+                return {"type": "http.disconnect"}
+            read.append(len(chunk))
+            return {"type": "http.request", "body": chunk, "more_body": True}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+        return status[0]
+
+    return asyncio.run(run())
+
+
+def test_a_chunked_body_is_cut_at_the_limit_not_read_whole(tmp_path):
+    client, bearer = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    task = client.post("/api/tasks/next", headers=bearer).json()
+    read: list[int] = []
+    chunk = b"x" * 65536
+    status = _asgi_post(client.app, task["submit_url"], bearer, [chunk] * 200, read)  # 13 MB, no length
+    assert status == 413
+    assert sum(read) <= app_module.MAX_BODY_BYTES + len(chunk)
+
+
+def test_a_body_that_trickles_in_is_cut_after_its_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(app_module, "BODY_SECONDS", 0.2)
+    client, bearer = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    task = client.post("/api/tasks/next", headers=bearer).json()
+    assert _asgi_post(client.app, task["submit_url"], bearer, [b"{"], []) == 408
+
+
+def _raw(server, data: bytes) -> socket.socket:
+    connection = socket.create_connection((server.host, server.port), timeout=10)
+    connection.sendall(data)
+    return connection
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "HEAD_SECONDS", 1)
+    client, _ = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    with ServerThread(client.app) as server:
+        slow = _raw(server, b"GET /healthz HTTP/1.1\r\n")
+        for _ in range(3):  # each byte before the deadline, the head never complete
+            time.sleep(0.4)
+            try:
+                slow.sendall(b"X")
+            except OSError:
+                break
+        assert slow.recv(1024) == b""  # closed by the server, with no response
+        slow.close()
+        healthy = _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert healthy.recv(1024).startswith(b"HTTP/1.1 200")
+        healthy.close()
+
+
+def test_connections_beyond_the_concurrency_limit_get_503(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "LIMIT_CONCURRENCY", 2)
+    client, _ = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    with ServerThread(client.app) as server:
+        held = [_raw(server, b"GET /healthz HTTP/1.1\r\n") for _ in range(2)]
+        time.sleep(0.2)  # let the server accept both
+        third = _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert third.recv(1024).startswith(b"HTTP/1.1 503")
+        for connection in [*held, third]:
+            connection.close()
+
+
+def test_forms_have_field_limits_and_only_urlencoded_is_taken(tmp_path):
+    client, _ = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    many = "&".join(f"f{i}=1" for i in range(100))
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/go/1", content=many, headers=headers).status_code == 413
+    long_field = {"session": "x" * 5000, "csrf": "y"}
+    assert client.post("/go/1", data=long_field).status_code == 413
+    multipart = client.post("/go/1", files={"taskAnswers": ("a", b"[]")})
+    assert multipart.status_code == 415
+
+
+# ------------------------------------------------------------------------- finding 5: answers
+
+
+def test_answers_nested_too_deeply_oversized_or_padded_are_refused_or_trimmed(tmp_path):
+    client, bearer = _worker_client(tmp_path, _images(tmp_path / "images", 2))
+    task = client.post("/api/tasks/next", headers=bearer).json()
+    nested = "[" * 100_000 + "]" * 100_000
+    deep = client.post(task["submit_url"], json={"taskAnswers": nested}, headers=bearer)
+    assert deep.status_code == 422
+    box = {"label": "car", "left": 1, "top": 1, "width": 5, "height": 5}
+    many = {"annotatedResult": {"boundingBoxes": [box] * 2000}}
+    assert client.post(task["submit_url"], json=many, headers=bearer).status_code == 422
+    padded = {"annotatedResult": {"boundingBoxes": [box], "junk": "x" * 1_500_000}, "more": "y" * 1000}
+    assert client.post(task["submit_url"], json=padded, headers=bearer).json()["status"] == "accepted"
+    db = client.app.state.portal.db
+    with db.read() as session:
+        (stored,) = session.scalars(select(Answer.content)).all()
+    assert json.loads(stored) == {
+        "annotatedResult": {"boundingBoxes": [{**box, "left": 1.0, "top": 1.0, "width": 5.0, "height": 5.0}]}
+    }
+
+
+def test_a_deeply_nested_form_answer_is_a_422_not_a_500(tmp_path):
+    client, _ = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    db = client.app.state.portal.db
+    with db.write() as session:
+        worker = session.scalar(select(Worker.id))
+        token = issue_token(session, "worker", worker)
+    client.cookies.set("labeljob_worker", token)
+    page = client.get("/task").text
+    action = re.search(r'<crowd-form action="([^"]+)"', page).group(1)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    nested = "[" * 100_000 + "]" * 100_000
+    assert client.post(action, data={"csrf": csrf, "taskAnswers": nested}).status_code == 422
+
+
+def test_the_owner_of_a_lease_is_checked_before_its_answer(tmp_path):
+    client, bearer = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    task = client.post("/api/tasks/next", headers=bearer).json()
+    db = client.app.state.portal.db
+    with db.write() as session:
+        other = Worker(public_id="o", name="o", source="invite", created_at=0)
+        session.add(other)
+        session.flush()
+        stranger = {"Authorization": f"Bearer {issue_token(session, 'worker', other.id)}"}
+    wrong_label = {
+        "annotatedResult": {
+            "boundingBoxes": [{"label": "zebra", "left": 1, "top": 1, "width": 2, "height": 2}]
+        }
+    }
+    for body in (wrong_label, {"not": "an answer"}):
+        refused = client.post(task["submit_url"], json=body, headers=stranger)
+        assert refused.status_code == 409 and refused.json()["error"] == "unknown_lease"

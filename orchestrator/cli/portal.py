@@ -75,6 +75,7 @@ def serve(
     import uvicorn
 
     from orchestrator.backends.portal.app import create_app
+    from orchestrator.backends.portal.server import server_config
 
     st = state(ctx)
     workspace = _workspace(st)
@@ -94,8 +95,7 @@ def serve(
         st.output.info("Open the admin link printed when the portal first ran (or pass --new-admin-token).")
     st.output.data(result)
     app_ = create_app(url, workspace, boto3_session=_session(st))
-    # No access log: invite and admin links carry their tokens in the path.
-    uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.Server(server_config(app_, host, port)).run()
 
 
 @app.command()

@@ -14,6 +14,7 @@ relies on the bearer header instead, which a cross-site form cannot set.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -62,7 +63,12 @@ from orchestrator.backends.portal.tokens import (
     signature_ok,
 )
 from orchestrator.backends.portal.workers import worker_by_public_id
-from orchestrator.consolidation import AnswerReport, parse_element_answer
+from orchestrator.consolidation import (
+    MAX_BOXES_PER_ANSWER,
+    AnswerReport,
+    WorkerAnswer,
+    parse_element_answer,
+)
 from orchestrator.errors import NotFound, StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
 from orchestrator.outputs import OUTPUT_MANIFEST_KEY, WORKERS_REPORT_KEY
@@ -77,6 +83,11 @@ WORKING_ELSEWHERE = (
     "or come back when that task's time is up."
 )
 MAX_BODY_BYTES = 2_000_000
+# A request body must arrive within this time, however slowly it trickles in.
+BODY_SECONDS = 30
+# The task and admin forms have a handful of fields; only taskAnswers may be long.
+MAX_FORM_FIELDS = 16
+MAX_FIELD_CHARS = 4096
 IMAGE_URL_SECONDS = 3600
 REVIEW_PAGE_SIZE = 60
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
@@ -271,13 +282,12 @@ class Portal:
         return pages.with_hidden_fields(html, hidden)
 
     def submit(self, identity: Identity, lease_id: int, payload: object) -> dict:
-        """Validate and store an answer; the JSON the API returns."""
-        try:
-            content = answer_content(payload)
-        except ValueError as exc:
-            raise Denied(422, f"not an answer: {exc}") from None
+        """Validate and store an answer; the JSON the API returns.
+
+        The owner of the lease is checked first: an answer checked before it would tell anyone
+        whose lease this is. Only the answer's parsed boxes and image size are stored.
+        """
         with self.db.read() as session:
-            # The owner first: an answer checked before it would tell anyone whose lease this is.
             task_id = lease_owned(session, lease_id, identity.worker_id, identity.lease_token)
             if task_id is None:
                 raise SubmitRefused("unknown_lease")
@@ -286,9 +296,17 @@ class Portal:
             ).one()
         labels = list(catalog.load_task_text(row[0]).labels)
         report = AnswerReport()
-        if parse_element_answer(content, identity.public_id, labels, report) is None:
+        try:
+            parsed = parse_element_answer(answer_content(payload), identity.public_id, labels, report)
+        except ValueError as exc:
+            raise Denied(422, f"not an answer: {exc}") from None
+        except RecursionError:
+            raise Denied(422, "not an answer: nested too deeply") from None
+        if parsed is None:
             raise Denied(422, "the answer cannot be read: " + "; ".join(report.examples))
-        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        if report.counts["too_many_boxes"]:
+            raise Denied(422, f"an answer holds at most {MAX_BOXES_PER_ANSWER} boxes")
+        text = json.dumps(stored_answer(parsed), ensure_ascii=False, separators=(",", ":"))
         done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock(), identity.lease_token)
         return {
             "status": "duplicate" if done.duplicate else "accepted",
@@ -453,6 +471,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def stored_answer(answer: WorkerAnswer) -> dict:
+    """The element's answer JSON rebuilt from what the parser read: whatever else a client sent
+    (extra fields, dropped boxes) is not kept."""
+    result: dict = {"boundingBoxes": [box.model_dump() for box in answer.boxes]}
+    if answer.image_width and answer.image_height:
+        result["inputImageProperties"] = {"width": answer.image_width, "height": answer.image_height}
+    return {"annotatedResult": result}
+
+
 def answer_content(payload: object) -> dict:
     """The element's answer from `{"taskAnswers": [...]}` (JSON or a form's JSON string), a
     one-element array, or a single object such as `{"annotatedResult": {...}}`."""
@@ -482,20 +509,41 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _read_form(request: Request) -> dict[str, str]:
-    body = await _read_body(request)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+    """A urlencoded form (the only kind the portal's pages post), parsed off the event loop."""
+    kind = request.headers.get("content-type", "application/x-www-form-urlencoded")
+    if not kind.startswith("application/x-www-form-urlencoded"):
+        raise Denied(415, "the portal's forms are posted urlencoded", html=True)
+    return await run_in_threadpool(_parse_form, await _read_body(request))
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    try:
+        fields = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise Denied(413, "the form has too many fields", html=True) from None
+    form = {name: values[0] for name, values in fields.items()}
+    if any(len(value) > MAX_FIELD_CHARS for name, value in form.items() if name != "taskAnswers"):
+        raise Denied(413, "a form field is too long", html=True)
+    return form
 
 
 async def _read_body(request: Request) -> bytes:
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+    """The body, counted as it arrives and cut at MAX_BODY_BYTES (413) or after BODY_SECONDS (408)."""
+    declared = request.headers.get("content-length") or "0"
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
         raise Denied(413, "the answer is too large")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise Denied(413, "the answer is too large")
-    return body
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise Denied(413, "the answer is too large")
+    except TimeoutError:
+        raise Denied(408, "the request arrived too slowly") from None
+    return bytes(body)
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -591,8 +639,6 @@ def create_app(
             )
         except Denied as exc:
             raise Denied(exc.status, exc.message, html=True) from None
-        except json.JSONDecodeError:
-            raise Denied(422, "The answer could not be read; please try again.", html=True) from None
 
     # --------------------------------------------------------------------- marketplace modes
 
@@ -709,7 +755,7 @@ def create_app(
         who = await run_in_threadpool(portal.identify, _bearer(request), ("worker", "session"))
         body = await _read_body(request)
         try:
-            payload = json.loads(body)
+            payload = await run_in_threadpool(json.loads, body)
         except (ValueError, RecursionError):
             raise Denied(422, "the body is not JSON") from None
         return JSONResponse(await run_in_threadpool(portal.submit, who, lease_id, payload))
