@@ -272,3 +272,129 @@ def test_cli_link_prints_the_url_with_the_marketplace_placeholders(tmp_path):
     assert json.loads(link("street", "--off").stdout)["was_on"] is True
     with db.read() as session:
         assert session.scalar(select(func.count()).select_from(MarketplaceLink)) == 0
+
+
+# ---------------------------------------------------------------------------- end to end (Prolific)
+
+LABELS = ["car", "pedestrian", "sign"]
+CROWD = 20
+
+
+def _answer(worker: int, truth) -> str:
+    """Worker `worker`'s answer for an image: its true boxes, shifted by a worker-specific pixel."""
+    shift = worker % 3 - 1
+    boxes = [
+        {"label": b.label, "left": b.left + shift, "top": b.top - shift, "width": b.width, "height": b.height}
+        for b in truth.boxes
+    ]
+    size = {"width": truth.width, "height": truth.height}
+    return json.dumps([{"annotatedResult": {"boundingBoxes": boxes, "inputImageProperties": size}}])
+
+
+def _prolific_run(tmp_path: Path, forged: bool) -> tuple[list[dict], dict]:
+    """A 9-image job, 3 answers each, answered through its Prolific link by CROWD workers taking
+    turns; with `forged`, three forged entries are tried along the way. The output manifest (dates
+    left out) and what the forged entries got."""
+    from orchestrator.backends.portal.backend import PortalBackend
+    from orchestrator.backends.portal.simulate import load_truth, truth_for
+    from orchestrator.jobs import JobStore, finish_job, launch_job, poll_job
+    from orchestrator.outputs import OUTPUT_MANIFEST_KEY
+    from orchestrator.storage import LocalStore
+
+    images = SAMPLE_BUCKET / "images"
+    refs = [p.as_uri() for p in sorted(images.glob("img_0*.jpg"))[:10]]
+    tmp_path.mkdir()
+    (tmp_path / "in.manifest").write_text("".join(json.dumps({"source-ref": ref}) + "\n" for ref in refs))
+    spec = parse_spec(
+        {
+            "name": "prolific-job",
+            "labels": LABELS,
+            "input_manifest": str(tmp_path / "in.manifest"),
+            "output": str(tmp_path / "labeling"),
+            "task": {"workers_per_object": 3},
+            "portal": {"image_folder": str(images)},
+        }
+    )
+    workspace = LocalStore(tmp_path / "ws")
+    jobs, backend = JobStore(workspace), PortalBackend(workspace)
+    launch_job(spec, backend, jobs, [ManifestItem(str(i), ref, {}) for i, ref in enumerate(refs)])
+    db = backend.database()
+    decoy = _load(db, tmp_path, "decoy", 1)
+    with db.write() as session:
+        job = catalog.job_by_name(session, spec.name)
+        secret = marketplace.turn_on(session, job, "prolific", time.time()).secret
+        decoy_secret = marketplace.turn_on(session, decoy, "generic", time.time()).secret
+    truth = load_truth(SAMPLE_BUCKET / "truth.jsonl")
+    app = create_app(db.url, workspace)
+
+    def stored() -> tuple[int, ...]:
+        with db.read() as session:
+            return tuple(
+                session.scalar(select(func.count()).select_from(t)) for t in (Worker, Token, Lease, Answer)
+            )
+
+    def entry(pid: str, k: str | None = secret) -> str:
+        return prolific(spec.name, k, pid)
+
+    browsers = [TestClient(app, follow_redirects=False) for _ in range(CROWD)]
+    pages = {w: browsers[w].get(entry(f"PP{w:02d}")).text for w in range(CROWD)}
+    forged_got = {}
+
+    def forge() -> None:
+        before = stored()
+        thief = TestClient(app, follow_redirects=False)
+        no_secret = thief.get(entry("FORGED1", None))
+        wrong_job = thief.get(entry("FORGED2", decoy_secret))
+        stolen = thief.get(entry("PP03"))  # PP03 holds a live lease in another browser
+        lease = form_of(pages[3])[0]
+        submitted = thief.post(lease, data={"session": "made-up", "csrf": "x", "taskAnswers": EMPTY})
+        forged_got.update(
+            {
+                "statuses": [r.status_code for r in (no_secret, wrong_job, stolen, submitted)],
+                "task_pages": sum("<crowd-form" in r.text for r in (no_secret, wrong_job, stolen)),
+                "stored_changed": stored() != before,
+            }
+        )
+
+    turn = 0
+    while pages:
+        for w in sorted(pages):
+            if forged and turn == CROWD + 3:
+                forge()
+            turn += 1
+            page = pages[w]
+            if "<crowd-form" not in page:
+                assert "No more tasks" in page
+                del pages[w]
+                continue
+            action, fields = form_of(page)
+            key = re.search(r"/img/\d+/([^?\"]+)", page).group(1)
+            done = browsers[w].post(
+                action, data={**fields, "taskAnswers": _answer(w, truth_for(str(images / key), truth))}
+            )
+            assert done.status_code == 200, done.text
+            hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', done.text))
+            pages[w] = browsers[w].post("/go/next", data=hidden).text
+
+    with db.read() as session:
+        forged_got["answered_by"] = set(
+            session.scalars(select(Worker.public_id).join(Answer, Answer.worker_id == Worker.id))
+        )
+    record = poll_job(spec.name, backend, jobs, finish=lambda s, r: finish_job(s, r, jobs))
+    assert record.status == "completed" and record.counters.labeled == len(refs) == 9
+    lines = (Path(spec.output) / spec.name / OUTPUT_MANIFEST_KEY).read_text().splitlines()
+
+    def undated(value):
+        if isinstance(value, dict):
+            return {k: undated(v) for k, v in value.items() if "date" not in k}
+        return [undated(v) for v in value] if isinstance(value, list) else value
+
+    return [undated(json.loads(line)) for line in lines], forged_got
+
+
+def test_a_prolific_crowd_with_forged_entries_gives_the_outputs_of_a_crowd_without_them(tmp_path):
+    clean, _ = _prolific_run(tmp_path / "clean", forged=False)
+    attacked, forged = _prolific_run(tmp_path / "attacked", forged=True)
+    assert forged.pop("answered_by") == {f"prolific:PP{w:02d}" for w in range(CROWD)}
+    assert forged == {"statuses": [403, 403, 409, 401], "task_pages": 0, "stored_changed": False}
+    assert len(clean) == 9 and attacked == clean
