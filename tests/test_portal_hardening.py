@@ -289,3 +289,62 @@ def test_the_owner_of_a_lease_is_checked_before_its_answer(tmp_path):
     for body in (wrong_label, {"not": "an answer"}):
         refused = client.post(task["submit_url"], json=body, headers=stranger)
         assert refused.status_code == 409 and refused.json()["error"] == "unknown_lease"
+
+
+def test_admin_pages_cannot_be_framed_but_task_pages_can(tmp_path):
+    client, bearer = _worker_client(tmp_path, _images(tmp_path / "images", 1))
+    db = client.app.state.portal.db
+    with db.write() as session:
+        admin = {"Authorization": f"Bearer {issue_token(session, 'admin')}"}
+        worker = session.scalar(select(Worker.id))
+        cookie = issue_token(session, "worker", worker)
+    for path in ("/admin", "/admin/jobs/hard"):
+        page = client.get(path, headers=admin)
+        assert page.status_code == 200, path
+        assert page.headers["content-security-policy"].endswith("; frame-ancestors 'none'"), path
+        assert page.headers["x-frame-options"] == "DENY"
+    assert client.get("/api/admin/jobs", headers=admin).headers["x-frame-options"] == "DENY"
+    client.cookies.set("labeljob_worker", cookie)
+    task = client.get("/task")
+    assert "<crowd-form" in task.text and "frame-ancestors" not in task.headers["content-security-policy"]
+    assert "x-frame-options" not in task.headers
+
+
+def test_the_database_is_owner_only_even_when_an_older_one_was_not(tmp_path):
+    fresh = tmp_path / "new-workspace" / "portal.db"
+    open_database(f"sqlite:///{fresh}").dispose()
+    assert fresh.stat().st_mode & 0o777 == 0o600
+    assert fresh.parent.stat().st_mode & 0o777 == 0o700
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    db = open_database(f"sqlite:///{old}")
+    with db.write() as session:
+        issue_token(session, "admin")  # writes the WAL
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("old.db*")} == {
+        name: 0o600 for name in ("old.db", "old.db-wal", "old.db-shm")
+    }
+
+
+def test_locks_live_in_a_private_per_user_folder_that_is_never_a_planted_link(tmp_path, monkeypatch):
+    import os
+
+    from orchestrator.errors import StorageError
+
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    store = LocalStore(tmp_path / "ws")
+    folder = tmp_path / f"labeljob-locks-{os.getuid()}"
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir()
+    folder.symlink_to(elsewhere, target_is_directory=True)  # planted before labeljob ran
+    with pytest.raises(StorageError, match="not this user's private lock folder"):
+        store.put_if_absent("a.json", b"{}")
+    assert list(elsewhere.iterdir()) == []
+    folder.unlink()
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)  # a folder others may write to
+    with pytest.raises(StorageError, match="not this user's private lock folder"):
+        store.put_if_absent("a.json", b"{}")
+    folder.rmdir()
+    store.put_if_absent("a.json", b"{}")
+    assert folder.stat().st_mode & 0o777 == 0o700 and len(list(folder.iterdir())) == 1

@@ -78,6 +78,7 @@ from orchestrator.templates import TaskText, render_task, template_file
 WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
 SESSION_COOKIE = "labeljob_session"
+UNFRAMED_PATHS = ("/admin", "/api/admin", "/a/", "/w/")
 WORKING_ELSEWHERE = (
     "This worker id is working on this job in another browser window: finish there, "
     "or come back when that task's time is up."
@@ -448,7 +449,8 @@ class Portal:
 
 
 class SecurityHeaders:
-    """Adds nosniff and a referrer policy to every response, and a CSP to HTML pages (pure ASGI)."""
+    """Adds nosniff and a referrer policy to every response, a CSP to HTML pages, and forbids
+    framing the admin and sign-in pages (pure ASGI)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -466,6 +468,13 @@ class SecurityHeaders:
                 if headers.get("content-type", "").startswith("text/html"):
                     headers.setdefault("Content-Security-Policy", CSP.format(nonce=""))
                     headers.setdefault("Cache-Control", "no-store")
+                if scope["path"].startswith(UNFRAMED_PATHS):
+                    # Admin and sign-in pages never sit in a frame (clickjacking); task pages must,
+                    # for marketplaces that show them in an iframe.
+                    policy = headers.get("Content-Security-Policy")
+                    if policy is not None:
+                        headers["Content-Security-Policy"] = policy + "; frame-ancestors 'none'"
+                    headers["X-Frame-Options"] = "DENY"
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -249,7 +249,7 @@ class Database:
         if self.is_sqlite:
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(Path(database).expanduser())
             self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
             _sqlite_transactions(self.engine)
         else:
@@ -278,6 +278,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _owner_only(path: Path) -> None:
+    """Create the SQLite file (and its folder) readable by its owner only: it holds the URL signing
+    key and the marketplace secrets. SQLite gives its -wal and -shm files the same mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o600)  # a database an older labeljob left world-readable
 
 
 def _add_missing_columns(engine: Engine) -> None:
