@@ -399,6 +399,8 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
     from orchestrator.backends.portal.db import Answer, Task
 
     page.goto(portal_job.link)
+    with page.expect_navigation():  # the invite is one-time: its button signs this browser in
+        page.get_by_role("button", name="Start labeling").click()
     view = Viewer(page)
     view.wait_loaded()
     natural = view.value()["inputImageProperties"]

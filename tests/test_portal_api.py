@@ -15,9 +15,16 @@ from sqlalchemy import select
 
 from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Job, Token, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Invite, Job, Worker, open_database
 from orchestrator.backends.portal.server import ServerThread
-from orchestrator.backends.portal.tokens import find_token, hash_token, issue_token, load_signing_key, sign
+from orchestrator.backends.portal.tokens import (
+    find_invite,
+    hash_token,
+    issue_invite,
+    issue_token,
+    load_signing_key,
+    sign,
+)
 from orchestrator.jobs import ManifestItem
 from orchestrator.spec import parse_spec
 
@@ -79,15 +86,24 @@ def test_tokens_missing_wrong_and_of_the_wrong_kind(portal):
     assert [(j["name"], j["objects"], j["live_leases"]) for j in jobs] == [("street", 3, 1)]
     assert client.get("/admin", headers=_bearer(worker)).status_code == 403
     assert client.get("/w/wrong-token").status_code == 401
-    assert client.get(f"/w/{admin}").status_code == 403
+    assert client.get(f"/w/{admin}").status_code == 401 and client.get(f"/w/{worker}").status_code == 401
     assert client.get("/task").status_code == 401
 
 
-def test_invite_link_sets_a_cookie_and_the_form_needs_its_csrf_token(portal):
-    client, db, worker, _ = portal
-    entered = client.get(f"/w/{worker}")
+def test_invite_link_is_one_time_and_the_form_needs_its_csrf_token(portal):
+    client, db, _, _ = portal
+    with db.write() as session:
+        code = issue_invite(session, session.scalar(select(Worker.id)), time.time())
+    landing = client.get(f"/w/{code}")
+    assert landing.status_code == 200 and 'method="post" action="/w/' in landing.text
+    assert "set-cookie" not in landing.headers  # a GET signs nobody in
+    for forged in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        assert client.post(f"/w/{code}", headers=forged).status_code == 403  # login CSRF
+    entered = client.post(f"/w/{code}", headers={"Sec-Fetch-Site": "same-origin"})
     assert entered.status_code == 303 and entered.headers["location"] == "/task"
     assert "httponly" in entered.headers["set-cookie"].lower()
+    assert TestClient(client.app).post(f"/w/{code}").status_code == 401  # spent
+    assert client.get(f"/w/{code}").status_code == 401
     page = client.get("/task")
     assert page.status_code == 200 and "<crowd-bounding-box" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -164,7 +180,7 @@ def test_image_keys_outside_the_job_are_refused(portal):
 
 def test_html_in_labels_instructions_and_names_renders_as_text(portal):
     client, _, worker, admin = portal
-    client.get(f"/w/{worker}")
+    client.cookies.set("labeljob_worker", worker)
     page = client.get("/task").text
     assert EVIL not in page and "<script>alert" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
@@ -282,9 +298,9 @@ def test_cli_invite_prints_a_link_whose_token_is_stored_only_as_a_hash(tmp_path)
     token = link.rsplit("/", 1)[1]
     db = open_database(f"sqlite:///{workspace / 'portal.db'}")
     with db.read() as session:
-        stored = session.scalars(select(Token.token_hash)).all()
+        stored = session.scalars(select(Invite.code_hash)).all()
         assert token not in stored and hash_token(token) in stored
-        assert find_token(session, token, ("worker",)) is not None
+        assert find_invite(session, token, time.time()) is not None
     unknown_job = CliRunner().invoke(
         app, ["--workspace", str(workspace), "portal", "invite", "Bo", "--job", "nope"]
     )

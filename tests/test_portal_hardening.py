@@ -253,9 +253,8 @@ def test_answers_nested_too_deeply_oversized_or_padded_are_refused_or_trimmed(tm
     db = client.app.state.portal.db
     with db.read() as session:
         (stored,) = session.scalars(select(Answer.content)).all()
-    assert json.loads(stored) == {
-        "annotatedResult": {"boundingBoxes": [{**box, "left": 1.0, "top": 1.0, "width": 5.0, "height": 5.0}]}
-    }
+    assert json.loads(stored) == {"annotatedResult": {"boundingBoxes": [box]}}
+    assert '"left":1,' in stored  # whole pixels stay integers
 
 
 def test_a_deeply_nested_form_answer_is_a_422_not_a_500(tmp_path):
@@ -348,3 +347,21 @@ def test_locks_live_in_a_private_per_user_folder_that_is_never_a_planted_link(tm
     folder.rmdir()
     store.put_if_absent("a.json", b"{}")
     assert folder.stat().st_mode & 0o777 == 0o700 and len(list(folder.iterdir())) == 1
+
+
+def test_worker_tokens_expire(tmp_path):
+    from orchestrator.backends.portal.tokens import WORKER_SECONDS
+
+    _images(tmp_path / "images", 1)
+    now = [time.time()]
+    db_url = f"sqlite:///{tmp_path / 'portal.db'}"
+    db = open_database(db_url)
+    with db.write() as session:
+        worker = Worker(public_id="w", name="w", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        bearer = {"Authorization": f"Bearer {issue_token(session, 'worker', worker.id, now[0])}"}
+    client = TestClient(create_app(db_url, None, clock=lambda: now[0]))
+    assert client.post("/api/tasks/next", headers=bearer).status_code == 204  # valid, no job
+    now[0] += WORKER_SECONDS + 1
+    assert client.post("/api/tasks/next", headers=bearer).status_code == 401

@@ -25,6 +25,7 @@ import boto3
 import liquid
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from orchestrator.backends.groundtruth.backend import GroundTruthBackend, render_template
@@ -741,12 +742,13 @@ def test_admin_and_worker_tokens_open_only_their_own_routes(portal_app):
         assert client.get(path, cookies={"labeljob_admin": worker}).status_code == 403, path
     assert client.post("/api/tasks/next", headers={"Authorization": f"Bearer {admin}"}).status_code == 403
     assert client.get("/task", cookies={"labeljob_worker": admin}).status_code == 403
-    assert client.get(f"/w/{admin}").status_code == 403 and client.get(f"/a/{worker}").status_code == 403
+    assert client.get(f"/w/{admin}").status_code == 401 and client.get(f"/a/{worker}").status_code == 403
 
 
 def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     """Every POST route outside the bearer-token JSON API is a form, and each refuses a missing or
-    foreign CSRF token before changing anything."""
+    foreign CSRF token before changing anything; the invite form, which has no session yet, refuses
+    a post from another site."""
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
     assert forms == [
@@ -755,9 +757,13 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
         "/go/next",
         "/go/{lease_id}",
         "/task/{lease_id}",
+        "/w/{code}",
     ]
     client = TestClient(fastapi_app, follow_redirects=False)
-    client.get(f"/w/{worker}")
+    with db.write() as session:
+        code = portal_tokens.issue_invite(session, session.scalar(select(Worker.id)), time.time())
+    assert client.post(f"/w/{code}", headers={"Origin": "https://elsewhere.example"}).status_code == 403
+    assert client.post(f"/w/{code}", headers={"Origin": "http://testserver"}).status_code == 303
     page = client.get("/task").text
     lease = re.search(r'action="/task/(\d+)"', page).group(1)
     answer = json.dumps([{"annotatedResult": {"boundingBoxes": []}}])

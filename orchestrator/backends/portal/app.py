@@ -1,11 +1,12 @@
 """The portal web app: worker pages, the JSON API, marketplace entry points, images, admin pages.
 
 Authentication:
-- Workers: an invite link `/w/<token>` stores the token in an HttpOnly cookie; the JSON API takes
-  the same token as `Authorization: Bearer <token>`.
-- Marketplace visitors (`/external` for MTurk, `/go` for any other marketplace) get a session
-  token in a hidden field of the task form, because the page may live in a third-party iframe
-  where cookies are blocked.
+- Workers: an invite link `/w/<code>` holds a one-time code; its page's button (same origin only)
+  spends it for an expiring worker token in an HttpOnly cookie. The JSON API takes a worker
+  token as `Authorization: Bearer <token>`.
+- Marketplace visitors (`/external` for MTurk, `/go/<job>` for any other marketplace) come with
+  the job's link secret and get a session for that job, in a hidden field of the task form
+  (the page may live in a third-party iframe where cookies are blocked) and in a cookie.
 - Admins: an admin token (never a worker's) in the `Authorization` header or, after `/a/<token>`,
   in a cookie.
 HTML forms that change state carry a CSRF token derived from the session's secret; the JSON API
@@ -56,9 +57,11 @@ from orchestrator.backends.portal.tokens import (
     WORKER_SECONDS,
     csrf_ok,
     csrf_token,
+    find_invite,
     find_token,
     issue_token,
     load_signing_key,
+    redeem_invite,
     sign,
     signature_ok,
 )
@@ -79,6 +82,7 @@ WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
 SESSION_COOKIE = "labeljob_session"
 UNFRAMED_PATHS = ("/admin", "/api/admin", "/a/", "/w/")
+INVITE_SPENT = "This invite link is not valid, was already used, or has expired: ask for a new one."
 WORKING_ELSEWHERE = (
     "This worker id is working on this job in another browser window: finish there, "
     "or come back when that task's time is up."
@@ -483,7 +487,12 @@ class SecurityHeaders:
 def stored_answer(answer: WorkerAnswer) -> dict:
     """The element's answer JSON rebuilt from what the parser read: whatever else a client sent
     (extra fields, dropped boxes) is not kept."""
-    result: dict = {"boundingBoxes": [box.model_dump() for box in answer.boxes]}
+    # Whole pixels stay integers, as the element and Ground Truth write them.
+    boxes = [
+        {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in box.model_dump().items()}
+        for box in answer.boxes
+    ]
+    result: dict = {"boundingBoxes": boxes}
     if answer.image_width and answer.image_height:
         result["inputImageProperties"] = {"width": answer.image_width, "height": answer.image_height}
     return {"annotatedResult": result}
@@ -510,6 +519,16 @@ def valid_turk_submit_to(url: str | None) -> str:
     if parsed.scheme != "https" or parsed.hostname not in MTURK_HOSTS:
         raise Denied(400, "turkSubmitTo must be Mechanical Turk's https address", html=True)
     return f"https://{parsed.hostname}"
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser sent the request from this portal's own pages: by Sec-Fetch-Site, else by
+    the host of Origin or Referer. A client that sends none of them is not a browser."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    source = request.headers.get("origin") or request.headers.get("referer")
+    return source is None or urlparse(source).netloc == request.headers.get("host")
 
 
 def _bearer(request: Request) -> str | None:
@@ -616,9 +635,30 @@ def create_app(
             raise Denied(404, "crowd-bounding-box.js is not installed") from None
         return Response(path.read_bytes(), media_type="text/javascript")
 
-    @app.get("/w/{token}")
-    def invite(request: Request, token: str) -> Response:
-        portal.identify(token, ("worker",), html=True)
+    @app.get("/w/{code}")
+    def invite(code: str) -> Response:
+        """An invite link: a page with a button that signs this browser in (GET changes nothing, so
+        a link or image elsewhere cannot sign anyone in)."""
+        with portal.db.read() as session:
+            found = find_invite(session, code, portal.clock())
+            worker = session.get(Worker, found.worker_id) if found is not None else None
+        if worker is None:
+            raise Denied(401, INVITE_SPENT, html=True)
+        return _html(pages.invite_page(worker.name, f"/w/{quote(code)}"))
+
+    @app.post("/w/{code}")
+    def invite_accept(request: Request, code: str) -> Response:
+        """Spend the invite for a worker session in this browser's cookie. Only a form of this
+        portal may post here: another site posting an invite of its own would sign the visitor
+        in as that worker (login CSRF)."""
+        if not same_origin(request):
+            raise Denied(403, "This form must be sent from the portal's own page.", html=True)
+        now = portal.clock()
+        with portal.db.write() as session:
+            worker_id = redeem_invite(session, code, now)
+            token = issue_token(session, "worker", worker_id, now) if worker_id is not None else None
+        if token is None:
+            raise Denied(401, INVITE_SPENT, html=True)
         response = RedirectResponse("/task", status_code=303)
         _set_cookie(response, request, WORKER_COOKIE, token)
         return response

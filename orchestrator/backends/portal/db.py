@@ -137,6 +137,18 @@ class Token(Base):
     )
 
 
+class Invite(Base):
+    """A one-time invite code (stored as its SHA-256), exchanged once for a worker token."""
+
+    __tablename__ = "invites"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    used_at: Mapped[float | None] = mapped_column(Double)
+
+
 class Lease(Base):
     """A task handed to one worker until `expires_at`; a worker holds at most one lease per task."""
 

@@ -67,6 +67,16 @@ def with_hidden_fields(task_html: str, fields: dict[str, str]) -> str:
     return task_html[: match.end()] + inputs + task_html[match.end() :]
 
 
+def invite_page(worker_name: str, action: str) -> str:
+    """An invite link's page: one button that signs this browser in as the invited worker."""
+    return page(
+        "Start labeling",
+        f"<h1>Welcome, {esc(worker_name)}</h1><p>This link works once: it signs this browser in, and "
+        "you come back later with the same browser.</p>"
+        f'<form method="post" action="{esc(action)}"><button>Start labeling</button></form>',
+    )
+
+
 def no_more_tasks_page(worker_name: str) -> str:
     return page(
         "No more tasks",

@@ -15,13 +15,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Database, Setting, Token
+from orchestrator.backends.portal.db import Database, Invite, Setting, Token
 
 SIGNING_KEY_SETTING = "url_signing_key"
 # How long a marketplace session lives: a working day, after which the worker enters again.
 SESSION_SECONDS = 12 * 3600
 # How long a worker's own token lives (an invite's session, a simulated worker's API token).
 WORKER_SECONDS = 30 * 86400
+# How long an unused invite link stays valid.
+INVITE_SECONDS = 7 * 86400
 
 
 def new_token() -> str:
@@ -77,6 +79,37 @@ def find_token(
         return None
     # The lookup is by hash already; the constant-time check keeps the comparison itself timing-safe.
     return row if hmac.compare_digest(row.token_hash, digest) else None
+
+
+def issue_invite(session: Session, worker_id: int, now: float) -> str:
+    """A one-time invite code for the worker; only its hash is stored."""
+    code = new_token()
+    session.add(
+        Invite(
+            code_hash=hash_token(code), worker_id=worker_id, created_at=now, expires_at=now + INVITE_SECONDS
+        )
+    )
+    return code
+
+
+def find_invite(session: Session, code: str | None, now: float) -> Invite | None:
+    """The invite of `code` if it is unused and unexpired, else None."""
+    if not code or len(code) > 200:
+        return None
+    row = session.get(Invite, hash_token(code))
+    return row if row is not None and row.used_at is None and row.expires_at > now else None
+
+
+def redeem_invite(session: Session, code: str, now: float) -> int | None:
+    """Spend the invite (once, whoever races for it) and return its worker id; None if it is spent,
+    expired or unknown."""
+    spent = session.execute(
+        update(Invite)
+        .where(Invite.code_hash == hash_token(code), Invite.used_at.is_(None), Invite.expires_at > now)
+        .values(used_at=now)
+        .returning(Invite.worker_id)
+    ).first()
+    return spent[0] if spent is not None else None
 
 
 def revoke_admin_tokens(session: Session, now: float | None = None) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Worker
-from orchestrator.backends.portal.tokens import issue_token
+from orchestrator.backends.portal.tokens import issue_invite
 
 __all__ = ["invite_worker", "worker_by_public_id"]
 
@@ -28,9 +28,9 @@ def worker_by_public_id(
 
 
 def invite_worker(session: Session, name: str, job_id: int | None, now: float) -> tuple[Worker, str]:
-    """A new invited worker, with a public id made from its name, and its personal token."""
+    """A new invited worker, with a public id made from its name, and its one-time invite code."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "worker"
     worker = worker_by_public_id(
         session, f"{slug}-{secrets.token_hex(3)}", name=name, source="invite", now=now, job_id=job_id
     )
-    return worker, issue_token(session, "worker", worker.id, now)
+    return worker, issue_invite(session, worker.id, now)
