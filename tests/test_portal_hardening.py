@@ -365,3 +365,28 @@ def test_worker_tokens_expire(tmp_path):
     assert client.post("/api/tasks/next", headers=bearer).status_code == 204  # valid, no job
     now[0] += WORKER_SECONDS + 1
     assert client.post("/api/tasks/next", headers=bearer).status_code == 401
+
+
+def test_a_database_an_older_labeljob_made_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE tokens (id INTEGER PRIMARY KEY, token_hash VARCHAR(64) UNIQUE, kind VARCHAR(16),"
+            " worker_id INTEGER, created_at FLOAT, revoked_at FLOAT);"
+            "CREATE TABLE leases (id INTEGER PRIMARY KEY, task_id INTEGER, worker_id INTEGER,"
+            " started_at FLOAT, expires_at FLOAT, submitted_at FLOAT);"
+        )
+    db = open_database(f"sqlite:///{path}")
+    with sqlite3.connect(path) as upgraded:
+        columns = {
+            table: {row[1] for row in upgraded.execute(f"PRAGMA table_info({table})")}
+            for table in ("tokens", "leases")
+        }
+    assert {"job_id", "expires_at"} <= columns["tokens"] and "token_id" in columns["leases"]
+    with db.write() as session:
+        worker = Worker(public_id="w", name="w", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        issue_token(session, "worker", worker.id)  # writes expires_at
