@@ -752,6 +752,7 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
     assert forms == [
+        "/admin/jobs/{name}/block",
         "/admin/jobs/{name}/stop",
         "/external/{lease_id}",
         "/go/next",
@@ -792,6 +793,8 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     admin_client.get(f"/a/{admin}")
     for csrf in ("", portal_tokens.csrf_token(worker)):
         assert admin_client.post("/admin/jobs/j/stop", data={"csrf": csrf}).status_code == 403
+        blocked = admin_client.post("/admin/jobs/j/block", data={"csrf": csrf, "worker": "w"})
+        assert blocked.status_code == 403
     with db.read() as session:
         assert catalog.job_by_name(session, "j").status == "open"
         assert catalog.progress(session, catalog.job_by_name(session, "j"), time.time())["answers"] == 0

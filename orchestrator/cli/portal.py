@@ -10,7 +10,8 @@ import typer
 from sqlalchemy import select
 
 from orchestrator.backends.portal import catalog
-from orchestrator.backends.portal.db import Database, Task, default_db_url, open_database, redacted
+from orchestrator.backends.portal import workers as portal_workers
+from orchestrator.backends.portal.db import Database, Task, Worker, default_db_url, open_database, redacted
 from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 from orchestrator.backends.portal.workers import invite_worker
 from orchestrator.cli._options import DatabaseUrl
@@ -191,6 +192,61 @@ def _public_url(st: State, job: str | None, url: str | None) -> str:
     """`url`, else the job's `portal.public_url`, else the default local address."""
     record = JobStore(_workspace(st)).get(job) if job and url is None else None
     return (url or (record.job_spec.portal.public_url if record else None) or DEFAULT_URL).rstrip("/")
+
+
+WorkerId = Annotated[str, typer.Argument(help="The worker id shown by `labeljob portal workers`.")]
+OneJob = Annotated[str | None, typer.Option(help="Only in this job (default: every job).")]
+
+
+def _worker(session, public_id: str) -> Worker:
+    found = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+    if found is None:
+        raise NotFound(f"the portal has no worker {public_id!r}", hint="list them: `labeljob portal workers`")
+    return found
+
+
+@app.command("workers")
+def workers_command(ctx: typer.Context, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Workers who answered: answers, seconds per task, where they are blocked, and (for a finished
+    --job) their agreement with the consensus."""
+    st = state(ctx)
+    with _database(st, db).read() as session:
+        rows = catalog.worker_stats(session, _portal_job(session, job) if job else None)
+    agreement = catalog.agreement(_workspace(st), job, _session(st)) if job else {}
+    for row in rows:
+        found = agreement.get(row["worker_id"], {})
+        row.update({key: found.get(key) for key in ("recall", "precision", "mean_iou", "low_quality")})
+        row["blocked"] = ", ".join(row["blocked"])
+    st.output.data(rows, empty="No worker has answered yet.")
+
+
+@app.command("block")
+def block_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Block a worker: no new task, and no answer taken, in the job (or every job)."""
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job) if job else None
+        changed = portal_workers.block(session, _worker(session, worker), found, time.time())
+    st.output.data({"worker_id": worker, "job": job, "blocked": True, "changed": changed})
+
+
+@app.command("unblock")
+def unblock_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Lift a block set with `block` (with the same --job)."""
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job) if job else None
+        changed = portal_workers.unblock(session, _worker(session, worker), found)
+    st.output.data({"worker_id": worker, "job": job, "blocked": False, "changed": changed})
+
+
+@app.command("revoke")
+def revoke_command(ctx: typer.Context, worker: WorkerId, db: DatabaseUrl = None) -> None:
+    """End the worker's links, tokens and sessions at once; a new invite lets them back in."""
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        ended = portal_workers.revoke(session, _worker(session, worker), time.time())
+    st.output.data({"worker_id": worker, "revoked": ended})
 
 
 @app.command("simulate")

@@ -16,8 +16,6 @@ relies on the bearer header instead, which a cross-site form cannot set.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import re
 import secrets
@@ -34,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
 from orchestrator.backends.portal import catalog, marketplace, pages
+from orchestrator.backends.portal import workers as portal_workers
 from orchestrator.backends.portal.db import Job, Lease, MarketplaceLink, Task, Token, Worker, open_database
 from orchestrator.backends.portal.leasing import (
     LeasedTask,
@@ -74,7 +73,7 @@ from orchestrator.consolidation import (
 )
 from orchestrator.errors import NotFound, StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
-from orchestrator.outputs import OUTPUT_MANIFEST_KEY, WORKERS_REPORT_KEY
+from orchestrator.outputs import OUTPUT_MANIFEST_KEY
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
@@ -373,16 +372,7 @@ class Portal:
         return JobStore(self.workspace).get(name) if self.workspace is not None else None
 
     def agreement(self, name: str) -> dict[str, dict]:
-        """The workers report of a finished job, by worker id; empty before the job is finished."""
-        record = self.job_record(name)
-        if record is None:
-            return {}
-        store = open_store(job_output_prefix(record.job_spec), self.boto3_session)
-        try:
-            data = store.get(WORKERS_REPORT_KEY).decode()
-        except NotFound:
-            return {}
-        return {row["worker_id"]: row for row in csv.DictReader(io.StringIO(data))}
+        return catalog.agreement(self.workspace, name, self.boto3_session)
 
     def output_file(self, name: str, output: str) -> Response:
         record = self.job_record(name)
@@ -865,12 +855,17 @@ def create_app(
         ]
         return _html(pages.admin_job_page(summary, workers, files, csrf_token(who.token)))
 
-    @app.post("/admin/jobs/{name}/stop")
-    async def admin_stop(request: Request, name: str) -> Response:
+    async def _admin_form(request: Request) -> dict[str, str]:
+        """An admin form's fields, once its sender and CSRF token are checked."""
         who = await run_in_threadpool(admin, request)
         form = await _read_form(request)
         if not csrf_ok(who.token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and try again.", html=True)
+        return form
+
+    @app.post("/admin/jobs/{name}/stop")
+    async def admin_stop(request: Request, name: str) -> Response:
+        await _admin_form(request)
 
         def stop() -> bool:
             with portal.db.write() as session:
@@ -878,6 +873,25 @@ def create_app(
 
         if not await run_in_threadpool(stop):
             raise Denied(404, "no such job", html=True)
+        return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
+
+    @app.post("/admin/jobs/{name}/block")
+    async def admin_block(request: Request, name: str) -> Response:
+        """Block or unblock (field `action`) the worker `worker` in this job."""
+        form = await _admin_form(request)
+
+        def change() -> None:
+            with portal.db.write() as session:
+                job = catalog.job_by_name(session, name)
+                worker = session.scalars(select(Worker).where(Worker.public_id == form.get("worker"))).first()
+                if job is None or worker is None:
+                    raise Denied(404, "no such job or worker", html=True)
+                if form.get("action") == "unblock":
+                    portal_workers.unblock(session, worker, job)
+                else:
+                    portal_workers.block(session, worker, job, portal.clock())
+
+        await run_in_threadpool(change)
         return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
 
     @app.get("/admin/jobs/{name}/review")

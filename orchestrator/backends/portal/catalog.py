@@ -5,6 +5,8 @@ Shared by the `portal` backend (launch, poll, stop) and the admin pages.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 from collections import defaultdict
@@ -15,9 +17,12 @@ from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Answer, Job, Lease, Task, Worker
 from orchestrator.backends.portal.media import split_image_root
-from orchestrator.errors import BackendError
-from orchestrator.jobs import ManifestItem
+from orchestrator.backends.portal.workers import blocks
+from orchestrator.errors import BackendError, NotFound
+from orchestrator.jobs import JobStore, ManifestItem, job_output_prefix
+from orchestrator.outputs import WORKERS_REPORT_KEY
 from orchestrator.spec import JobSpec
+from orchestrator.storage import ObjectStore, open_store
 from orchestrator.templates import TaskText
 
 
@@ -132,17 +137,18 @@ def progress(session: Session, job: Job, now: float) -> dict:
     }
 
 
-def worker_stats(session: Session, job: Job) -> list[dict]:
-    """Per worker who answered in the job: answers and seconds per task, by worker id."""
-    rows = session.execute(
-        select(Worker.public_id, Worker.name, Worker.source, Answer.seconds)
-        .join(Answer, Answer.worker_id == Worker.id)
-        .join(Task, Task.id == Answer.task_id)
-        .where(Task.job_id == job.id)
-    ).all()
-    seconds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for public_id, name, source, spent in rows:
-        seconds[(public_id, name, source)].append(spent)
+def worker_stats(session: Session, job: Job | None = None) -> list[dict]:
+    """Per worker who answered in the job (None: in any job): answers, seconds per task and where
+    the worker is blocked, by worker id."""
+    query = select(Worker.id, Worker.public_id, Worker.name, Worker.source, Answer.seconds).join(
+        Answer, Answer.worker_id == Worker.id
+    )
+    if job is not None:
+        query = query.join(Task, Task.id == Answer.task_id).where(Task.job_id == job.id)
+    seconds: dict[tuple[int, str, str, str], list[float]] = defaultdict(list)
+    for row_id, public_id, name, source, spent in session.execute(query).all():
+        seconds[(row_id, public_id, name, source)].append(spent)
+    blocked = blocks(session)
     return [
         {
             "worker_id": public_id,
@@ -151,6 +157,20 @@ def worker_stats(session: Session, job: Job) -> list[dict]:
             "answers": len(spent),
             "median_seconds": round(statistics.median(spent), 1),
             "mean_seconds": round(statistics.fmean(spent), 1),
+            "blocked": blocked.get(row_id, []),
         }
-        for (public_id, name, source), spent in sorted(seconds.items())
+        for (row_id, public_id, name, source), spent in sorted(seconds.items(), key=lambda item: item[0][1])
     ]
+
+
+def agreement(workspace: ObjectStore | None, name: str, boto3_session=None) -> dict[str, dict]:
+    """The workers report of a finished job, by worker id; empty before the job is finished."""
+    record = JobStore(workspace).get(name) if workspace is not None else None
+    if record is None:
+        return {}
+    store = open_store(job_output_prefix(record.job_spec), boto3_session)
+    try:
+        data = store.get(WORKERS_REPORT_KEY).decode()
+    except NotFound:
+        return {}
+    return {row["worker_id"]: row for row in csv.DictReader(io.StringIO(data))}

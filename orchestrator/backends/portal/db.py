@@ -137,6 +137,19 @@ class Token(Base):
     )
 
 
+class Block(Base):
+    """A worker the ML lead blocked, in one job or (job_id NULL) in every job: no new task, no answer."""
+
+    __tablename__ = "blocks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (UniqueConstraint("worker_id", "job_id"),)
+
+
 class Invite(Base):
     """A one-time invite code (stored as its SHA-256), exchanged once for a worker token."""
 

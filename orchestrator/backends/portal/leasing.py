@@ -20,7 +20,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Task, Worker
+from orchestrator.backends.portal.db import Answer, Block, Database, Job, Lease, Task, Worker
 
 # A task claimed by another request in the meantime is skipped; give up after this many tries so a
 # pathological race cannot spin (the worker just asks again).
@@ -57,6 +57,7 @@ class SubmitRefused(Exception):
         "Your answer was not stored; please take the next image.",
         "closed": "This job has been closed; your answer was not stored. Thank you for your work.",
         "full": "This image already has all the answers it needs; please take the next one.",
+        "blocked": "Your answers are no longer accepted for this job.",
     }
 
     def __init__(self, reason: str) -> None:
@@ -67,6 +68,11 @@ class SubmitRefused(Exception):
 
 class LeaseHeldElsewhere(Exception):
     """The worker id holds a live lease that another browser session took."""
+
+
+def blocked_in(worker_id, job_id):
+    """Whether the worker is blocked in the job (or in every job)."""
+    return exists().where(Block.worker_id == worker_id, or_(Block.job_id.is_(None), Block.job_id == job_id))
 
 
 def _live_leases(task_id, now: float):
@@ -93,12 +99,17 @@ def take_task(
     """The worker's live lease if it has one, else a new lease on the first task it may answer.
 
     None when no open job has a task for this worker. A worker invited for one job only ever gets
-    tasks of that job, so a worker holds at most one live lease per job. A marketplace session
+    tasks of that job, so a worker holds at most one live lease per job; a blocked worker gets
+    none of the jobs it is blocked in. A marketplace session
     passes its `token_id`: its leases are bound to it, and LeaseHeldElsewhere is raised when the
     worker's live lease belongs to another session.
     """
     invited_for = select(Worker.job_id).where(Worker.id == worker_id).scalar_subquery()
-    jobs = select(Job.id).where(Job.status == "open", or_(invited_for.is_(None), Job.id == invited_for))
+    jobs = select(Job.id).where(
+        Job.status == "open",
+        or_(invited_for.is_(None), Job.id == invited_for),
+        ~blocked_in(worker_id, Job.id),
+    )
     if job_name is not None:
         jobs = jobs.where(Job.name == job_name)
     with db.write() as session:
@@ -257,6 +268,8 @@ def submit_answer(
                 return Submitted(earlier, name, duplicate=True)
             if status != "open":
                 raise SubmitRefused("closed")
+            if session.scalar(select(blocked_in(worker_id, task.job_id))):
+                raise SubmitRefused("blocked")
             if now >= expires:
                 raise SubmitRefused("expired")
             if task.answered >= task.wanted:

@@ -156,6 +156,7 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
     agreement = any(w.get("recall") is not None for w in workers)
     headers = ["worker", "name", "source", "answers", "median s/task", "mean s/task"]
     headers += ["recall", "precision", "mean IoU", "weight", "low quality"] if agreement else []
+    headers.append("blocked")
     rows = []
     for w in workers:
         row = [
@@ -168,6 +169,13 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         ]
         if agreement:
             row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
+        action = "unblock" if job["name"] in w["blocked"] else "block"
+        fields = {"csrf": csrf, "worker": w["worker_id"], "action": action}
+        button = (
+            f'<form method="post" action="/admin/jobs/{name}/block">{hidden_inputs(fields)}'
+            f"<button>{action.capitalize()}</button></form>"
+        )
+        row.append(esc(", ".join(w["blocked"])) + button)
         rows.append(row)
     links = "".join(
         f"<li>{esc(label)}: {esc(target)}</li>"
