@@ -105,3 +105,68 @@ def test_the_admin_page_blocks_and_unblocks_with_its_csrf_token(portal):
     assert 'name="action" value="unblock"' in page
     assert client.post("/admin/jobs/one/block", data={**form, "action": "unblock"}).status_code == 303
     assert _next(client, ann, "one").status_code == 200
+
+
+# ----------------------------------------------------------------- skipping and reporting an image
+
+
+def _worker(db, public_id: str) -> dict:
+    with db.write() as session:
+        worker = Worker(public_id=public_id, name=public_id, source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        return {"Authorization": f"Bearer {issue_token(session, 'worker', worker.id)}"}
+
+
+def _skip(client, headers, lease: dict, reason: str):
+    return client.post(f"/api/leases/{lease['lease_id']}/skip", json={"reason": reason}, headers=headers)
+
+
+def test_a_skipped_image_goes_to_others_and_never_back_to_the_worker(portal):
+    client, db, ann, _, _ = portal
+    first = _next(client, ann, "one").json()
+    assert _skip(client, ann, first, "skip").json()["status"] == "set_down"
+    second = _next(client, ann, "one").json()
+    assert second["object_id"] != first["object_id"]
+    client.post(second["submit_url"], json=EMPTY, headers=ann)
+    assert _next(client, ann, "one").status_code == 204  # the skipped one is never offered again
+    bo = _worker(db, "bo")
+    assert _next(client, bo, "one").json()["object_id"] == first["object_id"]
+
+
+def test_an_image_reported_broken_twice_is_set_aside_and_listed_for_the_lead(portal):
+    client, db, ann, admin, _ = portal
+    bo, cy = _worker(db, "bo"), _worker(db, "cy")
+    broken = _next(client, ann, "one").json()
+    assert _skip(client, ann, broken, "not_loading").status_code == 200
+    assert _next(client, bo, "one").json()["object_id"] == broken["object_id"]  # one report: still offered
+    assert _skip(client, bo, _next(client, bo, "one").json(), "not_an_image").status_code == 200
+    offered = {_next(client, cy, "one").json()["object_id"]}
+    assert broken["object_id"] not in offered
+    page = client.get("/admin/jobs/one", headers={"Authorization": f"Bearer {admin}"}).text
+    assert "Set aside" in page and broken["source_ref"] in page
+
+
+def test_skip_is_refused_for_a_bad_reason_a_strangers_lease_or_an_answered_one(portal):
+    client, db, ann, _, _ = portal
+    lease = _next(client, ann, "one").json()
+    assert _skip(client, ann, lease, "bored").status_code == 400
+    stranger = _worker(db, "bo")
+    assert _skip(client, stranger, lease, "skip").json()["error"] == "unknown_lease"
+    client.post(lease["submit_url"], json=EMPTY, headers=ann)
+    assert _skip(client, ann, lease, "skip").json()["error"] == "unknown_lease"
+
+
+def test_the_task_page_shows_the_time_left_and_the_skip_buttons(portal):
+    client, db, _, _, _ = portal
+    with db.write() as session:
+        worker = session.scalar(select(Worker.id))
+        client.cookies.set("labeljob_worker", issue_token(session, "worker", worker))
+    page = client.get("/task").text
+    assert re.search(r"held for you for [45] more minutes", page)  # the default 300 s time limit
+    skip = re.search(r'<form method="post" action="(/task/\d+/skip)">', page).group(1)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    lease = skip.split("/")[2]
+    done = client.post(skip, data={"csrf": csrf, "reason": "not_loading"})
+    assert done.status_code == 303 and done.headers["location"] == "/task"
+    assert f"/task/{lease}/skip" not in client.get("/task").text

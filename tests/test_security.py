@@ -39,7 +39,7 @@ from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal import tokens as portal_tokens
 from orchestrator.backends.portal.app import IMAGE_URL_SECONDS, create_app
 from orchestrator.backends.portal.backend import PortalBackend
-from orchestrator.backends.portal.db import Worker, open_database
+from orchestrator.backends.portal.db import Report, Worker, open_database
 from orchestrator.backends.portal.media import PRESIGN_SECONDS
 from orchestrator.cli.app import app
 from orchestrator.doctor import check_sources
@@ -757,7 +757,9 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
         "/external/{lease_id}",
         "/go/next",
         "/go/{lease_id}",
+        "/go/{lease_id}/skip",
         "/task/{lease_id}",
+        "/task/{lease_id}/skip",
         "/w/{code}",
     ]
     client = TestClient(fastapi_app, follow_redirects=False)
@@ -769,8 +771,9 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     lease = re.search(r'action="/task/(\d+)"', page).group(1)
     answer = json.dumps([{"annotatedResult": {"boundingBoxes": []}}])
     for csrf in (None, "0" * 64, portal_tokens.csrf_token(admin)):
-        form = {"taskAnswers": answer, **({"csrf": csrf} if csrf else {})}
+        form = {"taskAnswers": answer, "reason": "skip", **({"csrf": csrf} if csrf else {})}
         assert client.post(f"/task/{lease}", data=form).status_code == 403
+        assert client.post(f"/task/{lease}/skip", data=form).status_code == 403
     market = TestClient(fastapi_app, follow_redirects=False)
     for path, kind, params in (
         ("/go/j", "generic", {"worker": "W9"}),
@@ -789,6 +792,7 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
         if path == "/go/j":
             next_form = {"session": fields["session"], "csrf": portal_tokens.csrf_token(worker)}
             assert market.post("/go/next", data=next_form).status_code == 403
+            assert market.post(f"{action}/skip", data={**next_form, "reason": "skip"}).status_code == 403
     admin_client = TestClient(fastapi_app, follow_redirects=False)
     admin_client.get(f"/a/{admin}")
     for csrf in ("", portal_tokens.csrf_token(worker)):
@@ -798,6 +802,7 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     with db.read() as session:
         assert catalog.job_by_name(session, "j").status == "open"
         assert catalog.progress(session, catalog.job_by_name(session, "j"), time.time())["answers"] == 0
+        assert session.scalars(select(Report.id)).all() == []
 
 
 # ------------------------------------------------------------------------------ Ground Truth

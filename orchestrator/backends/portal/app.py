@@ -40,6 +40,7 @@ from orchestrator.backends.portal.leasing import (
     SubmitRefused,
     lease_owned,
     live_lease_token,
+    set_down,
     submit_answer,
     take_task,
 )
@@ -276,14 +277,27 @@ class Portal:
         signature = sign(self.signing_key, f"{job_id}\n{key}\n{expires}")
         return f"/img/{job_id}/{quote(key)}?exp={expires}&sig={signature}"
 
-    def task_page(self, leased: LeasedTask, form_action: str, hidden: dict[str, str]) -> str:
+    def task_page(
+        self, leased: LeasedTask, form_action: str, hidden: dict[str, str], *, can_skip: bool = True
+    ) -> str:
+        """The task page; with `can_skip`, buttons that post to `<form_action>/skip` to skip the
+        image or report it broken, and how long the lease lasts."""
         html = render_task(
             self.task_text(leased.job_id),
             "portal",
             image_url=self.image_url(leased.job_id, leased.image_key),
             form_action=form_action,
         )
-        return pages.with_hidden_fields(html, hidden)
+        html = pages.with_hidden_fields(html, hidden)
+        if can_skip:
+            html += pages.task_actions(f"{form_action}/skip", hidden, leased.expires_at - self.clock())
+        return html
+
+    def set_down(self, identity: Identity, lease_id: int, reason: str | None) -> None:
+        try:
+            set_down(self.db, identity.worker_id, lease_id, reason or "", self.clock(), identity.lease_token)
+        except ValueError as exc:
+            raise Denied(400, str(exc), html=True) from None
 
     def submit(self, identity: Identity, lease_id: int, payload: object) -> dict:
         """Validate and store an answer; the JSON the API returns.
@@ -661,14 +675,26 @@ def create_app(
             return _html(pages.no_more_tasks_page(who.name))
         return _html(portal.task_page(leased, f"/task/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
 
-    @app.post("/task/{lease_id}")
-    async def work_submit(request: Request, lease_id: int) -> Response:
+    async def _worker_form(request: Request) -> tuple[Identity, dict[str, str]]:
+        """The signed-in worker and its form's fields, once the CSRF token is checked."""
         token = request.cookies.get(WORKER_COOKIE)
         who = await run_in_threadpool(portal.identify, token, ("worker",), html=True)
         form = await _read_form(request)
         if not csrf_ok(token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and submit again.", html=True)
+        return who, form
+
+    @app.post("/task/{lease_id}")
+    async def work_submit(request: Request, lease_id: int) -> Response:
+        who, form = await _worker_form(request)
         await _submit_html(who, lease_id, form)
+        return RedirectResponse("/task", status_code=303)
+
+    @app.post("/task/{lease_id}/skip")
+    async def work_skip(request: Request, lease_id: int) -> Response:
+        """Skip the image, or report it broken (field `reason`), and go to the next one."""
+        who, form = await _worker_form(request)
+        await run_in_threadpool(portal.set_down, who, lease_id, form.get("reason"))
         return RedirectResponse("/task", status_code=303)
 
     async def _submit_html(who: Identity, lease_id: int, form: dict[str, str]) -> dict:
@@ -687,7 +713,14 @@ def create_app(
             response = _html(pages.no_more_tasks_page(who.name))
         else:
             hidden = {"csrf": csrf_token(who.token), "session": who.token, **form}
-            response = _html(portal.task_page(leased, action.format(lease=leased.lease_id), hidden))
+            # An MTurk worker sets a task down by returning the HIT on MTurk itself.
+            page = portal.task_page(
+                leased,
+                action.format(lease=leased.lease_id),
+                hidden,
+                can_skip=not action.startswith("/external"),
+            )
+            response = _html(page)
         # The hidden field works inside a marketplace's iframe; the cookie lets a reload in a tab
         # find the same session (and so the same lease) instead of being taken for another browser.
         _set_cookie(response, request, SESSION_COOKIE, who.token, max_age=SESSION_SECONDS)
@@ -753,6 +786,13 @@ def create_app(
         who = await _marketplace_identity(await _read_form(request))
         return await run_in_threadpool(_marketplace_task, request, who, {}, "/go/{lease}")
 
+    @app.post("/go/{lease_id}/skip")
+    async def generic_skip(request: Request, lease_id: int) -> Response:
+        form = await _read_form(request)
+        who = await _marketplace_identity(form)
+        await run_in_threadpool(portal.set_down, who, lease_id, form.get("reason"))
+        return await run_in_threadpool(_marketplace_task, request, who, {}, "/go/{lease}")
+
     @app.post("/go/{lease_id}")
     async def generic_submit(request: Request, lease_id: int) -> Response:
         form = await _read_form(request)
@@ -799,6 +839,18 @@ def create_app(
             raise Denied(422, "the body is not JSON") from None
         return JSONResponse(await run_in_threadpool(portal.submit, who, lease_id, payload))
 
+    @app.post("/api/leases/{lease_id}/skip")
+    async def api_skip(request: Request, lease_id: int) -> Response:
+        """Give the lease back: `{"reason": "skip" | "not_loading" | "not_an_image"}`."""
+        who = await run_in_threadpool(portal.identify, _bearer(request), ("worker", "session"))
+        body = await _read_body(request)
+        try:
+            reason = json.loads(body or b"{}").get("reason")
+        except (ValueError, AttributeError):
+            raise Denied(422, 'the body is not {"reason": ...}') from None
+        await run_in_threadpool(portal.set_down, who, lease_id, reason)
+        return JSONResponse({"status": "set_down", "reason": reason})
+
     # --------------------------------------------------------------------------------- images
 
     @app.get("/img/{job_id}/{key:path}")
@@ -843,6 +895,7 @@ def create_app(
                 raise Denied(404, "no such job", html=True)
             summary = catalog.progress(session, job, portal.clock())
             workers = catalog.worker_stats(session, job)
+            summary["set_aside"] = catalog.set_aside(session, job)
         agreement = portal.agreement(name)
         for row in workers:
             row.update({k: v for k, v in agreement.get(row["worker_id"], {}).items() if k != "answers"})

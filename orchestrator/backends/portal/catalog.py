@@ -15,7 +15,8 @@ from markupsafe import Markup
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Job, Lease, Task, Worker
+from orchestrator.backends.portal.db import Answer, Job, Lease, Report, Task, Worker
+from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.backends.portal.workers import blocks
 from orchestrator.errors import BackendError, NotFound
@@ -135,6 +136,19 @@ def progress(session: Session, job: Job, now: float) -> dict:
         "live_leases": live,
         "workers": workers,
     }
+
+
+def set_aside(session: Session, job: Job) -> list[dict]:
+    """The job's tasks no worker is offered any more, because workers reported their image broken."""
+    reports = select(Report.task_id, func.count(Report.id).label("reports")).where(Report.reason != "skip")
+    reports = reports.group_by(Report.task_id).subquery()
+    rows = session.execute(
+        select(Task.object_id, Task.source_ref, reports.c.reports)
+        .join(reports, reports.c.task_id == Task.id)
+        .where(Task.job_id == job.id, reports.c.reports >= SET_ASIDE_AFTER)
+        .order_by(Task.position)
+    ).all()
+    return [{"object_id": o, "source_ref": ref, "reports": n} for o, ref, n in rows]
 
 
 def worker_stats(session: Session, job: Job | None = None) -> list[dict]:

@@ -137,6 +137,24 @@ class Token(Base):
     )
 
 
+class Report(Base):
+    """A worker set a task down: skipped it, or reported that its image does not load or is not an
+    image. The worker is not offered it again; enough reports of a broken image set it aside."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "worker_id"),
+        CheckConstraint("reason IN ('skip', 'not_loading', 'not_an_image')", name="report_reason"),
+    )
+
+
 class Block(Base):
     """A worker the ML lead blocked, in one job or (job_id NULL) in every job: no new task, no answer."""
 

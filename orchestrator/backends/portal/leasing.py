@@ -20,8 +20,11 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Block, Database, Job, Lease, Task, Worker
+from orchestrator.backends.portal.db import Answer, Block, Database, Job, Lease, Report, Task, Worker
 
+# Reports of a broken image, by different workers, that set a task aside for the ML lead.
+SET_ASIDE_AFTER = 2
+REPORT_REASONS = ("skip", "not_loading", "not_an_image")
 # A task claimed by another request in the meantime is skipped; give up after this many tries so a
 # pathological race cannot spin (the worker just asks again).
 MAX_CANDIDATES = 20
@@ -73,6 +76,16 @@ class LeaseHeldElsewhere(Exception):
 def blocked_in(worker_id, job_id):
     """Whether the worker is blocked in the job (or in every job)."""
     return exists().where(Block.worker_id == worker_id, or_(Block.job_id.is_(None), Block.job_id == job_id))
+
+
+def broken_reports(task_id):
+    """How many workers reported the task's image as broken (a correlated scalar subquery)."""
+    return (
+        select(func.count(Report.id))
+        .where(Report.task_id == task_id, Report.reason != "skip")
+        .correlate(Task)
+        .scalar_subquery()
+    )
 
 
 def _live_leases(task_id, now: float):
@@ -135,6 +148,7 @@ def take_task(
             select(func.count(Lease.id)).where(_live_leases(Task.id, now)).correlate(Task).scalar_subquery()
         )
         answered_by_me = exists().where(Answer.task_id == Task.id, Answer.worker_id == worker_id)
+        set_down_by_me = exists().where(Report.task_id == Task.id, Report.worker_id == worker_id)
         skipped: list[int] = []
         for _ in range(MAX_CANDIDATES):
             query = (
@@ -145,6 +159,8 @@ def take_task(
                     Task.answered < Task.wanted,
                     Task.answered + live < Task.wanted,
                     ~answered_by_me,
+                    ~set_down_by_me,
+                    broken_reports(Task.id) < SET_ASIDE_AFTER,
                 )
                 .order_by(Task.job_id, Task.position)
                 .limit(1)
@@ -218,6 +234,29 @@ def live_lease_token(session: Session, worker_id: int, job_id: int, now: float) 
         )
         .limit(1)
     )
+
+
+def set_down(
+    db: Database, worker_id: int, lease_id: int, reason: str, now: float, token_id: int | None = None
+) -> None:
+    """The worker gives its live lease back: skipped, or the image reported broken (REPORT_REASONS).
+
+    The task goes back to the pool for everyone else, never to this worker again; after
+    SET_ASIDE_AFTER reports of a broken image it is offered to nobody. SubmitRefused when the
+    lease is not the worker's or was answered already.
+    """
+    if reason not in REPORT_REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REPORT_REASONS)}")
+    with db.write() as session:
+        task_id = lease_owned(session, lease_id, worker_id, token_id)
+        answered = session.scalar(select(Lease.submitted_at).where(Lease.id == lease_id))
+        if task_id is None or answered is not None:
+            raise SubmitRefused("unknown_lease")
+        if not session.scalar(
+            select(Report.id).where(Report.task_id == task_id, Report.worker_id == worker_id)
+        ):
+            session.add(Report(task_id=task_id, worker_id=worker_id, reason=reason, created_at=now))
+        session.execute(update(Lease).where(Lease.id == lease_id).values(expires_at=now))
 
 
 def lease_owned(session: Session, lease_id: int, worker_id: int, token_id: int | None):

@@ -77,6 +77,20 @@ def invite_page(worker_name: str, action: str) -> str:
     )
 
 
+def task_actions(skip_action: str, hidden: dict[str, str], seconds_left: float) -> str:
+    """Below the task: how long the image is held, and buttons to skip it or report it broken."""
+    minutes = max(0, int(seconds_left // 60))
+    unit = "minute" if minutes == 1 else "minutes"
+    return (
+        f'<p class="lease">This image is held for you for {minutes} more {unit}; '
+        "after that it goes back to the pool and an answer is not stored.</p>"
+        f'<form method="post" action="{esc(skip_action)}">{hidden_inputs(hidden)}'
+        '<button name="reason" value="skip">Skip this image</button> '
+        '<button name="reason" value="not_loading">The image does not load</button> '
+        '<button name="reason" value="not_an_image">Not an image</button></form>'
+    )
+
+
 def no_more_tasks_page(worker_name: str) -> str:
     return page(
         "No more tasks",
@@ -195,8 +209,19 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         f"<p>Status: {esc(job['status'])}. Objects complete: {_bar(job['complete'], job['objects'])}. "
         f"Answers: {_bar(job['answers'], job['wanted'])}.</p>{stop}"
         f"<h2>Workers</h2>{_table(headers, rows) if workers else '<p>No answers yet.</p>'}{note}"
+        f"{_set_aside(job.get('set_aside', []))}"
         f'<h2>Outputs</h2><p><a href="/admin/jobs/{name}/review">Review the consolidated boxes</a></p>'
         f"<ul>{links or '<li class=muted>None yet: the job has not been finished by a poll.</li>'}</ul>",
+    )
+
+
+def _set_aside(tasks: list[dict]) -> str:
+    if not tasks:
+        return ""
+    rows = [[esc(t["object_id"]), esc(t["source_ref"]), esc(t["reports"])] for t in tasks]
+    return (
+        "<h2>Set aside</h2><p>Workers reported these images as not loading or not an image; no worker "
+        "is offered them any more.</p>" + _table(["object", "source-ref", "reports"], rows)
     )
 
 
