@@ -364,7 +364,8 @@ def portal_job(tmp_path):
         labels=["car", "pedestrian", XSS_LABEL],
         input_manifest=str(manifest),
         output=str(tmp_path / "bucket" / "labeling"),
-        task={"title": "Box each <b>car</b> and pedestrian", "workers_per_object": 1},
+        # 62 s: the countdown test sees the last-minute warning within seconds.
+        task={"title": "Box each <b>car</b> and pedestrian", "workers_per_object": 1, "time_limit": 62},
     )
     workspace = LocalStore(tmp_path / "workspace")
     db_url = f"sqlite:///{tmp_path / 'portal.db'}"
@@ -433,3 +434,26 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
     assert [b["label"] for b in boxes] == ["car", "pedestrian"]
     assert_box(boxes[0], "car", car)
     assert_box(boxes[1], "pedestrian", walker)
+
+
+def test_the_task_page_counts_down_warns_and_can_report_a_broken_image(page, portal_job):
+    from sqlalchemy import select
+
+    from orchestrator.backends.portal.db import Report
+
+    page.goto(portal_job.link)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Start labeling").click()
+    view = Viewer(page)
+    view.wait_loaded()
+    first = view.value()["inputImageProperties"]
+    note = page.locator(".lease")
+    page.wait_for_selector(".lease.warning", timeout=15_000)  # under a minute left of 62 s
+    assert "left on this image: submit now" in note.text_content()
+    with page.expect_navigation():
+        page.get_by_role("button", name="The image does not load").click()
+    view.wait_loaded()
+    assert view.value()["inputImageProperties"] != first  # the other image
+    assert "Time left on this image: 1:0" in page.locator(".lease").text_content()  # a fresh lease
+    with portal_job.db.read() as session:
+        assert session.scalars(select(Report.reason)).all() == ["not_loading"]

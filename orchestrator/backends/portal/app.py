@@ -81,6 +81,7 @@ from orchestrator.templates import TaskText, render_task, template_file
 WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
 SESSION_COOKIE = "labeljob_session"
+STATIC_SCRIPTS = ("crowd-bounding-box.js", "lease-timer.js")
 UNFRAMED_PATHS = ("/admin", "/api/admin", "/a/", "/w/")
 INVITE_SPENT = "This invite link is not valid, was already used, or has expired: ask for a new one."
 WORKING_ELSEWHERE = (
@@ -631,12 +632,15 @@ def create_app(
     def favicon() -> Response:
         return Response(status_code=204)
 
-    @app.get("/static/crowd-bounding-box.js")
-    def element_script() -> Response:
+    @app.get("/static/{name}")
+    def static_script(name: str) -> Response:
+        """The scripts of the task page: the offline element and the lease countdown."""
+        if name not in STATIC_SCRIPTS:
+            raise Denied(404, "no such file")
         try:
-            path = template_file("crowd-bounding-box.js")
+            path = template_file(name)
         except FileNotFoundError:
-            raise Denied(404, "crowd-bounding-box.js is not installed") from None
+            raise Denied(404, f"{name} is not installed") from None
         return Response(path.read_bytes(), media_type="text/javascript")
 
     @app.get("/w/{code}")

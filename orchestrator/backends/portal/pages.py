@@ -79,11 +79,15 @@ def invite_page(worker_name: str, action: str) -> str:
 
 def task_actions(skip_action: str, hidden: dict[str, str], seconds_left: float) -> str:
     """Below the task: how long the image is held, and buttons to skip it or report it broken."""
-    minutes = max(0, int(seconds_left // 60))
+    seconds = max(0, int(seconds_left))
+    minutes = seconds // 60
     unit = "minute" if minutes == 1 else "minutes"
+    # The text is for a page without scripts; lease-timer.js turns it into a live countdown.
     return (
-        f'<p class="lease">This image is held for you for {minutes} more {unit}; '
-        "after that it goes back to the pool and an answer is not stored.</p>"
+        f'<p class="lease" data-seconds-left="{seconds}">This image is held for you for {minutes} more '
+        f"{unit}; after that it goes back to the pool and an answer is not stored.</p>"
+        '<script src="/static/lease-timer.js"></script>'
+        "<style>.lease.warning{color:#b00020;font-weight:600}</style>"
         f'<form method="post" action="{esc(skip_action)}">{hidden_inputs(hidden)}'
         '<button name="reason" value="skip">Skip this image</button> '
         '<button name="reason" value="not_loading">The image does not load</button> '
