@@ -11,12 +11,12 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Lease, MarketplaceLink, Token, Worker, open_database
+from orchestrator.backends.portal.db import Answer, Lease, MarketplaceLink, Task, Token, Worker, open_database
 from orchestrator.backends.portal.tokens import SESSION_SECONDS, issue_token
 from orchestrator.cli.app import app as cli
 from orchestrator.jobs import ManifestItem
@@ -202,6 +202,14 @@ def test_one_live_lease_per_worker_id_and_a_cap_on_new_worker_ids_per_minute(mar
     assert market.browser().get(prolific("street", secret, "P1")).status_code in (200, 409)  # not new
     market.clock.now += 61
     assert market.browser().get(prolific("street", secret, "P3")).status_code == 200
+    # One worker id visiting again and again without its cookie opens a bounded number of sessions.
+    market.clock.now += 61
+    with market.db.write() as session:  # no task left: each visit only opens a session
+        session.execute(update(Lease).values(expires_at=market.clock.now))
+        session.execute(update(Task).values(answered=Task.wanted))
+    before = market.stored()
+    visits = [market.browser().get(prolific("street", secret, "P3")).status_code for _ in range(12)]
+    assert visits.count(429) >= 2 and market.stored()[1] - before[1] <= 10
 
 
 def test_sessions_expire(market):

@@ -219,6 +219,10 @@ class Portal:
                 Token.kind == "session", Token.worker_id == worker.id, Token.job_id == job.id
             )
         )
+        if known and not marketplace.new_session_allowed(session, worker.id, job.id, now):
+            raise Denied(
+                429, "This worker id opened too many sessions; please try again in a minute.", html=True
+            )
         if not known and not marketplace.new_worker_allowed(session, link, now):
             raise Denied(429, "Many workers are starting right now; please try again in a minute.", html=True)
         if worker is not None and live_lease_token(session, worker.id, job.id, now) is not None:

@@ -22,6 +22,8 @@ from orchestrator.errors import UsageError
 
 # New worker ids a job takes per minute unless the ML lead sets another figure.
 DEFAULT_NEW_WORKERS_PER_MINUTE = 30
+# Sessions one worker id may open in a job per minute (each visit without its cookie opens one).
+SESSIONS_PER_WORKER_PER_MINUTE = 10
 # Where Prolific takes a worker's completion code (`cc`); the only host a Prolific job returns to.
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete"
 
@@ -175,3 +177,16 @@ def new_worker_allowed(session: Session, link: MarketplaceLink, now: float) -> b
     )
     recent = session.scalar(select(func.count()).select_from(first_seen).where(first_seen.c.first > now - 60))
     return recent < link.new_workers_per_minute
+
+
+def new_session_allowed(session: Session, worker_id: int, job_id: int, now: float) -> bool:
+    """Whether a known worker id may open one more session of the job in the current minute."""
+    recent = session.scalar(
+        select(func.count(Token.id)).where(
+            Token.kind == "session",
+            Token.worker_id == worker_id,
+            Token.job_id == job_id,
+            Token.created_at > now - 60,
+        )
+    )
+    return recent < SESSIONS_PER_WORKER_PER_MINUTE
