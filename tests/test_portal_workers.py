@@ -170,3 +170,20 @@ def test_the_task_page_shows_the_time_left_and_the_skip_buttons(portal):
     done = client.post(skip, data={"csrf": csrf, "reason": "not_loading"})
     assert done.status_code == 303 and done.headers["location"] == "/task"
     assert f"/task/{lease}/skip" not in client.get("/task").text
+
+
+def test_the_admin_invite_form_makes_a_one_time_link_and_revoke_ends_a_worker(portal):
+    client, _, ann, admin, _ = portal
+    client.post(_next(client, ann, "one").json()["submit_url"], json=EMPTY, headers=ann)
+    client.get(f"/a/{admin}")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/admin").text).group(1)
+    assert client.post("/admin/invite", data={"csrf": "x", "name": "Bo"}).status_code == 403
+    made = client.post("/admin/invite", data={"csrf": csrf, "name": "Bo", "job": "two"})
+    link = re.search(r"<code>http://testserver(/w/[^<]+)</code>", made.text).group(1)
+    browser = TestClient(client.app, follow_redirects=False)
+    assert browser.post(link).status_code == 303 and browser.post(link).status_code == 401
+    assert browser.post("/api/tasks/next", params={"job": "one"}).status_code == 401  # cookie, not bearer
+    assert browser.get("/task").status_code == 200  # a task of job "two", the invite's job
+    assert client.post("/admin/revoke", data={"csrf": "x", "worker": "ann"}).status_code == 403
+    assert client.post("/admin/revoke", data={"csrf": csrf, "worker": "ann"}).status_code == 303
+    assert _next(client, ann, "one").status_code == 401

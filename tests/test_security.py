@@ -752,8 +752,10 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
     assert forms == [
+        "/admin/invite",
         "/admin/jobs/{name}/block",
         "/admin/jobs/{name}/stop",
+        "/admin/revoke",
         "/external/{lease_id}",
         "/go/next",
         "/go/{lease_id}",
@@ -797,8 +799,8 @@ def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     admin_client.get(f"/a/{admin}")
     for csrf in ("", portal_tokens.csrf_token(worker)):
         assert admin_client.post("/admin/jobs/j/stop", data={"csrf": csrf}).status_code == 403
-        blocked = admin_client.post("/admin/jobs/j/block", data={"csrf": csrf, "worker": "w"})
-        assert blocked.status_code == 403
+        for path in ("/admin/jobs/j/block", "/admin/revoke", "/admin/invite"):
+            assert admin_client.post(path, data={"csrf": csrf, "worker": "w", "name": "x"}).status_code == 403
     with db.read() as session:
         assert catalog.job_by_name(session, "j").status == "open"
         assert catalog.progress(session, catalog.job_by_name(session, "j"), time.time())["answers"] == 0

@@ -65,7 +65,7 @@ from orchestrator.backends.portal.tokens import (
     sign,
     signature_ok,
 )
-from orchestrator.backends.portal.workers import worker_by_public_id
+from orchestrator.backends.portal.workers import invite_worker, worker_by_public_id
 from orchestrator.consolidation import (
     MAX_BOXES_PER_ANSWER,
     AnswerReport,
@@ -886,8 +886,41 @@ def create_app(
 
     @app.get("/admin")
     def admin_jobs(request: Request) -> Response:
-        admin(request)
-        return _html(pages.admin_jobs_page(_all_progress()))
+        who = admin(request)
+        return _html(pages.admin_jobs_page(_all_progress(), csrf_token(who.token)))
+
+    @app.post("/admin/invite")
+    async def admin_invite(request: Request) -> Response:
+        """The invite form: a new worker (for one job, or any) and its one-time link, shown once."""
+        form = await _admin_form(request)
+        name, job_name = (form.get("name") or "").strip(), form.get("job") or None
+        if not name or len(name) > 256:
+            raise Denied(400, "A worker's name is 1-256 characters.", html=True)
+
+        def invite() -> str:
+            with portal.db.write() as session:
+                job = catalog.job_by_name(session, job_name) if job_name else None
+                if job_name and job is None:
+                    raise Denied(404, "no such job", html=True)
+                return invite_worker(session, name, job.id if job else None, portal.clock())[1]
+
+        code = await run_in_threadpool(invite)
+        return _html(pages.invite_made_page(name, f"{str(request.base_url).rstrip('/')}/w/{code}"))
+
+    @app.post("/admin/revoke")
+    async def admin_revoke(request: Request) -> Response:
+        """End a worker's tokens, sessions and invites at once (field `worker`)."""
+        form = await _admin_form(request)
+
+        def revoke() -> None:
+            with portal.db.write() as session:
+                worker = session.scalars(select(Worker).where(Worker.public_id == form.get("worker"))).first()
+                if worker is None:
+                    raise Denied(404, "no such worker", html=True)
+                portal_workers.revoke(session, worker, portal.clock())
+
+        await run_in_threadpool(revoke)
+        return RedirectResponse("/admin", status_code=303)
 
     @app.get("/api/admin/jobs")
     def api_admin_jobs(request: Request) -> Response:

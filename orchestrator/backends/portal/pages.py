@@ -130,10 +130,11 @@ def mturk_return_page(submit_url: str, assignment_id: str, nonce: str) -> str:
     )
 
 
-def _csrf_form(action: str, csrf: str, button: str) -> str:
+def _post_button(action: str, fields: dict[str, str], label: str) -> str:
+    """A one-button form posting `fields` (its CSRF token among them) to `action`."""
     return (
-        f'<form method="post" action="{esc(action)}"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-        f"<button>{esc(button)}</button></form>"
+        f'<form method="post" action="{esc(action)}">{hidden_inputs(fields)}'
+        f"<button>{esc(label.capitalize())}</button></form>"
     )
 
 
@@ -148,8 +149,8 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def admin_jobs_page(jobs: list[dict]) -> str:
-    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers."""
+def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
+    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers; and the invite form."""
     rows = [
         [
             f'<a href="/admin/jobs/{esc(j["name"])}">{esc(j["name"])}</a>',
@@ -162,7 +163,30 @@ def admin_jobs_page(jobs: list[dict]) -> str:
         for j in jobs
     ]
     table = _table(["job", "status", "objects complete", "answers", "open leases", "workers"], rows)
-    return page("labeljob portal", f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}")
+    return page(
+        "labeljob portal",
+        f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}{_invite_form(jobs, csrf)}",
+    )
+
+
+def _invite_form(jobs: list[dict], csrf: str) -> str:
+    options = "".join(f'<option value="{esc(j["name"])}">{esc(j["name"])}</option>' for j in jobs)
+    return (
+        f'<h2>Invite a worker</h2><form method="post" action="/admin/invite">{hidden_inputs({"csrf": csrf})}'
+        '<label>Name <input name="name" required maxlength="256"></label> '
+        f'<label>Job <select name="job"><option value="">any open job</option>{options}</select></label> '
+        "<button>Make a one-time link</button></form>"
+    )
+
+
+def invite_made_page(name: str, link: str) -> str:
+    """The new invite link, shown once: only its hash is stored."""
+    return page(
+        "Invite link",
+        f"<h1>Invite link for {esc(name)}</h1><p>Send this link to {esc(name)}; it works once, for 7 "
+        f"days, and is not shown again:</p><p><code>{esc(link)}</code></p>"
+        '<p><a href="/admin">Back to the jobs</a></p>',
+    )
 
 
 def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]], csrf: str) -> str:
@@ -188,12 +212,11 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         if agreement:
             row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
         action = "unblock" if job["name"] in w["blocked"] else "block"
-        fields = {"csrf": csrf, "worker": w["worker_id"], "action": action}
-        button = (
-            f'<form method="post" action="/admin/jobs/{name}/block">{hidden_inputs(fields)}'
-            f"<button>{action.capitalize()}</button></form>"
+        block = _post_button(
+            f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": action}, action
         )
-        row.append(esc(", ".join(w["blocked"])) + button)
+        revoke = _post_button("/admin/revoke", {"csrf": csrf, "worker": w["worker_id"]}, "revoke")
+        row.append(esc(", ".join(w["blocked"])) + block + revoke)
         rows.append(row)
     links = "".join(
         f"<li>{esc(label)}: {esc(target)}</li>"
@@ -201,7 +224,11 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         else f'<li><a href="{esc(target)}">{esc(label)}</a></li>'
         for label, target in files
     )
-    stop = _csrf_form(f"/admin/jobs/{name}/stop", csrf, "Stop this job") if job["status"] == "open" else ""
+    stop = (
+        _post_button(f"/admin/jobs/{name}/stop", {"csrf": csrf}, "stop this job")
+        if job["status"] == "open"
+        else ""
+    )
     note = (
         ""
         if agreement
