@@ -457,3 +457,29 @@ def test_the_task_page_counts_down_warns_and_can_report_a_broken_image(page, por
     assert "Time left on this image: 1:0" in page.locator(".lease").text_content()  # a fresh lease
     with portal_job.db.read() as session:
         assert session.scalars(select(Report.reason)).all() == ["not_loading"]
+
+
+def test_an_admin_blocks_a_worker_from_the_job_page(page, portal_job):
+    from sqlalchemy import select
+
+    from orchestrator.backends.portal.db import Block, Worker
+    from orchestrator.backends.portal.leasing import submit_answer, take_task
+    from orchestrator.backends.portal.tokens import issue_token
+
+    db = portal_job.db
+    with db.write() as session:
+        worker = Worker(public_id="bo-1", name="Bo", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        admin = issue_token(session, "admin")
+    leased = take_task(db, worker.id, time.time())
+    submit_answer(db, worker.id, leased.lease_id, '{"annotatedResult":{"boundingBoxes":[]}}', time.time())
+    page.goto(portal_job.link.split("/w/")[0] + f"/a/{admin}")
+    page.get_by_role("link", name="browser-test").click()
+    row = page.locator("tr", has_text="bo-1")
+    with page.expect_navigation():
+        row.get_by_role("button", name="Block").click()
+    assert page.locator("tr", has_text="bo-1").get_by_role("button", name="Unblock").count() == 1
+    assert take_task(db, worker.id, time.time()) is None  # the other image is not offered to Bo
+    with db.read() as session:
+        assert session.scalars(select(Block.worker_id)).all() == [worker.id]
