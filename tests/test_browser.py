@@ -483,3 +483,43 @@ def test_an_admin_blocks_a_worker_from_the_job_page(page, portal_job):
     assert take_task(db, worker.id, time.time()) is None  # the other image is not offered to Bo
     with db.read() as session:
         assert session.scalars(select(Block.worker_id)).all() == [worker.id]
+
+
+def test_element_undo_and_redo_every_change_of_the_boxes(page, site):
+    site.routes["/"] = (task_page(), "text/html")
+    site.routes["/scene.png"] = (scene_png(640, 480), "image/png")
+    page.goto(site.url + "/")
+    view = Viewer(page)
+    view.wait_loaded()
+
+    def boxes() -> list[tuple]:
+        return [(b["label"], b["left"], b["top"]) for b in view.value()["boundingBoxes"]]
+
+    page.keyboard.press("1")
+    view.drag((100, 150), (260, 260))
+    view.drag((400, 120), (440, 260))
+    drawn = boxes()
+    view.drag((180, 200), (150, 180))  # move the first box
+    moved = boxes()
+    assert moved != drawn
+    page.get_by_label("Label of box 2").select_option("pedestrian")
+    relabelled = boxes()
+    page.get_by_role("button", name="Select box 1").click()
+    page.keyboard.press("Delete")
+    assert len(boxes()) == 1
+
+    history = [relabelled, moved, drawn, drawn[:1], []]
+    for state in history:  # undo the delete, the relabel, the move, and both boxes drawn
+        page.keyboard.press("Control+z")
+        assert boxes() == state
+    page.keyboard.press("Control+z")
+    assert boxes() == []  # nothing left to undo
+    for state in reversed(history[:-1]):
+        page.keyboard.press("Control+Shift+z")
+        assert boxes() == state
+    page.keyboard.press("Control+Shift+z")
+    assert len(boxes()) == 1  # redone up to the delete
+    page.keyboard.press("Control+z")
+    view.drag((500, 300), (560, 380))  # a new change after an undo ends redo
+    page.keyboard.press("Control+Shift+z")
+    assert len(boxes()) == 3
