@@ -418,7 +418,8 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
         page.get_by_role("button", name="Submit").click()
     # The portal stores the answer and hands the worker the other image.
     view.wait_loaded()
-    assert page.url.endswith("/task")
+    assert page.url.endswith("/task?stored=1")
+    assert page.locator("p.notice").inner_text() == "Answer stored. Images done in this session: 1."
     assert view.value()["inputImageProperties"] != natural
 
     with portal_job.db.read() as session:

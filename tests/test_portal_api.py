@@ -114,7 +114,8 @@ def test_invite_link_is_one_time_and_the_form_needs_its_csrf_token(portal):
     assert client.post(action, data={"taskAnswers": answer}).status_code == 403
     assert client.post(action, data={"taskAnswers": answer, "csrf": "0" * 64}).status_code == 403
     done = client.post(action, data={"taskAnswers": answer, "csrf": csrf})
-    assert done.status_code == 303 and done.headers["location"] == "/task"
+    assert done.status_code == 303 and done.headers["location"] == "/task?stored=1"
+    assert "Answer stored. Images done in this session: 1." in client.get(done.headers["location"]).text
     with db.read() as session:
         assert session.scalars(select(Answer.content)).all() == ['{"annotatedResult":{"boundingBoxes":[]}}']
     client.cookies.clear()

@@ -33,7 +33,16 @@ from starlette.datastructures import MutableHeaders
 
 from orchestrator.backends.portal import catalog, marketplace, pages
 from orchestrator.backends.portal import workers as portal_workers
-from orchestrator.backends.portal.db import Job, Lease, MarketplaceLink, Task, Token, Worker, open_database
+from orchestrator.backends.portal.db import (
+    Answer,
+    Job,
+    Lease,
+    MarketplaceLink,
+    Task,
+    Token,
+    Worker,
+    open_database,
+)
 from orchestrator.backends.portal.leasing import (
     LeasedTask,
     LeaseHeldElsewhere,
@@ -131,6 +140,7 @@ class Identity:
     name: str | None = None
     token_id: int | None = None
     job_name: str | None = None
+    issued_at: float | None = None
 
     @property
     def lease_token(self) -> int | None:
@@ -178,7 +188,14 @@ class Portal:
             return Identity(row.kind, token)
         job = session.get(Job, row.job_id) if row.job_id is not None else None
         return Identity(
-            row.kind, token, worker.id, worker.public_id, worker.name, row.id, job.name if job else None
+            row.kind,
+            token,
+            worker.id,
+            worker.public_id,
+            worker.name,
+            row.id,
+            job.name if job else None,
+            row.created_at,
         )
 
     def enter(self, source: str, job_name: str | None, params: dict[str, str], reuse: str | None) -> Identity:
@@ -250,12 +267,18 @@ class Portal:
             raise Denied(409, WORKING_ELSEWHERE) from None
 
     def session_answers(self, who: Identity) -> int:
+        """Answers given with this token: a marketplace session's leases, or a worker's answers
+        since its token was issued."""
         with self.db.read() as session:
-            return session.scalar(
-                select(func.count(Lease.id)).where(
+            if who.kind == "session":
+                done = select(func.count(Lease.id)).where(
                     Lease.token_id == who.token_id, Lease.submitted_at.is_not(None)
                 )
-            )
+            else:
+                done = select(func.count(Answer.id)).where(
+                    Answer.worker_id == who.worker_id, Answer.submitted_at >= who.issued_at
+                )
+            return session.scalar(done)
 
     def completion(self, job_name: str) -> tuple[str | None, str | None]:
         with self.db.read() as session:
@@ -283,7 +306,13 @@ class Portal:
         return f"/img/{job_id}/{quote(key)}?exp={expires}&sig={signature}"
 
     def task_page(
-        self, leased: LeasedTask, form_action: str, hidden: dict[str, str], *, can_skip: bool = True
+        self,
+        leased: LeasedTask,
+        form_action: str,
+        hidden: dict[str, str],
+        *,
+        can_skip: bool = True,
+        notice: str | None = None,
     ) -> str:
         """The task page; with `can_skip`, buttons that post to `<form_action>/skip` to skip the
         image or report it broken, and how long the lease lasts."""
@@ -293,7 +322,7 @@ class Portal:
             image_url=self.image_url(leased.job_id, leased.image_key),
             form_action=form_action,
         )
-        html = pages.with_hidden_fields(html, hidden)
+        html = pages.with_hidden_fields(html, hidden, notice)
         if can_skip:
             html += pages.task_actions(f"{form_action}/skip", hidden, leased.expires_at - self.clock())
         return html
@@ -676,12 +705,17 @@ def create_app(
         return response
 
     @app.get("/task")
-    def work(request: Request, job: str | None = None) -> Response:
+    def work(request: Request, job: str | None = None, stored: int = 0) -> Response:
+        """The worker's next task; after a submit (`stored=1`) it confirms the answer and counts."""
         who = portal.identify(request.cookies.get(WORKER_COOKIE), ("worker",), html=True)
         leased = portal.take(who, job)
         if leased is None:
             return _html(pages.no_more_tasks_page(who.name))
-        return _html(portal.task_page(leased, f"/task/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
+        notice = (
+            f"Answer stored. Images done in this session: {portal.session_answers(who)}." if stored else None
+        )
+        hidden = {"csrf": csrf_token(who.token)}
+        return _html(portal.task_page(leased, f"/task/{leased.lease_id}", hidden, notice=notice))
 
     async def _worker_form(request: Request) -> tuple[Identity, dict[str, str]]:
         """The signed-in worker and its form's fields, once the CSRF token is checked."""
@@ -696,7 +730,7 @@ def create_app(
     async def work_submit(request: Request, lease_id: int) -> Response:
         who, form = await _worker_form(request)
         await _submit_html(who, lease_id, form)
-        return RedirectResponse("/task", status_code=303)
+        return RedirectResponse("/task?stored=1", status_code=303)
 
     @app.post("/task/{lease_id}/skip")
     async def work_skip(request: Request, lease_id: int) -> Response:

@@ -58,13 +58,20 @@ def hidden_inputs(fields: dict[str, str]) -> str:
     return "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
 
 
-def with_hidden_fields(task_html: str, fields: dict[str, str]) -> str:
-    """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer."""
-    inputs = hidden_inputs(fields)
+def with_hidden_fields(task_html: str, fields: dict[str, str], notice: str | None = None) -> str:
+    """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer,
+    and `notice` (text) shown above the task."""
     match = _CROWD_FORM.search(task_html)
     if match is None:
         raise ValueError("the task page has no <crowd-form>")
-    return task_html[: match.end()] + inputs + task_html[match.end() :]
+    shown = f'<p class="notice" role="status">{esc(notice)}</p>' if notice else ""
+    return (
+        task_html[: match.start()]
+        + shown
+        + task_html[match.start() : match.end()]
+        + hidden_inputs(fields)
+        + task_html[match.end() :]
+    )
 
 
 def invite_page(worker_name: str, action: str) -> str:
