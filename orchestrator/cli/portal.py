@@ -107,7 +107,7 @@ def invite(
     url: PublicUrl = None,
     db: DatabaseUrl = None,
 ) -> None:
-    """Print a personal link for a new worker; its token is stored only as a hash."""
+    """Print a one-time invite link for a new worker (7 days); its code is stored only as a hash."""
     st = state(ctx)
     if not name.strip() or len(name) > 256:
         raise UsageError("NAME must be 1-256 characters")
