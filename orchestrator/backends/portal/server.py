@@ -47,6 +47,8 @@ def server_config(app, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config
         app,
         host=host,
         port=port,
+        # h11 even where httptools is installed: the head deadline is built on uvicorn's h11 protocol
+        # (tests/test_portal_hardening.py checks it against the uvicorn installed).
         http=HeadTimeoutH11,
         timeout_keep_alive=HEAD_SECONDS,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
