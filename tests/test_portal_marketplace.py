@@ -4,6 +4,7 @@ floods of new ids, sessions used on other jobs; then the honest path and `labelj
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -16,7 +17,17 @@ from typer.testing import CliRunner
 
 from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Lease, MarketplaceLink, Task, Token, Worker, open_database
+from orchestrator.backends.portal.db import (
+    Answer,
+    Base,
+    Database,
+    Lease,
+    MarketplaceLink,
+    Task,
+    Token,
+    Worker,
+    open_database,
+)
 from orchestrator.backends.portal.tokens import SESSION_SECONDS, issue_token
 from orchestrator.cli.app import app as cli
 from orchestrator.jobs import ManifestItem
@@ -55,9 +66,9 @@ def _load(db, tmp_path: Path, name: str, objects: int, wanted: int = 2):
 class Market:
     """Two portal jobs, "street" (Prolific link) and "other" (generic link), and a settable clock."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, db_url: str) -> None:
         self.clock = Clock()
-        self.db_url = f"sqlite:///{tmp_path / 'portal.db'}"
+        self.db_url = db_url
         self.db = open_database(self.db_url)
         self.jobs = {name: _load(self.db, tmp_path, name, n) for name, n in (("street", 3), ("other", 2))}
         self.app = create_app(self.db_url, None, clock=self.clock)
@@ -81,9 +92,18 @@ class Market:
             )
 
 
-@pytest.fixture
-def market(tmp_path) -> Market:
-    return Market(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def market(request, tmp_path) -> Market:
+    """On SQLite, and on PostgreSQL too when PORTAL_TEST_POSTGRES_URL names a database the test may empty."""
+    if request.param == "sqlite":
+        return Market(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}")
+    url = os.environ.get("PORTAL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set PORTAL_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
+    db = Database(url)
+    Base.metadata.drop_all(db.engine)
+    db.dispose()
+    return Market(tmp_path, url)
 
 
 def prolific(job: str, secret: str | None, pid: str) -> str:
