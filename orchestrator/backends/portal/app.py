@@ -203,8 +203,8 @@ class Portal:
         `params`; `reuse` is the session this browser already holds, if any.
 
         Refused, before anything is stored: a wrong or missing secret or job (403), a malformed
-        worker id (400), a new worker id over the job's per-minute cap (429), and a worker id
-        whose live lease belongs to another browser's session (409).
+        worker id (400), a new worker id over the job's per-minute cap or a known one opening too
+        many sessions (429), and a worker id whose live lease belongs to another browser (409).
         """
         now = self.clock()
         for _ in range(2):
