@@ -182,6 +182,11 @@ def test_a_stolen_worker_id_cannot_take_over_a_live_lease_from_another_browser(m
     lease = int(action.rsplit("/", 1)[1])
     bearer = {"Authorization": f"Bearer {other}"}
     assert thief.post("/api/tasks/next", headers=bearer).status_code == 409
+    thief.cookies.set("labeljob_session", other)  # its own session in a cookie: still another browser's lease
+    page = thief.get(url)
+    assert (
+        page.status_code == 409 and "another browser window" in page.text and "<crowd-form" not in page.text
+    )
     refused = thief.post(f"/api/leases/{lease}/answer", content=EMPTY, headers=bearer)
     assert refused.status_code == 409 and refused.json()["error"] == "unknown_lease"
     # The victim's own browser (its cookie) finds the same lease again and submits it.

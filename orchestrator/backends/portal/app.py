@@ -255,16 +255,16 @@ class Portal:
         token = issue_token(session, "session", worker.id, now, job_id=job.id)
         return self._identity(session, find_token(session, token, ("session",), now), token)
 
-    def take(self, who: Identity, job_name: str | None = None) -> LeasedTask | None:
+    def take(self, who: Identity, job_name: str | None = None, *, html: bool = False) -> LeasedTask | None:
         """take_task for `who`: a session only ever works on its own job, in its own browser."""
         if who.job_name is not None:
             if job_name not in (None, who.job_name):
-                raise Denied(403, "This session belongs to another job.")
+                raise Denied(403, "This session belongs to another job.", html=html)
             job_name = who.job_name
         try:
             return take_task(self.db, who.worker_id, self.clock(), job_name, token_id=who.lease_token)
         except LeaseHeldElsewhere:
-            raise Denied(409, WORKING_ELSEWHERE) from None
+            raise Denied(409, WORKING_ELSEWHERE, html=html) from None
 
     def session_answers(self, who: Identity) -> int:
         """Answers given with this token: a marketplace session's leases, or a worker's answers
@@ -708,7 +708,7 @@ def create_app(
     def work(request: Request, job: str | None = None, stored: int = 0) -> Response:
         """The worker's next task; after a submit (`stored=1`) it confirms the answer and counts."""
         who = portal.identify(request.cookies.get(WORKER_COOKIE), ("worker",), html=True)
-        leased = portal.take(who, job)
+        leased = portal.take(who, job, html=True)
         if leased is None:
             return _html(pages.no_more_tasks_page(who.name))
         notice = (
@@ -750,7 +750,7 @@ def create_app(
     # --------------------------------------------------------------------- marketplace modes
 
     def _marketplace_task(request: Request, who: Identity, form: dict[str, str], action: str) -> Response:
-        leased = portal.take(who)
+        leased = portal.take(who, html=True)
         if leased is None:
             response = _html(pages.no_more_tasks_page(who.name))
         else:
