@@ -144,6 +144,8 @@ class MTurkSpec(_Model):
 
 class PortalSpec(_Model):
     public_url: str | None = None
+    # The one local folder a portal job's file:// images must lie in (docs/portal.md).
+    image_folder: str | None = None
 
 
 class ConsolidationSpec(_Model):

@@ -241,6 +241,28 @@ def _create_temp(folder: Path) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+def _lock_folder() -> int:
+    """A descriptor of this user's lock folder in the system temp folder, made owner-only.
+
+    The temp folder is shared: another user could plant the folder or a symbolic link in its place,
+    so it is opened without following links and refused unless this user owns it and nobody else
+    may write to it.
+    """
+    path = os.path.join(tempfile.gettempdir(), f"labeljob-locks-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # a symbolic link (ELOOP) or a file (ENOTDIR) in its place
+        fd = None
+    info = os.fstat(fd) if fd is not None else None
+    if info is None or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        if fd is not None:
+            os.close(fd)
+        raise StorageError(
+            f"{path} is not this user's private lock folder", hint="remove it; labeljob makes a new one"
+        )
+    return fd
 
 
 class LocalStore:
@@ -326,10 +348,13 @@ class LocalStore:
     @contextlib.contextmanager
     def _lock(self):
         # One lock per store root, outside the root so it never shows up in listings.
-        lock_dir = Path(tempfile.gettempdir()) / "labeljob-locks"
-        lock_dir.mkdir(exist_ok=True)
         name = hashlib.sha256(str(self.root).encode()).hexdigest()[:32]
-        with open(lock_dir / f"{name}.lock", "a+") as fh:
+        folder = _lock_folder()
+        try:
+            fd = os.open(f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=folder)
+        finally:
+            os.close(folder)
+        with os.fdopen(fd, "r+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

@@ -32,7 +32,10 @@
     ["0", "fit the image"],
     ["Space + drag, middle drag", "pan"],
     ["Escape", "deselect, cancel"],
+    ["Ctrl + Z / Ctrl + Shift + Z", "undo / redo"],
   ];
+  // Undo steps kept per image.
+  const MAX_UNDO = 100;
 
   const CSS = `
 crowd-bounding-box{display:block;font:14px/1.4 system-ui,sans-serif;color:#222}
@@ -156,6 +159,8 @@ short-instructions{display:block}
       const initial = parseLoose(this.getAttribute("initial-value"), null);
       this.initialBoxes = Array.isArray(initial) ? initial : null;
       this.boxes = [];
+      this.undoStack = [];
+      this.redoStack = [];
       this.selected = null;
       this.labelIndex = 0;
       this.nothingToBox = false;
@@ -407,15 +412,15 @@ short-instructions{display:block}
         this.drag = { mode: "pan", x: e.clientX, y: e.clientY, tx: this.view.tx, ty: this.view.ty };
       } else if (handle && this.selected) {
         const box = this.selected;
-        this.drag = { mode: "resize", edges: handle.dataset.handle, box, orig: { ...box } };
+        this.drag = { mode: "resize", edges: handle.dataset.handle, box, orig: { ...box }, before: this.snapshot() };
       } else if (boxEl && !e.shiftKey) {
         const box = this.boxes[Number(boxEl.dataset.index)];
         this.select(box);
-        this.drag = { mode: "move", box, orig: { ...box }, p0: p };
+        this.drag = { mode: "move", box, orig: { ...box }, p0: p, before: this.snapshot() };
       } else {
         if (!this.labels.length) return this.say("This task has no labels, so no box can be drawn.", true);
         this.select(null);
-        this.drag = { mode: "draw", x0: p.x, y0: p.y, box: null };
+        this.drag = { mode: "draw", x0: p.x, y0: p.y, box: null, before: this.snapshot() };
       }
       this.render();
     }
@@ -457,12 +462,15 @@ short-instructions{display:block}
       if (!d) return;
       this.drag = null;
       if (d.mode === "draw" && !cancelled && d.box && d.box.width >= MIN_BOX && d.box.height >= MIN_BOX) {
+        this.remember(d.before);
         this.boxes.push(d.box);
         this.nothingToBox = false;
         this.select(d.box);
         this.say(`Box ${this.boxes.length} drawn: ${d.box.label}.`);
       } else if (cancelled && (d.mode === "move" || d.mode === "resize")) {
         Object.assign(d.box, d.orig);
+      } else if (d.before && JSON.stringify(d.box) !== JSON.stringify(d.orig)) {
+        this.remember(d.before); // a move or resize that changed the box
       }
       this.render();
       this.renderList();
@@ -483,12 +491,15 @@ short-instructions{display:block}
     }
 
     relabel(box, label) {
+      if (box.label === label) return;
+      this.remember();
       box.label = label;
       this.render();
       this.renderList();
     }
 
     deleteBox(box) {
+      this.remember();
       this.boxes = this.boxes.filter((b) => b !== box);
       if (this.selected === box) this.selected = null;
       this.say(`Box deleted; ${this.boxes.length} left.`);
@@ -499,6 +510,32 @@ short-instructions{display:block}
     deleteSelected() {
       if (this.selected) this.deleteBox(this.selected);
       else this.say("Select a box first (click it, or its number in the list).");
+    }
+
+    // ---- undo and redo: whole snapshots of the boxes, which are few --------------------------
+
+    snapshot() {
+      return JSON.stringify(this.boxes);
+    }
+
+    /** Record the boxes as they were before a change (`before`, else now); a new change ends redo. */
+    remember(before = this.snapshot()) {
+      this.undoStack.push(before);
+      if (this.undoStack.length > MAX_UNDO) this.undoStack.shift();
+      this.redoStack = [];
+    }
+
+    /** Undo (redo = false) or redo the last change of the boxes. */
+    step(redo) {
+      const [from, to] = redo ? [this.redoStack, this.undoStack] : [this.undoStack, this.redoStack];
+      if (!from.length) return this.say(redo ? "Nothing to redo." : "Nothing to undo.");
+      to.push(this.snapshot());
+      this.boxes = JSON.parse(from.pop());
+      this.selected = null;
+      this.nothingToBox = false;
+      this.say(`${redo ? "Redone" : "Undone"}: ${this.boxes.length} box${this.boxes.length === 1 ? "" : "es"}.`);
+      this.render();
+      this.renderList();
     }
 
     showConfirm(show) {
@@ -531,6 +568,14 @@ short-instructions{display:block}
     }
 
     onKey(e, down) {
+      if (down && this.loaded && (e.ctrlKey || e.metaKey) && !e.altKey && this.ownsKey(e)) {
+        const key = e.key.toLowerCase();
+        if (key === "z" || key === "y") {
+          this.step(key === "y" || e.shiftKey);
+          e.preventDefault();
+        }
+        return;
+      }
       if (!this.loaded || e.ctrlKey || e.metaKey || e.altKey || !this.ownsKey(e)) return;
       if (e.key === " ") {
         this.spaceDown = down;
@@ -560,6 +605,7 @@ short-instructions{display:block}
         const b = this.selected;
         if (!b) this.panBy(-dx * 40, -dy * 40);
         else {
+          this.remember();
           b.left = clamp(b.left + dx * step, 0, this.img.naturalWidth - b.width);
           b.top = clamp(b.top + dy * step, 0, this.img.naturalHeight - b.height);
           this.render();

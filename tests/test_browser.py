@@ -364,7 +364,8 @@ def portal_job(tmp_path):
         labels=["car", "pedestrian", XSS_LABEL],
         input_manifest=str(manifest),
         output=str(tmp_path / "bucket" / "labeling"),
-        task={"title": "Box each <b>car</b> and pedestrian", "workers_per_object": 1},
+        # 62 s: the countdown test sees the last-minute warning within seconds.
+        task={"title": "Box each <b>car</b> and pedestrian", "workers_per_object": 1, "time_limit": 62},
     )
     workspace = LocalStore(tmp_path / "workspace")
     db_url = f"sqlite:///{tmp_path / 'portal.db'}"
@@ -399,6 +400,8 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
     from orchestrator.backends.portal.db import Answer, Task
 
     page.goto(portal_job.link)
+    with page.expect_navigation():  # the invite is one-time: its button signs this browser in
+        page.get_by_role("button", name="Start labeling").click()
     view = Viewer(page)
     view.wait_loaded()
     natural = view.value()["inputImageProperties"]
@@ -415,7 +418,8 @@ def test_worker_draws_two_boxes_through_an_invite_link(page, portal_job):
         page.get_by_role("button", name="Submit").click()
     # The portal stores the answer and hands the worker the other image.
     view.wait_loaded()
-    assert page.url.endswith("/task")
+    assert page.url.endswith("/task?stored=1")
+    assert page.locator("p.notice").inner_text() == "Answer stored. Images done in this session: 1."
     assert view.value()["inputImageProperties"] != natural
 
     with portal_job.db.read() as session:
@@ -535,3 +539,90 @@ def test_review_page_fixes_a_box_by_dragging_and_toggles_a_worker(page, review_a
     page.keyboard.press("k")
     assert page.locator("#title").text_content() == f"{XSS_LABEL}.png"
     assert "fix by ada" in page.locator("#decision").text_content()
+def test_the_task_page_counts_down_warns_and_can_report_a_broken_image(page, portal_job):
+    from sqlalchemy import select
+
+    from orchestrator.backends.portal.db import Report
+
+    page.goto(portal_job.link)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Start labeling").click()
+    view = Viewer(page)
+    view.wait_loaded()
+    first = view.value()["inputImageProperties"]
+    note = page.locator(".lease")
+    page.wait_for_selector(".lease.warning", timeout=15_000)  # under a minute left of 62 s
+    assert "left on this image: submit now" in note.text_content()
+    with page.expect_navigation():
+        page.get_by_role("button", name="The image does not load").click()
+    view.wait_loaded()
+    assert view.value()["inputImageProperties"] != first  # the other image
+    assert "Time left on this image: 1:0" in page.locator(".lease").text_content()  # a fresh lease
+    with portal_job.db.read() as session:
+        assert session.scalars(select(Report.reason)).all() == ["not_loading"]
+
+
+def test_an_admin_blocks_a_worker_from_the_job_page(page, portal_job):
+    from sqlalchemy import select
+
+    from orchestrator.backends.portal.db import Block, Worker
+    from orchestrator.backends.portal.leasing import submit_answer, take_task
+    from orchestrator.backends.portal.tokens import issue_token
+
+    db = portal_job.db
+    with db.write() as session:
+        worker = Worker(public_id="bo-1", name="Bo", source="invite", created_at=0)
+        session.add(worker)
+        session.flush()
+        admin = issue_token(session, "admin")
+    leased = take_task(db, worker.id, time.time())
+    submit_answer(db, worker.id, leased.lease_id, '{"annotatedResult":{"boundingBoxes":[]}}', time.time())
+    page.goto(portal_job.link.split("/w/")[0] + f"/a/{admin}")
+    page.get_by_role("link", name="browser-test").click()
+    row = page.locator("tr", has_text="bo-1")
+    with page.expect_navigation():
+        row.get_by_role("button", name="Block").click()
+    assert page.locator("tr", has_text="bo-1").get_by_role("button", name="Unblock").count() == 1
+    assert take_task(db, worker.id, time.time()) is None  # the other image is not offered to Bo
+    with db.read() as session:
+        assert session.scalars(select(Block.worker_id)).all() == [worker.id]
+
+
+def test_element_undo_and_redo_every_change_of_the_boxes(page, site):
+    site.routes["/"] = (task_page(), "text/html")
+    site.routes["/scene.png"] = (scene_png(640, 480), "image/png")
+    page.goto(site.url + "/")
+    view = Viewer(page)
+    view.wait_loaded()
+
+    def boxes() -> list[tuple]:
+        return [(b["label"], b["left"], b["top"]) for b in view.value()["boundingBoxes"]]
+
+    page.keyboard.press("1")
+    view.drag((100, 150), (260, 260))
+    view.drag((400, 120), (440, 260))
+    drawn = boxes()
+    view.drag((180, 200), (150, 180))  # move the first box
+    moved = boxes()
+    assert moved != drawn
+    page.get_by_label("Label of box 2").select_option("pedestrian")
+    relabelled = boxes()
+    page.get_by_role("button", name="Select box 1").click()
+    page.keyboard.press("Delete")
+    assert len(boxes()) == 1
+
+    history = [relabelled, moved, drawn, drawn[:1], []]
+    for state in history:  # undo the delete, the relabel, the move, and both boxes drawn
+        page.keyboard.press("Control+z")
+        assert boxes() == state
+    page.keyboard.press("Control+z")
+    assert boxes() == []  # nothing left to undo
+    for state in reversed(history[:-1]):
+        page.keyboard.press("Control+Shift+z")
+        assert boxes() == state
+    page.keyboard.press("Control+Shift+z")
+    assert len(boxes()) == 1  # redone up to the delete
+    page.keyboard.press("Control+z")
+    view.drag((500, 300), (560, 380))  # a new change after an undo ends redo
+    page.keyboard.press("Control+Shift+z")
+    assert len(boxes()) == 3

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Task, Worker, WorkerBlock
+from orchestrator.backends.portal.db import Answer, Block, Task, Worker
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.simulate import load_truth, simulate, simulated_workers
 from orchestrator.backends.portal.tokens import issue_token
@@ -100,7 +100,9 @@ def test_spammers_are_blocked_by_gold_and_gold_never_reaches_the_outputs(gold_jo
 
         with db.read() as session:
             blocked = dict(
-                session.execute(select(Worker.public_id, WorkerBlock.reason).join(WorkerBlock)).all()
+                session.execute(
+                    select(Worker.public_id, Block.reason).join(Block, Block.worker_id == Worker.id)
+                ).all()
             )
             per_worker = dict(
                 session.execute(

@@ -25,6 +25,7 @@ import boto3
 import liquid
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from orchestrator.backends.groundtruth.backend import GroundTruthBackend, render_template
@@ -34,11 +35,11 @@ from orchestrator.backends.mturk.question import (
     Questions,
     image_url_lifetime,
 )
-from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal import tokens as portal_tokens
 from orchestrator.backends.portal.app import IMAGE_URL_SECONDS, create_app
 from orchestrator.backends.portal.backend import PortalBackend
-from orchestrator.backends.portal.db import Worker, open_database
+from orchestrator.backends.portal.db import Report, Worker, open_database
 from orchestrator.backends.portal.media import PRESIGN_SECONDS
 from orchestrator.cli.app import app
 from orchestrator.doctor import check_sources
@@ -591,9 +592,11 @@ def test_portal_preview_and_review_pages_escape_labels(tmp_path):
     poll_job(spec.name, backend, jobs, finish=lambda s, r: finish_job(s, r, jobs))
     with db.write() as session:
         admin = portal_tokens.issue_token(session, "admin")
+        job = catalog.job_by_name(session, spec.name)
+        secret = marketplace.turn_on(session, job, "mturk", time.time()).secret
     portal = TestClient(create_app(db_url, workspace), follow_redirects=False)
     preview = portal.get(
-        "/external", params={"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "job": spec.name}
+        "/external", params={"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "job": spec.name, "k": secret}
     )
     assert preview.status_code == 200 and EVIL not in preview.text
     headers = {"Authorization": f"Bearer {admin}"}
@@ -668,9 +671,10 @@ def test_no_raw_token_is_stored_anywhere_in_the_database(tmp_path):
     spec = parse_spec({"name": "j", "labels": ["car"], "input_manifest": "m", "output": str(tmp_path / "o")})
     with db.write() as session:
         items = [ManifestItem("0", next(images.iterdir()).as_uri(), {})]
-        catalog.load_job(session, spec, items, time.time())
+        job, _ = catalog.load_job(session, spec, items, time.time())
+        secret = marketplace.turn_on(session, job, "generic", time.time()).secret
     portal = TestClient(create_app(db_url, None), follow_redirects=False)
-    page = portal.get("/go", params={"job": "j", "worker": "W1", "return_url": "https://m.example/done"}).text
+    page = portal.get("/go/j", params={"k": secret, "worker": "W1"}).text
     tokens.append(re.search(r'name="session" value="([^"]+)"', page).group(1))
     from orchestrator.backends.portal.simulate import simulated_workers
 
@@ -741,42 +745,69 @@ def test_admin_and_worker_tokens_open_only_their_own_routes(portal_app):
         assert client.get(path, cookies={"labeljob_admin": worker}).status_code == 403, path
     assert client.post("/api/tasks/next", headers={"Authorization": f"Bearer {admin}"}).status_code == 403
     assert client.get("/task", cookies={"labeljob_worker": admin}).status_code == 403
-    assert client.get(f"/w/{admin}").status_code == 403 and client.get(f"/a/{worker}").status_code == 403
+    assert client.get(f"/w/{admin}").status_code == 401 and client.get(f"/a/{worker}").status_code == 403
 
 
 def test_every_state_changing_form_needs_its_csrf_token(portal_app):
     """Every POST route outside the bearer-token JSON API is a form, and each refuses a missing or
-    foreign CSRF token before changing anything."""
+    foreign CSRF token before changing anything; the invite form, which has no session yet, refuses
+    a post from another site."""
     fastapi_app, db, worker, admin = portal_app
     forms = [path for path in _routes(fastapi_app, "POST") if not path.startswith("/api/")]
-    assert forms == ["/admin/jobs/{name}/stop", "/external/{lease_id}", "/go/{lease_id}", "/task/{lease_id}"]
+    assert forms == [
+        "/admin/invite",
+        "/admin/jobs/{name}/block",
+        "/admin/jobs/{name}/stop",
+        "/admin/revoke",
+        "/external/{lease_id}",
+        "/go/next",
+        "/go/{lease_id}",
+        "/go/{lease_id}/skip",
+        "/task/{lease_id}",
+        "/task/{lease_id}/skip",
+        "/w/{code}",
+    ]
     client = TestClient(fastapi_app, follow_redirects=False)
-    client.get(f"/w/{worker}")
+    with db.write() as session:
+        code = portal_tokens.issue_invite(session, session.scalar(select(Worker.id)), time.time())
+    assert client.post(f"/w/{code}", headers={"Origin": "https://elsewhere.example"}).status_code == 403
+    assert client.post(f"/w/{code}", headers={"Origin": "http://testserver"}).status_code == 303
     page = client.get("/task").text
     lease = re.search(r'action="/task/(\d+)"', page).group(1)
     answer = json.dumps([{"annotatedResult": {"boundingBoxes": []}}])
     for csrf in (None, "0" * 64, portal_tokens.csrf_token(admin)):
-        form = {"taskAnswers": answer, **({"csrf": csrf} if csrf else {})}
+        form = {"taskAnswers": answer, "reason": "skip", **({"csrf": csrf} if csrf else {})}
         assert client.post(f"/task/{lease}", data=form).status_code == 403
+        assert client.post(f"/task/{lease}/skip", data=form).status_code == 403
     market = TestClient(fastapi_app, follow_redirects=False)
-    for path, params in (
-        ("/go", {"job": "j", "worker": "W9", "return_url": "https://m.example/"}),
-        ("/external", {"job": "j", "workerId": "W8", "assignmentId": "A1", "hitId": "H",
-                       "turkSubmitTo": "https://www.mturk.com"}),
+    for path, kind, params in (
+        ("/go/j", "generic", {"worker": "W9"}),
+        ("/external", "mturk", {"job": "j", "workerId": "W8", "assignmentId": "A1", "hitId": "H",
+                                "turkSubmitTo": "https://www.mturk.com"}),
     ):  # fmt: skip
-        page = market.get(path, params=params).text
+        with db.write() as session:
+            secret = marketplace.turn_on(session, catalog.job_by_name(session, "j"), kind, time.time()).secret
+        market.cookies.clear()
+        page = market.get(path, params={**params, "k": secret}).text
         action = re.search(r'action="(/(?:go|external)/\d+)"', page).group(1)
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
         for csrf in ("", portal_tokens.csrf_token(worker)):
             response = market.post(action, data={**fields, "csrf": csrf, "taskAnswers": answer})
             assert response.status_code == 403, (path, csrf)
+        if path == "/go/j":
+            next_form = {"session": fields["session"], "csrf": portal_tokens.csrf_token(worker)}
+            assert market.post("/go/next", data=next_form).status_code == 403
+            assert market.post(f"{action}/skip", data={**next_form, "reason": "skip"}).status_code == 403
     admin_client = TestClient(fastapi_app, follow_redirects=False)
     admin_client.get(f"/a/{admin}")
     for csrf in ("", portal_tokens.csrf_token(worker)):
         assert admin_client.post("/admin/jobs/j/stop", data={"csrf": csrf}).status_code == 403
+        for path in ("/admin/jobs/j/block", "/admin/revoke", "/admin/invite"):
+            assert admin_client.post(path, data={"csrf": csrf, "worker": "w", "name": "x"}).status_code == 403
     with db.read() as session:
         assert catalog.job_by_name(session, "j").status == "open"
         assert catalog.progress(session, catalog.job_by_name(session, "j"), time.time())["answers"] == 0
+        assert session.scalars(select(Report.id)).all() == []
 
 
 # ------------------------------------------------------------------------------ Ground Truth

@@ -16,7 +16,7 @@ from orchestrator.redact import ShownOnce
 from orchestrator.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from orchestrator.backends.portal.db import Database
+    from orchestrator.backends.portal.db import Database, Worker
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -29,6 +29,26 @@ app = typer.Typer(
 
 def _workspace(st: State) -> ObjectStore:
     return open_store(st.settings.workspace, st.session_for(st.settings.workspace))
+
+
+PublicUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="The portal's address as workers reach it "
+        "(default: the job's public_url, else where `portal serve` listens)."
+    ),
+]
+
+
+def _portal_job(session, name: str):
+    from orchestrator.backends.portal import catalog
+
+    found = catalog.job_by_name(session, name)
+    if found is None:
+        raise NotFound(
+            f"the portal has no job {name!r}", hint=f"launch it first: `labeljob launch {name}.toml`"
+        )
+    return found
 
 
 def _database(st: State, db: str | None) -> Database:
@@ -71,7 +91,7 @@ def serve(
     from orchestrator.backends.portal import catalog
     from orchestrator.backends.portal.app import create_app
     from orchestrator.backends.portal.db import default_db_url, open_database, redacted
-    from orchestrator.backends.portal.server import bind
+    from orchestrator.backends.portal.server import bind, server_config
     from orchestrator.backends.portal.tokens import has_admin_token, issue_token, revoke_admin_tokens
 
     st = state(ctx)
@@ -95,8 +115,7 @@ def serve(
         st.output.info("Open the admin link printed when the portal first ran (or pass --new-admin-token).")
     st.output.data(result)
     app_ = create_app(url, workspace, boto3_session=st.session_for(st.settings.workspace))
-    # No access log: invite and admin links carry their tokens in the path.
-    uvicorn.Server(uvicorn.Config(app_, access_log=False, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(server_config(app_, host, port)).run(sockets=[sock])
 
 
 @app.command()
@@ -104,17 +123,10 @@ def invite(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The worker's name, shown on the admin pages.")],
     job: Annotated[str | None, typer.Option(help="Restrict the worker to this job.")] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            help="The portal's address as workers reach it "
-            "(default: the job's public_url, else where `portal serve` listens)."
-        ),
-    ] = None,
+    url: PublicUrl = None,
     db: DatabaseUrl = None,
 ) -> None:
-    """Print a personal link for a new worker; its token is stored only as a hash."""
-    from orchestrator.backends.portal import catalog
+    """Print a one-time invite link for a new worker (7 days); its code is stored only as a hash."""
     from orchestrator.backends.portal.workers import invite_worker, workers_named
 
     st = state(ctx)
@@ -122,14 +134,7 @@ def invite(
         raise UsageError("NAME must be 1-256 characters")
     database = _database(st, db)
     with database.write() as session:
-        job_id = None
-        if job is not None:
-            found = catalog.job_by_name(session, job)
-            if found is None:
-                raise NotFound(
-                    f"the portal has no job {job!r}", hint=f"launch it first: `labeljob launch {job}.toml`"
-                )
-            job_id = found.id
+        job_id = _portal_job(session, job).id if job is not None else None
         namesakes = workers_named(session, name)
         worker, token = invite_worker(session, name, job_id, time.time())
         public_id = worker.public_id
@@ -138,9 +143,144 @@ def invite(
             f"a worker named {name!r} exists already ({', '.join(namesakes)}); "
             f"this is another one, {public_id}, with a link of its own"
         )
-    base = url or _spec_url(st, job) or _served_url(database) or DEFAULT_URL
-    link = ShownOnce(f"{base.rstrip('/')}/w/{token}")
+    link = ShownOnce(f"{_public_url(st, job, url, database)}/w/{token}")
     st.output.data({"name": name, "worker_id": public_id, "job": job, "link": link})
+
+
+@app.command()
+def link(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The portal job to open to a marketplace.")],
+    marketplace: Annotated[
+        str | None,
+        typer.Option(help="generic | prolific | cloudresearch | mturk: whose placeholders the URL carries."),
+    ] = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="New secret: the old URL and its sessions stop working.")
+    ] = False,
+    off: Annotated[bool, typer.Option("--off", help="Close marketplace entry and end its sessions.")] = False,
+    completion_code: Annotated[
+        str | None, typer.Option(help="The code workers get when done (Prolific: made up if not given).")
+    ] = None,
+    completion_url: Annotated[
+        str | None, typer.Option(help="Where workers go when done (https; the marketplace's own host).")
+    ] = None,
+    new_workers_per_minute: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Cap on new worker ids per minute (default 30).")
+    ] = None,
+    url: PublicUrl = None,
+    db: DatabaseUrl = None,
+) -> None:
+    """Turn a job's marketplace entry on and print the URL to paste into the marketplace.
+
+    Entry is off until this runs; the URL carries a secret of this job, shown again by running the
+    command again, and replaced with --rotate.
+    """
+    from orchestrator.backends.portal import marketplace as entry
+
+    st = state(ctx)
+    if off == (marketplace is not None):
+        raise UsageError("pass --marketplace generic|prolific|cloudresearch|mturk, or --off")
+    database = _database(st, db)
+    now = time.time()
+    with database.write() as session:
+        found = _portal_job(session, job)
+        if off:
+            was_on = entry.turn_off(session, found, now)
+            st.output.data({"job": job, "marketplace": None, "was_on": was_on})
+            return
+        row = entry.turn_on(
+            session,
+            found,
+            marketplace,
+            now,
+            rotate=rotate,
+            completion_code=completion_code,
+            completion_url=completion_url,
+            new_workers_per_minute=new_workers_per_minute,
+        )
+        finish_url, code = entry.completion(row)
+        result = {
+            "job": job,
+            "marketplace": row.marketplace,
+            "new_workers_per_minute": row.new_workers_per_minute,
+            "completion_code": code,
+            "completion_url": finish_url,
+            "url": ShownOnce(entry.entry_url(_public_url(st, job, url, database), job, row)),
+        }
+    st.output.data(result)
+
+
+def _public_url(st: State, job: str | None, url: str | None, database: Database) -> str:
+    """`url`, else the job's `portal.public_url`, else where `portal serve` listens, else the default."""
+    return (url or _spec_url(st, job) or _served_url(database) or DEFAULT_URL).rstrip("/")
+
+
+WorkerId = Annotated[str, typer.Argument(help="The worker id shown by `labeljob portal workers`.")]
+OneJob = Annotated[str | None, typer.Option(help="Only in this job (default: every job).")]
+
+
+def _worker(session, public_id: str) -> Worker:
+    from sqlalchemy import select
+
+    from orchestrator.backends.portal.db import Worker
+
+    found = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+    if found is None:
+        raise NotFound(f"the portal has no worker {public_id!r}", hint="list them: `labeljob portal workers`")
+    return found
+
+
+@app.command("workers")
+def workers_command(ctx: typer.Context, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Workers who answered: answers, seconds per task, where they are blocked, and (for a finished
+    --job) their agreement with the consensus."""
+    from orchestrator.backends.portal import catalog
+
+    st = state(ctx)
+    with _database(st, db).read() as session:
+        rows = catalog.worker_stats(session, _portal_job(session, job) if job else None)
+    agreement = catalog.agreement(_workspace(st), job, st.session_for(st.settings.workspace)) if job else {}
+    for row in rows:
+        found = agreement.get(row["worker_id"], {})
+        row.update({key: found.get(key) for key in ("recall", "precision", "mean_iou", "low_quality")})
+        row["blocked"] = ", ".join(row["blocked"])
+    st.output.data(rows, empty="No worker has answered yet.")
+
+
+@app.command("block")
+def block_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Block a worker: no new task, and no answer taken, in the job (or every job)."""
+    from orchestrator.backends.portal import workers as portal_workers
+
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job) if job else None
+        changed = portal_workers.block(session, _worker(session, worker), found, time.time())
+    st.output.data({"worker_id": worker, "job": job, "blocked": True, "changed": changed})
+
+
+@app.command("unblock")
+def unblock_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db: DatabaseUrl = None) -> None:
+    """Lift a block set with `block` (with the same --job)."""
+    from orchestrator.backends.portal import workers as portal_workers
+
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job) if job else None
+        changed = portal_workers.unblock(session, _worker(session, worker), found)
+    st.output.data({"worker_id": worker, "job": job, "blocked": False, "changed": changed})
+
+
+@app.command("revoke")
+def revoke_command(ctx: typer.Context, worker: WorkerId, db: DatabaseUrl = None) -> None:
+    """End the worker's links, tokens and sessions at once; a new invite lets them back in."""
+    from orchestrator.backends.portal import workers as portal_workers
+
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        ended = portal_workers.revoke(session, _worker(session, worker), time.time())
+    st.output.data({"worker_id": worker, "revoked": ended})
 
 
 @app.command("simulate")

@@ -1,11 +1,12 @@
 """The portal web app: worker pages, the JSON API, marketplace entry points, images, admin pages.
 
 Authentication:
-- Workers: an invite link `/w/<token>` stores the token in an HttpOnly cookie; the JSON API takes
-  the same token as `Authorization: Bearer <token>`.
-- Marketplace visitors (`/external` for MTurk, `/go` for any other marketplace) get a session
-  token in a hidden field of the task form, because the page may live in a third-party iframe
-  where cookies are blocked.
+- Workers: an invite link `/w/<code>` holds a one-time code; its page's button (same origin only)
+  spends it for an expiring worker token in an HttpOnly cookie. The JSON API takes a worker
+  token as `Authorization: Bearer <token>`.
+- Marketplace visitors (`/external` for MTurk, `/go/<job>` for any other marketplace) come with
+  the job's link secret and get a session for that job, in a hidden field of the task form
+  (the page may live in a third-party iframe where cookies are blocked) and in a cookie.
 - Admins: an admin token (never a worker's) in the `Authorization` header or, after `/a/<token>`,
   in a cookie.
 HTML forms that change state carry a CSRF token derived from the session's secret; the JSON API
@@ -14,8 +15,7 @@ relies on the bearer header instead, which a cross-site form cannot set.
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import json
 import re
 import secrets
@@ -27,39 +27,89 @@ from urllib.parse import parse_qs, quote, urlparse
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
 
-from orchestrator.backends.portal import catalog, gold, pages
-from orchestrator.backends.portal.db import Job, Lease, Task, Worker, open_database
-from orchestrator.backends.portal.leasing import LeasedTask, SubmitRefused, submit_answer, take_task
-from orchestrator.backends.portal.media import PRESIGN_SECONDS, check_key, content_type
+from orchestrator.backends.portal import catalog, gold, marketplace, pages
+from orchestrator.backends.portal import workers as portal_workers
+from orchestrator.backends.portal.db import (
+    Answer,
+    Job,
+    Lease,
+    MarketplaceLink,
+    Task,
+    Token,
+    Worker,
+    open_database,
+)
+from orchestrator.backends.portal.leasing import (
+    LeasedTask,
+    LeaseHeldElsewhere,
+    SubmitRefused,
+    lease_owned,
+    live_lease_token,
+    set_down,
+    submit_answer,
+    take_task,
+)
+from orchestrator.backends.portal.media import (
+    IMAGE_CSP,
+    PRESIGN_SECONDS,
+    check_key,
+    content_type,
+    served_type,
+)
 from orchestrator.backends.portal.tokens import (
+    SESSION_SECONDS,
+    WORKER_SECONDS,
     csrf_ok,
     csrf_token,
+    find_invite,
     find_token,
     issue_token,
     load_signing_key,
+    redeem_invite,
     sign,
     signature_ok,
 )
 from orchestrator.backends.portal.verify import lease_start_boxes
-from orchestrator.backends.portal.workers import worker_by_public_id
-from orchestrator.consolidation import AnswerReport, parse_element_answer
-from orchestrator.errors import NotFound, StorageError
+from orchestrator.backends.portal.workers import invite_worker, worker_by_public_id
+from orchestrator.consolidation import (
+    MAX_BOXES_PER_ANSWER,
+    AnswerReport,
+    WorkerAnswer,
+    parse_element_answer,
+)
+from orchestrator.errors import StorageError
 from orchestrator.jobs import JobStore, job_output_prefix
-from orchestrator.outputs import WORKERS_REPORT_KEY, read_source_lines, read_worker_responses
+from orchestrator.outputs import (
+    read_source_lines,
+    read_worker_responses,
+)
 from orchestrator.review import Refused, Review, build_review_app
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
 WORKER_COOKIE = "labeljob_worker"
 ADMIN_COOKIE = "labeljob_admin"
+SESSION_COOKIE = "labeljob_session"
+STATIC_SCRIPTS = ("crowd-bounding-box.js", "lease-timer.js")
+UNFRAMED_PATHS = ("/admin", "/api/admin", "/a/", "/w/")
+INVITE_SPENT = "This invite link is not valid, was already used, or has expired: ask for a new one."
+WORKING_ELSEWHERE = (
+    "This worker id is working on this job in another browser window: finish there, "
+    "or come back when that task's time is up."
+)
 MAX_BODY_BYTES = 2_000_000
+# A request body must arrive within this time, however slowly it trickles in.
+BODY_SECONDS = 30
+# The task and admin forms have a handful of fields; only taskAnswers may be long.
+MAX_FORM_FIELDS = 16
+MAX_FIELD_CHARS = 4096
 IMAGE_URL_SECONDS = 3600
 # Where the portal's review of a job writes REVIEWED, beside the job record.
 REVIEWED_KEY = "review/reviewed.manifest"
@@ -85,13 +135,25 @@ class Denied(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who holds a token: its kind ("admin", "worker" or "session"), the token, and the worker."""
+    """Who holds a token: its kind ("admin", "worker" or "session"), the token, and the worker.
+
+    A marketplace session also names its row (`token_id`), to which its leases are bound, and the
+    one job it may work on.
+    """
 
     kind: str
     token: str
     worker_id: int | None = None
     public_id: str | None = None
     name: str | None = None
+    token_id: int | None = None
+    job_name: str | None = None
+    issued_at: float | None = None
+
+    @property
+    def lease_token(self) -> int | None:
+        """The token a lease of this holder is bound to: sessions only."""
+        return self.token_id if self.kind == "session" else None
 
 
 class Portal:
@@ -117,33 +179,122 @@ class Portal:
     # ------------------------------------------------------------------------------ identity
 
     def identify(self, token: str | None, kinds: tuple[str, ...], *, html: bool = False) -> Identity:
-        """The holder of `token`; 401 when it is missing or unknown, 403 when it is of another kind."""
+        """The holder of `token`; 401 when it is missing, unknown or expired, 403 when it is of
+        another kind."""
         if not token:
             raise Denied(401, "This page needs a token: use your personal link.", html=html)
         with self.db.read() as session:
-            row = find_token(session, token, ("admin", "worker", "session"))
+            row = find_token(session, token, ("admin", "worker", "session"), self.clock())
             if row is None:
-                raise Denied(401, "This link or token is not valid (or was revoked).", html=html)
+                raise Denied(401, "This link or token is not valid (or has expired).", html=html)
             if row.kind not in kinds:
                 raise Denied(403, "This token does not give access here.", html=html)
-            worker = session.get(Worker, row.worker_id) if row.worker_id is not None else None
+            return self._identity(session, row, token)
+
+    @staticmethod
+    def _identity(session, row: Token, token: str) -> Identity:
+        worker = session.get(Worker, row.worker_id) if row.worker_id is not None else None
         if worker is None:
             return Identity(row.kind, token)
-        return Identity(row.kind, token, worker.id, worker.public_id, worker.name)
+        job = session.get(Job, row.job_id) if row.job_id is not None else None
+        return Identity(
+            row.kind,
+            token,
+            worker.id,
+            worker.public_id,
+            worker.name,
+            row.id,
+            job.name if job else None,
+            row.created_at,
+        )
 
-    def marketplace_worker(self, source: str, external_id: str) -> tuple[int, str]:
-        """The worker for a marketplace id (created on first visit) and a new session token."""
-        public_id = f"{'mturk' if source == 'mturk' else 'ext'}:{external_id}"
+    def enter(self, source: str, job_name: str | None, params: dict[str, str], reuse: str | None) -> Identity:
+        """A session for a marketplace visitor of `job_name`, whose link (with its secret `k`) is in
+        `params`; `reuse` is the session this browser already holds, if any.
+
+        Refused, before anything is stored: a wrong or missing secret or job (403), a malformed
+        worker id (400), a new worker id over the job's per-minute cap or a known one opening too
+        many sessions (429), and a worker id whose live lease belongs to another browser (409).
+        """
+        now = self.clock()
         for _ in range(2):
             try:
                 with self.db.write() as session:
-                    worker = worker_by_public_id(
-                        session, public_id, name=external_id, source=source, now=self.clock()
-                    )
-                    return worker.id, issue_token(session, "session", worker.id, self.clock())
+                    return self._enter(session, source, job_name, params, reuse, now)
             except IntegrityError:
                 continue  # another request created the same worker at the same moment
         raise Denied(409, "Please reload the page.", html=True)
+
+    def _enter(self, session, source, job_name, params, reuse, now) -> Identity:
+        job = catalog.job_by_name(session, job_name) if job_name else None
+        link = session.get(MarketplaceLink, job.id) if job is not None else None
+        if not marketplace.secret_ok(link, source, params.get("k")):
+            raise Denied(403, "This link is not valid: open the task from the marketplace again.", html=True)
+        if job.status != "open":
+            raise Denied(404, "This job is not open.", html=True)
+        external_id = params.get(marketplace.MARKETPLACES[link.marketplace].worker_param)
+        if not external_id or not _EXTERNAL_ID.match(external_id):
+            raise Denied(400, "the link has no valid worker id", html=True)
+        public_id = f"{link.marketplace}:{external_id}"
+        worker = session.scalars(select(Worker).where(Worker.public_id == public_id)).first()
+        if worker is not None and reuse:
+            row = find_token(session, reuse, ("session",), now)
+            if row is not None and row.worker_id == worker.id and row.job_id == job.id:
+                return self._identity(session, row, reuse)
+        known = worker is not None and session.scalar(
+            select(Token.id).where(
+                Token.kind == "session", Token.worker_id == worker.id, Token.job_id == job.id
+            )
+        )
+        if known and not marketplace.new_session_allowed(session, worker.id, job.id, now):
+            raise Denied(
+                429, "This worker id opened too many sessions; please try again in a minute.", html=True
+            )
+        if not known and not marketplace.new_worker_allowed(session, link, now):
+            raise Denied(429, "Many workers are starting right now; please try again in a minute.", html=True)
+        if worker is not None and live_lease_token(session, worker.id, job.id, now) is not None:
+            raise Denied(409, WORKING_ELSEWHERE, html=True)
+        if worker is None:
+            worker = worker_by_public_id(
+                session,
+                public_id,
+                name=external_id,
+                source="mturk" if source == "mturk" else "external",
+                now=now,
+            )
+        token = issue_token(session, "session", worker.id, now, job_id=job.id)
+        return self._identity(session, find_token(session, token, ("session",), now), token)
+
+    def take(self, who: Identity, job_name: str | None = None, *, html: bool = False) -> LeasedTask | None:
+        """take_task for `who`: a session only ever works on its own job, in its own browser."""
+        if who.job_name is not None:
+            if job_name not in (None, who.job_name):
+                raise Denied(403, "This session belongs to another job.", html=html)
+            job_name = who.job_name
+        try:
+            return take_task(self.db, who.worker_id, self.clock(), job_name, token_id=who.lease_token)
+        except LeaseHeldElsewhere:
+            raise Denied(409, WORKING_ELSEWHERE, html=html) from None
+
+    def session_answers(self, who: Identity) -> int:
+        """Answers given with this token: a marketplace session's leases, or a worker's answers
+        since its token was issued."""
+        with self.db.read() as session:
+            if who.kind == "session":
+                done = select(func.count(Lease.id)).where(
+                    Lease.token_id == who.token_id, Lease.submitted_at.is_not(None)
+                )
+            else:
+                done = select(func.count(Answer.id)).where(
+                    Answer.worker_id == who.worker_id, Answer.submitted_at >= who.issued_at
+                )
+            return session.scalar(done)
+
+    def completion(self, job_name: str) -> tuple[str | None, str | None]:
+        with self.db.read() as session:
+            job = catalog.job_by_name(session, job_name)
+            link = session.get(MarketplaceLink, job.id) if job is not None else None
+            return marketplace.completion(link) if link is not None else (None, None)
 
     # ----------------------------------------------------------------------------- task pages
 
@@ -151,11 +302,7 @@ class Portal:
         with self.db.read() as session:
             if job_id is not None:
                 return session.get(Job, job_id)
-            if name is not None:
-                return catalog.job_by_name(session, name)
-            # Without a name, a marketplace link means the only open job.
-            open_jobs = session.scalars(select(Job).where(Job.status == "open").limit(2)).all()
-            return open_jobs[0] if len(open_jobs) == 1 else None
+            return catalog.job_by_name(session, name) if name is not None else None
 
     def task_text(self, job_id: int) -> TaskText:
         if job_id not in self._texts:
@@ -173,7 +320,17 @@ class Portal:
         with self.db.read() as session:
             return lease_start_boxes(session, lease_id)
 
-    def task_page(self, leased: LeasedTask, form_action: str, hidden: dict[str, str]) -> str:
+    def task_page(
+        self,
+        leased: LeasedTask,
+        form_action: str,
+        hidden: dict[str, str],
+        *,
+        can_skip: bool = True,
+        notice: str | None = None,
+    ) -> str:
+        """The task page; with `can_skip`, buttons that post to `<form_action>/skip` to skip the
+        image or report it broken, and how long the lease lasts."""
         html = render_task(
             self.task_text(leased.job_id),
             "portal",
@@ -181,29 +338,44 @@ class Portal:
             form_action=form_action,
             initial_value=self.start_boxes(leased.lease_id),
         )
-        return pages.with_hidden_fields(html, hidden)
+        html = pages.with_hidden_fields(html, hidden, notice)
+        if can_skip:
+            html += pages.task_actions(f"{form_action}/skip", hidden, leased.expires_at - self.clock())
+        return html
+
+    def set_down(self, identity: Identity, lease_id: int, reason: str | None) -> None:
+        try:
+            set_down(self.db, identity.worker_id, lease_id, reason or "", self.clock(), identity.lease_token)
+        except ValueError as exc:
+            raise Denied(400, str(exc), html=True) from None
 
     def submit(self, identity: Identity, lease_id: int, payload: object) -> dict:
-        """Validate and store an answer; the JSON the API returns."""
-        try:
-            content = answer_content(payload)
-        except ValueError as exc:
-            raise Denied(422, f"not an answer: {exc}") from None
+        """Validate and store an answer; the JSON the API returns.
+
+        The owner of the lease is checked first: an answer checked before it would tell anyone
+        whose lease this is. Only the answer's parsed boxes and image size are stored.
+        """
         with self.db.read() as session:
+            task_id = lease_owned(session, lease_id, identity.worker_id, identity.lease_token)
+            if task_id is None:
+                raise SubmitRefused("unknown_lease")
             row = session.execute(
-                select(Job.task_text)
-                .join(Task, Task.job_id == Job.id)
-                .join(Lease, Lease.task_id == Task.id)
-                .where(Lease.id == lease_id)
-            ).first()
-        if row is None:
-            raise SubmitRefused("unknown_lease")
+                select(Job.task_text).join(Task, Task.job_id == Job.id).where(Task.id == task_id)
+            ).one()
         labels = list(catalog.load_task_text(row[0]).labels)
         report = AnswerReport()
-        if parse_element_answer(content, identity.public_id, labels, report) is None:
+        try:
+            parsed = parse_element_answer(answer_content(payload), identity.public_id, labels, report)
+        except ValueError as exc:
+            raise Denied(422, f"not an answer: {exc}") from None
+        except RecursionError:
+            raise Denied(422, "not an answer: nested too deeply") from None
+        if parsed is None:
             raise Denied(422, "the answer cannot be read: " + "; ".join(report.examples))
-        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-        done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock())
+        if report.counts["too_many_boxes"]:
+            raise Denied(422, f"an answer holds at most {MAX_BOXES_PER_ANSWER} boxes")
+        text = json.dumps(stored_answer(parsed), ensure_ascii=False, separators=(",", ":"))
+        done = submit_answer(self.db, identity.worker_id, lease_id, text, self.clock(), identity.lease_token)
         if not done.duplicate:
             gold.after_answer(self.db, identity.worker_id, lease_id, self.clock())
         return {
@@ -239,20 +411,26 @@ class Portal:
             raise Denied(404, "no such image in this job")
         store = self.store_for(job.image_root)
         if is_s3_uri(job.image_root):
+            if served_type(key) is None:
+                raise Denied(415, "the portal serves only JPEG, PNG, BMP, GIF and WebP images")
             return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
-        return self._stream(store, key)
+        path = self._local_path(store, key)
+        with path.open("rb") as fh:
+            kind = served_type(key, fh.read(16))
+        if kind is None:
+            raise Denied(415, "this file is not a JPEG, PNG, BMP, GIF or WebP image")
+        headers = {"Cache-Control": "private, max-age=300", "Content-Security-Policy": IMAGE_CSP}
+        return FileResponse(path, media_type=kind, headers=headers)
 
     @staticmethod
-    def _stream(store: LocalStore, key: str) -> Response:
+    def _local_path(store: LocalStore, key: str):
         try:
             path = store.path(key)
         except StorageError as exc:
             raise Denied(400, exc.message) from None
         if not path.is_file():
             raise Denied(404, "the file is missing")
-        return FileResponse(
-            path, media_type=content_type(key), headers={"Cache-Control": "private, max-age=300"}
-        )
+        return path
 
     # --------------------------------------------------------------------------------- admin
 
@@ -260,16 +438,7 @@ class Portal:
         return JobStore(self.workspace).get(name) if self.workspace is not None else None
 
     def agreement(self, name: str) -> dict[str, dict]:
-        """The workers report of a finished job, by worker id; empty before the job is finished."""
-        record = self.job_record(name)
-        if record is None:
-            return {}
-        store = open_store(job_output_prefix(record.job_spec), self.boto3_session)
-        try:
-            data = store.get(WORKERS_REPORT_KEY).decode()
-        except NotFound:
-            return {}
-        return {row["worker_id"]: row for row in csv.DictReader(io.StringIO(data))}
+        return catalog.agreement(self.workspace, name, self.boto3_session)
 
     def output_file(self, name: str, output: str) -> Response:
         record = self.job_record(name)
@@ -278,11 +447,12 @@ class Portal:
             raise Denied(404, "no such output", html=True)
         store, key = open_object(uri, self.boto3_session)
         if isinstance(store, LocalStore):
-            response = self._stream(store, key)
-            response.headers["Content-Disposition"] = (
-                f'attachment; filename="{quote(key.rsplit("/", 1)[-1])}"'
+            name = quote(key.rsplit("/", 1)[-1])
+            return FileResponse(
+                self._local_path(store, key),
+                media_type=content_type(key),
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
             )
-            return response
         return RedirectResponse(store.read_url(key, PRESIGN_SECONDS), status_code=307)
 
     def job_review(self, name: str, authorize: Callable[[Request], None]) -> FastAPI:
@@ -316,7 +486,8 @@ class Portal:
 
 
 class SecurityHeaders:
-    """Adds nosniff and a referrer policy to every response, and a CSP to HTML pages (pure ASGI)."""
+    """Adds nosniff and a referrer policy to every response, a CSP to HTML pages, and forbids
+    framing the admin and sign-in pages (pure ASGI)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -334,9 +505,30 @@ class SecurityHeaders:
                 if headers.get("content-type", "").startswith("text/html"):
                     headers.setdefault("Content-Security-Policy", CSP.format(nonce=""))
                     headers.setdefault("Cache-Control", "no-store")
+                if scope["path"].startswith(UNFRAMED_PATHS):
+                    # Admin and sign-in pages never sit in a frame (clickjacking); task pages must,
+                    # for marketplaces that show them in an iframe.
+                    policy = headers.get("Content-Security-Policy")
+                    if policy is not None:
+                        headers["Content-Security-Policy"] = policy + "; frame-ancestors 'none'"
+                    headers["X-Frame-Options"] = "DENY"
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def stored_answer(answer: WorkerAnswer) -> dict:
+    """The element's answer JSON rebuilt from what the parser read: whatever else a client sent
+    (extra fields, dropped boxes) is not kept."""
+    # Whole pixels stay integers, as the element and Ground Truth write them.
+    boxes = [
+        {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in box.model_dump().items()}
+        for box in answer.boxes
+    ]
+    result: dict = {"boundingBoxes": boxes}
+    if answer.image_width and answer.image_height:
+        result["inputImageProperties"] = {"width": answer.image_width, "height": answer.image_height}
+    return {"annotatedResult": result}
 
 
 def answer_content(payload: object) -> dict:
@@ -355,19 +547,21 @@ def answer_content(payload: object) -> dict:
     return payload
 
 
-def valid_return_url(url: str | None) -> str:
-    """`url` if it is an absolute http(s) URL, else Denied (no javascript:, no relative paths)."""
-    parsed = urlparse(url or "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
-        raise Denied(400, "the return URL must be an absolute http or https URL", html=True)
-    return url
-
-
 def valid_turk_submit_to(url: str | None) -> str:
     parsed = urlparse(url or "")
     if parsed.scheme != "https" or parsed.hostname not in MTURK_HOSTS:
         raise Denied(400, "turkSubmitTo must be Mechanical Turk's https address", html=True)
     return f"https://{parsed.hostname}"
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser sent the request from this portal's own pages: by Sec-Fetch-Site, else by
+    the host of Origin or Referer. A client that sends none of them is not a browser."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    source = request.headers.get("origin") or request.headers.get("referer")
+    return source is None or urlparse(source).netloc == request.headers.get("host")
 
 
 def _bearer(request: Request) -> str | None:
@@ -376,29 +570,52 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _read_form(request: Request) -> dict[str, str]:
-    body = await _read_body(request)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+    """A urlencoded form (the only kind the portal's pages post), parsed off the event loop."""
+    kind = request.headers.get("content-type", "application/x-www-form-urlencoded")
+    if not kind.startswith("application/x-www-form-urlencoded"):
+        raise Denied(415, "the portal's forms are posted urlencoded", html=True)
+    return await run_in_threadpool(_parse_form, await _read_body(request))
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    try:
+        fields = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise Denied(413, "the form has too many fields", html=True) from None
+    form = {name: values[0] for name, values in fields.items()}
+    if any(len(value) > MAX_FIELD_CHARS for name, value in form.items() if name != "taskAnswers"):
+        raise Denied(413, "a form field is too long", html=True)
+    return form
 
 
 async def _read_body(request: Request) -> bytes:
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+    """The body, counted as it arrives and cut at MAX_BODY_BYTES (413) or after BODY_SECONDS (408)."""
+    declared = request.headers.get("content-length") or "0"
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
         raise Denied(413, "the answer is too large")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise Denied(413, "the answer is too large")
-    return body
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise Denied(413, "the answer is too large")
+    except TimeoutError:
+        raise Denied(408, "the request arrived too slowly") from None
+    return bytes(body)
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status)
 
 
-def _set_cookie(response: Response, request: Request, name: str, value: str) -> None:
+def _set_cookie(
+    response: Response, request: Request, name: str, value: str, max_age: int = WORKER_SECONDS
+) -> None:
     response.set_cookie(
-        name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=30 * 86400
+        name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", max_age=max_age
     )
 
 
@@ -443,37 +660,78 @@ def create_app(
     def favicon() -> Response:
         return Response(status_code=204)
 
-    @app.get("/static/crowd-bounding-box.js")
-    def element_script() -> Response:
+    @app.get("/static/{name}")
+    def static_script(name: str) -> Response:
+        """The scripts of the task page: the offline element and the lease countdown."""
+        if name not in STATIC_SCRIPTS:
+            raise Denied(404, "no such file")
         try:
-            path = template_file("crowd-bounding-box.js")
+            path = template_file(name)
         except FileNotFoundError:
-            raise Denied(404, "crowd-bounding-box.js is not installed") from None
+            raise Denied(404, f"{name} is not installed") from None
         return Response(path.read_bytes(), media_type="text/javascript")
 
-    @app.get("/w/{token}")
-    def invite(request: Request, token: str) -> Response:
-        portal.identify(token, ("worker",), html=True)
+    @app.get("/w/{code}")
+    def invite(code: str) -> Response:
+        """An invite link: a page with a button that signs this browser in (GET changes nothing, so
+        a link or image elsewhere cannot sign anyone in)."""
+        with portal.db.read() as session:
+            found = find_invite(session, code, portal.clock())
+            worker = session.get(Worker, found.worker_id) if found is not None else None
+        if worker is None:
+            raise Denied(401, INVITE_SPENT, html=True)
+        return _html(pages.invite_page(worker.name, f"/w/{quote(code)}"))
+
+    @app.post("/w/{code}")
+    def invite_accept(request: Request, code: str) -> Response:
+        """Spend the invite for a worker session in this browser's cookie. Only a form of this
+        portal may post here: another site posting an invite of its own would sign the visitor
+        in as that worker (login CSRF)."""
+        if not same_origin(request):
+            raise Denied(403, "This form must be sent from the portal's own page.", html=True)
+        now = portal.clock()
+        with portal.db.write() as session:
+            worker_id = redeem_invite(session, code, now)
+            token = issue_token(session, "worker", worker_id, now) if worker_id is not None else None
+        if token is None:
+            raise Denied(401, INVITE_SPENT, html=True)
         response = RedirectResponse("/task", status_code=303)
         _set_cookie(response, request, WORKER_COOKIE, token)
         return response
 
     @app.get("/task")
-    def work(request: Request, job: str | None = None) -> Response:
+    def work(request: Request, job: str | None = None, stored: int = 0) -> Response:
+        """The worker's next task; after a submit (`stored=1`) it confirms the answer and counts."""
         who = portal.identify(request.cookies.get(WORKER_COOKIE), ("worker",), html=True)
-        leased = take_task(portal.db, who.worker_id, portal.clock(), job)
+        leased = portal.take(who, job, html=True)
         if leased is None:
             return _html(pages.no_more_tasks_page(who.name))
-        return _html(portal.task_page(leased, f"/task/{leased.lease_id}", {"csrf": csrf_token(who.token)}))
+        notice = (
+            f"Answer stored. Images done in this session: {portal.session_answers(who)}." if stored else None
+        )
+        hidden = {"csrf": csrf_token(who.token)}
+        return _html(portal.task_page(leased, f"/task/{leased.lease_id}", hidden, notice=notice))
 
-    @app.post("/task/{lease_id}")
-    async def work_submit(request: Request, lease_id: int) -> Response:
+    async def _worker_form(request: Request) -> tuple[Identity, dict[str, str]]:
+        """The signed-in worker and its form's fields, once the CSRF token is checked."""
         token = request.cookies.get(WORKER_COOKIE)
         who = await run_in_threadpool(portal.identify, token, ("worker",), html=True)
         form = await _read_form(request)
         if not csrf_ok(token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and submit again.", html=True)
+        return who, form
+
+    @app.post("/task/{lease_id}")
+    async def work_submit(request: Request, lease_id: int) -> Response:
+        who, form = await _worker_form(request)
         await _submit_html(who, lease_id, form)
+        return RedirectResponse("/task?stored=1", status_code=303)
+
+    @app.post("/task/{lease_id}/skip")
+    async def work_skip(request: Request, lease_id: int) -> Response:
+        """Skip the image, or report it broken (field `reason`), and go to the next one."""
+        who, form = await _worker_form(request)
+        await run_in_threadpool(portal.set_down, who, lease_id, form.get("reason"))
         return RedirectResponse("/task", status_code=303)
 
     async def _submit_html(who: Identity, lease_id: int, form: dict[str, str]) -> dict:
@@ -483,78 +741,104 @@ def create_app(
             )
         except Denied as exc:
             raise Denied(exc.status, exc.message, html=True) from None
-        except json.JSONDecodeError:
-            raise Denied(422, "The answer could not be read; please try again.", html=True) from None
 
     # --------------------------------------------------------------------- marketplace modes
 
-    def _marketplace_page(source: str, external_id: str | None, job_name: str | None, form: dict) -> Response:
-        if not external_id or not _EXTERNAL_ID.match(external_id):
-            raise Denied(400, "the link has no valid worker id", html=True)
-        job = portal.job(job_name)
-        if job is None or job.status != "open":
-            raise Denied(404, "This job is not open.", html=True)
-        worker_id, session_token = portal.marketplace_worker(source, external_id)
-        leased = take_task(portal.db, worker_id, portal.clock(), job.name)
+    def _marketplace_task(request: Request, who: Identity, form: dict[str, str], action: str) -> Response:
+        leased = portal.take(who, html=True)
         if leased is None:
-            return _html(pages.no_more_tasks_page(external_id))
-        hidden = {"csrf": csrf_token(session_token), "session": session_token, **form}
-        action = f"/{'external' if source == 'mturk' else 'go'}/{leased.lease_id}"
-        return _html(portal.task_page(leased, action, hidden))
+            response = _html(pages.no_more_tasks_page(who.name))
+        else:
+            hidden = {"csrf": csrf_token(who.token), "session": who.token, **form}
+            # An MTurk worker sets a task down by returning the HIT on MTurk itself.
+            page = portal.task_page(
+                leased,
+                action.format(lease=leased.lease_id),
+                hidden,
+                can_skip=not action.startswith("/external"),
+            )
+            response = _html(page)
+        # The hidden field works inside a marketplace's iframe; the cookie lets a reload in a tab
+        # find the same session (and so the same lease) instead of being taken for another browser.
+        _set_cookie(response, request, SESSION_COOKIE, who.token, max_age=SESSION_SECONDS)
+        return response
+
+    def _entered(request: Request, source: str, job: str | None) -> Identity:
+        params = dict(request.query_params)
+        return portal.enter(source, job, params, request.cookies.get(SESSION_COOKIE))
 
     @app.get("/external")
     def external(
+        request: Request,
         assignmentId: str | None = None,  # noqa: N803 (MTurk's parameter names)
-        workerId: str | None = None,  # noqa: N803
-        hitId: str | None = None,  # noqa: N803
         turkSubmitTo: str | None = None,  # noqa: N803
         job: str | None = None,
+        k: str | None = None,
     ) -> Response:
-        """MTurk ExternalQuestion target: a preview before the HIT is accepted, then one task."""
+        """MTurk ExternalQuestion target (`/external?job=J&k=SECRET`, MTurk adds its own fields): a
+        preview before the HIT is accepted, then one task."""
         if assignmentId is None or assignmentId == MTURK_PREVIEW:
             found = portal.job(job)
-            if found is None:
-                raise Denied(404, "This job is not open.", html=True)
-            text = portal.task_text(found.id)
             with portal.db.read() as session:
+                link = session.get(MarketplaceLink, found.id) if found is not None else None
+                if not marketplace.secret_ok(link, "mturk", k):
+                    raise Denied(403, "This link is not valid.", html=True)
                 first = session.scalar(
                     select(Task.image_key).where(Task.job_id == found.id).order_by(Task.position).limit(1)
                 )
+            text = portal.task_text(found.id)
             image = portal.image_url(found.id, first) if first else None
             return _html(pages.preview_page(text.header, text.short_instructions_html, image))
         submit_to = valid_turk_submit_to(turkSubmitTo)
+        who = _entered(request, "mturk", job)
         form = {"assignmentId": assignmentId, "turkSubmitTo": submit_to}
-        return _marketplace_page("mturk", workerId, job, form)
+        return _marketplace_task(request, who, form, "/external/{lease}")
 
-    @app.get("/go")
-    def generic(worker: str | None = None, job: str | None = None, return_url: str | None = None) -> Response:
-        """Any marketplace: `/go?job=J&worker=ID&return_url=URL`; after the answer, back to URL."""
-        return _marketplace_page("external", worker, job, {"return_url": valid_return_url(return_url)})
+    @app.get("/go/{job}")
+    def generic(request: Request, job: str) -> Response:
+        """Any other marketplace: the URL `labeljob portal link` printed, filled in by the marketplace."""
+        return _marketplace_task(request, _entered(request, "generic", job), {}, "/go/{lease}")
 
-    async def _marketplace_submit(form: dict[str, str], lease_id: int) -> dict:
+    async def _marketplace_identity(form: dict[str, str]) -> Identity:
         session_token = form.get("session")
         who = await run_in_threadpool(portal.identify, session_token, ("session",), html=True)
         if not csrf_ok(session_token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and submit again.", html=True)
-        return await _submit_html(who, lease_id, form)
+        return who
 
     @app.post("/external/{lease_id}")
     async def external_submit(request: Request, lease_id: int) -> Response:
         form = await _read_form(request)
         submit_to = valid_turk_submit_to(form.get("turkSubmitTo"))
         assignment = form.get("assignmentId") or ""
-        await _marketplace_submit(form, lease_id)
+        await _submit_html(await _marketplace_identity(form), lease_id, form)
         nonce = secrets.token_urlsafe(16)
         response = _html(pages.mturk_return_page(f"{submit_to}/mturk/externalSubmit", assignment, nonce))
         response.headers["Content-Security-Policy"] = CSP.format(nonce=f" 'nonce-{nonce}'")
         return response
 
+    @app.post("/go/next")
+    async def generic_next(request: Request) -> Response:
+        """The "Next image" button of the page shown after an answer."""
+        who = await _marketplace_identity(await _read_form(request))
+        return await run_in_threadpool(_marketplace_task, request, who, {}, "/go/{lease}")
+
+    @app.post("/go/{lease_id}/skip")
+    async def generic_skip(request: Request, lease_id: int) -> Response:
+        form = await _read_form(request)
+        who = await _marketplace_identity(form)
+        await run_in_threadpool(portal.set_down, who, lease_id, form.get("reason"))
+        return await run_in_threadpool(_marketplace_task, request, who, {}, "/go/{lease}")
+
     @app.post("/go/{lease_id}")
     async def generic_submit(request: Request, lease_id: int) -> Response:
         form = await _read_form(request)
-        target = valid_return_url(form.get("return_url"))
-        await _marketplace_submit(form, lease_id)
-        return RedirectResponse(target, status_code=303)
+        who = await _marketplace_identity(form)
+        await _submit_html(who, lease_id, form)
+        done = await run_in_threadpool(portal.session_answers, who)
+        finish_url, code = await run_in_threadpool(portal.completion, who.job_name)
+        hidden = {"csrf": csrf_token(who.token), "session": who.token}
+        return _html(pages.marketplace_done_page(done, "/go/next", hidden, finish_url, code))
 
     # ------------------------------------------------------------------------------ JSON API
 
@@ -562,7 +846,7 @@ def create_app(
     def api_next(request: Request, job: str | None = None) -> Response:
         """Lease the next task (or return the live one): 200 with the task, 204 when none is left."""
         who = portal.identify(_bearer(request), ("worker", "session"))
-        leased = take_task(portal.db, who.worker_id, portal.clock(), job)
+        leased = portal.take(who, job)
         if leased is None:
             return Response(status_code=204)
         text = portal.task_text(leased.job_id)
@@ -588,10 +872,22 @@ def create_app(
         who = await run_in_threadpool(portal.identify, _bearer(request), ("worker", "session"))
         body = await _read_body(request)
         try:
-            payload = json.loads(body)
+            payload = await run_in_threadpool(json.loads, body)
         except (ValueError, RecursionError):
             raise Denied(422, "the body is not JSON") from None
         return JSONResponse(await run_in_threadpool(portal.submit, who, lease_id, payload))
+
+    @app.post("/api/leases/{lease_id}/skip")
+    async def api_skip(request: Request, lease_id: int) -> Response:
+        """Give the lease back: `{"reason": "skip" | "not_loading" | "not_an_image"}`."""
+        who = await run_in_threadpool(portal.identify, _bearer(request), ("worker", "session"))
+        body = await _read_body(request)
+        try:
+            reason = json.loads(body or b"{}").get("reason")
+        except (ValueError, AttributeError):
+            raise Denied(422, 'the body is not {"reason": ...}') from None
+        await run_in_threadpool(portal.set_down, who, lease_id, reason)
+        return JSONResponse({"status": "set_down", "reason": reason})
 
     # --------------------------------------------------------------------------------- images
 
@@ -620,8 +916,41 @@ def create_app(
 
     @app.get("/admin")
     def admin_jobs(request: Request) -> Response:
-        admin(request)
-        return _html(pages.admin_jobs_page(_all_progress()))
+        who = admin(request)
+        return _html(pages.admin_jobs_page(_all_progress(), csrf_token(who.token)))
+
+    @app.post("/admin/invite")
+    async def admin_invite(request: Request) -> Response:
+        """The invite form: a new worker (for one job, or any) and its one-time link, shown once."""
+        form = await _admin_form(request)
+        name, job_name = (form.get("name") or "").strip(), form.get("job") or None
+        if not name or len(name) > 256:
+            raise Denied(400, "A worker's name is 1-256 characters.", html=True)
+
+        def invite() -> str:
+            with portal.db.write() as session:
+                job = catalog.job_by_name(session, job_name) if job_name else None
+                if job_name and job is None:
+                    raise Denied(404, "no such job", html=True)
+                return invite_worker(session, name, job.id if job else None, portal.clock())[1]
+
+        code = await run_in_threadpool(invite)
+        return _html(pages.invite_made_page(name, f"{str(request.base_url).rstrip('/')}/w/{code}"))
+
+    @app.post("/admin/revoke")
+    async def admin_revoke(request: Request) -> Response:
+        """End a worker's tokens, sessions and invites at once (field `worker`)."""
+        form = await _admin_form(request)
+
+        def revoke() -> None:
+            with portal.db.write() as session:
+                worker = session.scalars(select(Worker).where(Worker.public_id == form.get("worker"))).first()
+                if worker is None:
+                    raise Denied(404, "no such worker", html=True)
+                portal_workers.revoke(session, worker, portal.clock())
+
+        await run_in_threadpool(revoke)
+        return RedirectResponse("/admin", status_code=303)
 
     @app.get("/api/admin/jobs")
     def api_admin_jobs(request: Request) -> Response:
@@ -639,13 +968,14 @@ def create_app(
             workers = catalog.worker_stats(session, job)
             scores = gold.public_gold_scores(session, job.id)
             blocked = gold.blocks(session, job.id)
+            summary["set_aside"] = catalog.set_aside(session, job)
         agreement = portal.agreement(name)
         for row in workers:
             row.update({k: v for k, v in agreement.get(row["worker_id"], {}).items() if k != "answers"})
             if scores:
                 score = scores.get(row["worker_id"])
                 row["gold"] = f"F1 {score.f1:.2f} over {score.tasks}" if score else "none yet"
-                row["blocked"] = blocked.get(row["worker_id"], "")
+                row["block_reason"] = blocked.get(row["worker_id"], "")
         record = portal.job_record(name)
         outputs = record.outputs if record else {}
         # A folder output (an export with several files) is shown by its location, not downloaded.
@@ -655,12 +985,17 @@ def create_app(
         ]
         return _html(pages.admin_job_page(summary, workers, files, csrf_token(who.token)))
 
-    @app.post("/admin/jobs/{name}/stop")
-    async def admin_stop(request: Request, name: str) -> Response:
+    async def _admin_form(request: Request) -> dict[str, str]:
+        """An admin form's fields, once its sender and CSRF token are checked."""
         who = await run_in_threadpool(admin, request)
         form = await _read_form(request)
         if not csrf_ok(who.token, form.get("csrf")):
             raise Denied(403, "This form has expired; reload the page and try again.", html=True)
+        return form
+
+    @app.post("/admin/jobs/{name}/stop")
+    async def admin_stop(request: Request, name: str) -> Response:
+        await _admin_form(request)
 
         def stop() -> bool:
             with portal.db.write() as session:
@@ -668,6 +1003,25 @@ def create_app(
 
         if not await run_in_threadpool(stop):
             raise Denied(404, "no such job", html=True)
+        return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
+
+    @app.post("/admin/jobs/{name}/block")
+    async def admin_block(request: Request, name: str) -> Response:
+        """Block or unblock (field `action`) the worker `worker` in this job."""
+        form = await _admin_form(request)
+
+        def change() -> None:
+            with portal.db.write() as session:
+                job = catalog.job_by_name(session, name)
+                worker = session.scalars(select(Worker).where(Worker.public_id == form.get("worker"))).first()
+                if job is None or worker is None:
+                    raise Denied(404, "no such job or worker", html=True)
+                if form.get("action") == "unblock":
+                    portal_workers.unblock(session, worker, job)
+                else:
+                    portal_workers.block(session, worker, job, portal.clock())
+
+        await run_in_threadpool(change)
         return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)
 
     @app.get("/admin/jobs/{name}/review")

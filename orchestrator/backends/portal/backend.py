@@ -150,9 +150,12 @@ class PortalBackend:
         return LaunchPlan(requests, self.estimate(spec, n_objects or 0), warnings)
 
     def check_items(self, spec: JobSpec, items: list[ManifestItem]) -> None:
-        """The images, gold ones included, are in one bucket or folder, which the portal serves them from."""
+        """The images, gold ones included, are of served types, in one bucket or in the one folder the
+        portal serves them from (see media.split_image_root)."""
         gold = read_gold(spec, self.boto3_session)
-        split_image_root([item.source_ref for item in items] + [g.source_ref for g in gold])
+        split_image_root(
+            [item.source_ref for item in items] + [g.source_ref for g in gold], spec.portal.image_folder
+        )
 
     def launch(self, spec: JobSpec, items: list[ManifestItem], record: JobRecord) -> dict:
         db = self.database()

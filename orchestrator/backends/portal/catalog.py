@@ -5,6 +5,8 @@ Shared by the `portal` backend (launch, poll, stop) and the admin pages.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 from collections import defaultdict
@@ -14,13 +16,17 @@ from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Setting, Task, Worker
+from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Setting, Task, Worker
 from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
+from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.backends.portal.verify import add_start_boxes
-from orchestrator.errors import BackendError
-from orchestrator.jobs import ManifestItem
+from orchestrator.backends.portal.workers import blocks
+from orchestrator.errors import BackendError, NotFound
+from orchestrator.jobs import JobStore, ManifestItem, job_output_prefix
+from orchestrator.outputs import WORKERS_REPORT_KEY
 from orchestrator.spec import JobSpec
+from orchestrator.storage import ObjectStore, open_store
 from orchestrator.templates import TaskText
 
 SERVER_URL_SETTING = "server_url"
@@ -83,7 +89,9 @@ def load_job(
             f"the portal database already has a job named {spec.name!r} with a different spec",
             hint="give the job a new name",
         )
-    image_root, keys = split_image_root([item.source_ref for item in items] + [g.source_ref for g in gold])
+    image_root, keys = split_image_root(
+        [item.source_ref for item in items] + [g.source_ref for g in gold], spec.portal.image_folder
+    )
     keys, gold_keys = keys[: len(items)], keys[len(items) :]
     if job is None:
         job = Job(
@@ -177,17 +185,31 @@ def progress(session: Session, job: Job, now: float) -> dict:
     }
 
 
-def worker_stats(session: Session, job: Job) -> list[dict]:
-    """Per worker who answered in the job: answers and seconds per task, by worker id."""
+def set_aside(session: Session, job: Job) -> list[dict]:
+    """The job's tasks no worker is offered any more, because workers reported their image broken."""
+    reports = select(Report.task_id, func.count(Report.id).label("reports")).where(Report.reason != "skip")
+    reports = reports.group_by(Report.task_id).subquery()
     rows = session.execute(
-        select(Worker.public_id, Worker.name, Worker.source, Answer.seconds)
-        .join(Answer, Answer.worker_id == Worker.id)
-        .join(Task, Task.id == Answer.task_id)
-        .where(Task.job_id == job.id)
+        select(Task.object_id, Task.source_ref, reports.c.reports)
+        .join(reports, reports.c.task_id == Task.id)
+        .where(Task.job_id == job.id, reports.c.reports >= SET_ASIDE_AFTER)
+        .order_by(Task.position)
     ).all()
-    seconds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for public_id, name, source, spent in rows:
-        seconds[(public_id, name, source)].append(spent)
+    return [{"object_id": o, "source_ref": ref, "reports": n} for o, ref, n in rows]
+
+
+def worker_stats(session: Session, job: Job | None = None) -> list[dict]:
+    """Per worker who answered in the job (None: in any job): answers, seconds per task and where
+    the worker is blocked, by worker id."""
+    query = select(Worker.id, Worker.public_id, Worker.name, Worker.source, Answer.seconds).join(
+        Answer, Answer.worker_id == Worker.id
+    )
+    if job is not None:
+        query = query.join(Task, Task.id == Answer.task_id).where(Task.job_id == job.id)
+    seconds: dict[tuple[int, str, str, str], list[float]] = defaultdict(list)
+    for row_id, public_id, name, source, spent in session.execute(query).all():
+        seconds[(row_id, public_id, name, source)].append(spent)
+    blocked = blocks(session)
     return [
         {
             "worker_id": public_id,
@@ -196,6 +218,20 @@ def worker_stats(session: Session, job: Job) -> list[dict]:
             "answers": len(spent),
             "median_seconds": round(statistics.median(spent), 1),
             "mean_seconds": round(statistics.fmean(spent), 1),
+            "blocked": blocked.get(row_id, []),
         }
-        for (public_id, name, source), spent in sorted(seconds.items())
+        for (row_id, public_id, name, source), spent in sorted(seconds.items(), key=lambda item: item[0][1])
     ]
+
+
+def agreement(workspace: ObjectStore | None, name: str, boto3_session=None) -> dict[str, dict]:
+    """The workers report of a finished job, by worker id; empty before the job is finished."""
+    record = JobStore(workspace).get(name) if workspace is not None else None
+    if record is None:
+        return {}
+    store = open_store(job_output_prefix(record.job_spec), boto3_session)
+    try:
+        data = store.get(WORKERS_REPORT_KEY).decode()
+    except NotFound:
+        return {}
+    return {row["worker_id"]: row for row in csv.DictReader(io.StringIO(data))}

@@ -29,11 +29,11 @@ from sqlalchemy import (
     event,
     inspect,
     make_url,
-    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.schema import Column
 
 from orchestrator.errors import ConfigError
 from orchestrator.storage import LocalStore, ObjectStore
@@ -130,6 +130,10 @@ class Token(Base):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
     created_at: Mapped[float] = mapped_column(Double)
     revoked_at: Mapped[float | None] = mapped_column(Double)
+    # A marketplace session belongs to the one job whose link opened it.
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    # NULL: the token lives until it is revoked (admin tokens).
+    expires_at: Mapped[float | None] = mapped_column(Double)
 
     __table_args__ = (
         CheckConstraint(
@@ -138,6 +142,51 @@ class Token(Base):
             name="token_kind",
         ),
     )
+
+
+class Report(Base):
+    """A worker set a task down: skipped it, or reported that its image does not load or is not an
+    image. The worker is not offered it again; enough reports of a broken image set it aside."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "worker_id"),
+        CheckConstraint("reason IN ('skip', 'not_loading', 'not_an_image')", name="report_reason"),
+    )
+
+
+class Block(Base):
+    """A worker the ML lead blocked, in one job or (job_id NULL) in every job: no new task, no answer."""
+
+    __tablename__ = "blocks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+    # Why, when labeljob blocked the worker itself (gold); None for a block by the ML lead.
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("worker_id", "job_id"),)
+
+
+class Invite(Base):
+    """A one-time invite code (stored as its SHA-256), exchanged once for a worker token."""
+
+    __tablename__ = "invites"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    used_at: Mapped[float | None] = mapped_column(Double)
 
 
 class Lease(Base):
@@ -151,6 +200,8 @@ class Lease(Base):
     started_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
     submitted_at: Mapped[float | None] = mapped_column(Double)
+    # The session that took a marketplace lease: only that browser may see or submit it.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"))
 
     __table_args__ = (
         UniqueConstraint("task_id", "worker_id"),
@@ -202,18 +253,29 @@ class TaskStart(Base):
     boxes: Mapped[str] = mapped_column(Text)
 
 
-class WorkerBlock(Base):
-    """A worker blocked from one job, and why (shown to the ML lead)."""
+class MarketplaceLink(Base):
+    """A job's marketplace entry: present only while the ML lead has it on (`labeljob portal link`).
 
-    __tablename__ = "worker_blocks"
+    The secret is kept in clear so `link` can print the URL again: it is published to every worker
+    of the marketplace anyway, so it keeps out strangers, not readers of this database.
+    """
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
-    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
-    reason: Mapped[str] = mapped_column(Text)
-    blocked_at: Mapped[float] = mapped_column(Double)
+    __tablename__ = "marketplace_links"
 
-    __table_args__ = (UniqueConstraint("job_id", "worker_id", name="one_block_per_job"),)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    marketplace: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(String(64))
+    completion_code: Mapped[str | None] = mapped_column(String(64))
+    completion_url: Mapped[str | None] = mapped_column(Text)
+    new_workers_per_minute: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint(
+            "marketplace IN ('generic', 'prolific', 'cloudresearch', 'mturk')", name="link_marketplace"
+        ),
+        CheckConstraint("new_workers_per_minute >= 1", name="link_rate"),
+    )
 
 
 class Setting(Base):
@@ -273,22 +335,7 @@ class Database:
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
-        self._add_adaptive_columns()
-
-    def _add_adaptive_columns(self) -> None:
-        """Give a database created before adaptive overlap its two task columns (every task then
-        asks for all it wants, as it did)."""
-        if "asked" in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
-            return
-        try:
-            with self.write() as session:
-                session.execute(text("ALTER TABLE tasks ADD COLUMN asked INTEGER"))
-                session.execute(text("ALTER TABLE tasks ADD COLUMN settled_at DOUBLE PRECISION"))
-                session.execute(text("UPDATE tasks SET asked = wanted"))
-        except DBAPIError:
-            # Another portal process added them first (its transaction is the one that counts).
-            if "asked" not in {column["name"] for column in inspect(self.engine).get_columns("tasks")}:
-                raise
+        _add_missing_columns(self.engine)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -306,14 +353,40 @@ class Database:
 
 
 def _owner_only(path: Path) -> None:
-    """Create the SQLite file readable by its owner alone (it holds the URL-signing key).
+    """Create the SQLite file (and its folder) readable by its owner only: it holds the URL signing
+    key and the marketplace secrets. SQLite gives its -wal and -shm files the same mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o600)  # a database an older labeljob left world-readable
 
-    SQLite gives its journal and WAL files the database file's mode, so they follow.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+
+def _missing_columns(engine: Engine) -> list[tuple[str, Column]]:
+    tables = inspect(engine)
+    missing = []
+    for table in Base.metadata.sorted_tables:
+        existing = {column["name"] for column in tables.get_columns(table.name)}
+        missing += [(table.name, column) for column in table.columns if column.name not in existing]
+    return missing
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns a newer labeljob declares to tables an older one created, as nullable columns;
+    a task of an older database then asks for all the answers it wants (`asked`), as it did."""
+    missing = _missing_columns(engine)
+    if not missing:
+        return
+    try:
+        with engine.begin() as connection:
+            for table, column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}')
+            if ("tasks", "asked") in {(table, column.name) for table, column in missing}:
+                connection.exec_driver_sql("UPDATE tasks SET asked = wanted")
+    except DBAPIError:
+        # Another portal process added them at the same moment; its transaction is the one that counts.
+        if _missing_columns(engine):
+            raise
 
 
 def _sqlite_transactions(engine: Engine) -> None:

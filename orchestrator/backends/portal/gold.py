@@ -18,7 +18,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Database, GoldTask, Job, Lease, Task, Worker, WorkerBlock
+from orchestrator.backends.portal.db import Answer, Block, Database, GoldTask, Job, Lease, Task, Worker
+from orchestrator.backends.portal.workers import blocked_in
 from orchestrator.consolidation import AnswerReport, Box, GoldScore, parse_element_answer, score_gold
 from orchestrator.outputs import read_augmented_manifest
 from orchestrator.spec import JobSpec, QualitySpec
@@ -83,11 +84,6 @@ def not_gold():
     return ~exists().where(GoldTask.task_id == Task.id)
 
 
-def not_blocked(job_id, worker_id: int):
-    """SQL condition: the worker is not blocked from the job."""
-    return ~exists().where(WorkerBlock.job_id == job_id, WorkerBlock.worker_id == worker_id)
-
-
 def quality(session: Session, job_id: int) -> QualitySpec | None:
     raw = json.loads(session.scalar(select(Job.spec).where(Job.id == job_id))).get("quality")
     return QualitySpec.model_validate(raw) if raw else None
@@ -147,9 +143,9 @@ def public_gold_scores(session: Session, job_id: int) -> dict[str, GoldScore]:
 def blocks(session: Session, job_id: int) -> dict[str, str]:
     """Worker id -> why it was blocked from the job."""
     rows = session.execute(
-        select(Worker.public_id, WorkerBlock.reason)
-        .join(WorkerBlock, WorkerBlock.worker_id == Worker.id)
-        .where(WorkerBlock.job_id == job_id)
+        select(Worker.public_id, Block.reason)
+        .join(Block, Block.worker_id == Worker.id)
+        .where(Block.job_id == job_id, Block.reason.is_not(None))
     )
     return dict(rows.all())
 
@@ -172,13 +168,13 @@ def after_answer(db: Database, worker_id: int, lease_id: int, now: float) -> Non
             score = worker_gold_scores(session, job_id, worker_id).get(worker_id, GoldScore())
             if score.tasks < rules.gold_min_seen or score.f1 >= rules.gold_min_f1:
                 return
-            if not session.scalar(select(not_blocked(job_id, worker_id))):
+            if session.scalar(select(blocked_in(worker_id, job_id))):
                 return
             reason = (
                 f"gold F1 {score.f1:.2f} below {rules.gold_min_f1} after {score.tasks} gold tasks "
                 f"(missed {score.missed}, false {score.false}, mislocated {score.mislocated}, "
                 f"wrong label {score.wrong_label})"
             )
-            session.add(WorkerBlock(job_id=job_id, worker_id=worker_id, reason=reason, blocked_at=now))
+            session.add(Block(job_id=job_id, worker_id=worker_id, reason=reason, created_at=now))
     except IntegrityError:
         pass  # another portal process blocked the worker at the same moment

@@ -23,8 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal import gold
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Task, Worker
+from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Task, Worker
+from orchestrator.backends.portal.workers import blocked_in
 
+# Reports of a broken image, by different workers, that set a task aside for the ML lead.
+SET_ASIDE_AFTER = 2
+REPORT_REASONS = ("skip", "not_loading", "not_an_image")
 # A task claimed by another request in the meantime is skipped; give up after this many tries so a
 # pathological race cannot spin (the worker just asks again).
 MAX_CANDIDATES = 20
@@ -60,12 +64,27 @@ class SubmitRefused(Exception):
         "Your answer was not stored; please take the next image.",
         "closed": "This job has been closed; your answer was not stored. Thank you for your work.",
         "full": "This image already has all the answers it needs; please take the next one.",
+        "blocked": "Your answers are no longer accepted for this job.",
     }
 
     def __init__(self, reason: str) -> None:
         super().__init__(self.MESSAGES[reason])
         self.reason = reason
         self.message = self.MESSAGES[reason]
+
+
+class LeaseHeldElsewhere(Exception):
+    """The worker id holds a live lease that another browser session took."""
+
+
+def broken_reports(task_id):
+    """How many workers reported the task's image as broken (a correlated scalar subquery)."""
+    return (
+        select(func.count(Report.id))
+        .where(Report.task_id == task_id, Report.reason != "skip")
+        .correlate(Task)
+        .scalar_subquery()
+    )
 
 
 def _live_leases(task_id, now: float):
@@ -86,23 +105,28 @@ def _leased(lease_id: int, started_at: float, expires_at: float, task: Task, job
     )
 
 
-def take_task(db: Database, worker_id: int, now: float, job_name: str | None = None) -> LeasedTask | None:
+def take_task(
+    db: Database, worker_id: int, now: float, job_name: str | None = None, *, token_id: int | None = None
+) -> LeasedTask | None:
     """The worker's live lease if it has one, else a new lease on the first task it may answer.
 
     None when no open job has a task for this worker. A worker invited for one job only ever gets
-    tasks of that job.
+    tasks of that job, so a worker holds at most one live lease per job; a blocked worker gets
+    none of the jobs it is blocked in. A marketplace session
+    passes its `token_id`: its leases are bound to it, and LeaseHeldElsewhere is raised when the
+    worker's live lease belongs to another session.
     """
     invited_for = select(Worker.job_id).where(Worker.id == worker_id).scalar_subquery()
     jobs = select(Job.id).where(
         Job.status == "open",
         or_(invited_for.is_(None), Job.id == invited_for),
-        gold.not_blocked(Job.id, worker_id),
+        ~blocked_in(worker_id, Job.id),
     )
     if job_name is not None:
         jobs = jobs.where(Job.name == job_name)
     with db.write() as session:
         mine = session.execute(
-            select(Lease.id, Lease.started_at, Lease.expires_at, Task, Job.name)
+            select(Lease.id, Lease.started_at, Lease.expires_at, Task, Job.name, Lease.token_id)
             .join(Task, Task.id == Lease.task_id)
             .join(Job, Job.id == Task.job_id)
             .where(
@@ -115,12 +139,15 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
             .limit(1)
         ).first()
         if mine is not None:
-            return _leased(*mine)
+            if mine.token_id is not None and mine.token_id != token_id:
+                raise LeaseHeldElsewhere()
+            return _leased(*mine[:5])
 
         live = (
             select(func.count(Lease.id)).where(_live_leases(Task.id, now)).correlate(Task).scalar_subquery()
         )
         answered_by_me = exists().where(Answer.task_id == Task.id, Answer.worker_id == worker_id)
+        set_down_by_me = exists().where(Report.task_id == Task.id, Report.worker_id == worker_id)
         skipped: list[int] = []
         wait = False
         for _ in range(MAX_CANDIDATES):
@@ -133,6 +160,8 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                     Task.answered + live < Task.asked,
                     ~answered_by_me,
                     gold.not_gold(),
+                    ~set_down_by_me,
+                    broken_reports(Task.id) < SET_ASIDE_AFTER,
                 )
                 .order_by(Task.job_id, Task.position)
                 .limit(1)
@@ -158,14 +187,22 @@ def take_task(db: Database, worker_id: int, now: float, job_name: str | None = N
                 continue
             expires = now + task.time_limit
             if own_lease is None:
-                lease = Lease(task_id=task.id, worker_id=worker_id, started_at=now, expires_at=expires)
+                lease = Lease(
+                    task_id=task.id,
+                    worker_id=worker_id,
+                    started_at=now,
+                    expires_at=expires,
+                    token_id=token_id,
+                )
                 session.add(lease)
                 session.flush()
                 own_lease = lease.id
             else:
                 # The worker's own expired, unanswered lease on this task is renewed, not duplicated.
                 session.execute(
-                    update(Lease).where(Lease.id == own_lease).values(started_at=now, expires_at=expires)
+                    update(Lease)
+                    .where(Lease.id == own_lease)
+                    .values(started_at=now, expires_at=expires, token_id=token_id)
                 )
             return _leased(own_lease, now, expires, task, name)
         return None
@@ -203,24 +240,77 @@ def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[b
     return answered_by_me == 0 and answered + leased < asked, lease_id
 
 
-def submit_answer(db: Database, worker_id: int, lease_id: int, content: str, now: float) -> Submitted:
+def live_lease_token(session: Session, worker_id: int, job_id: int, now: float) -> int | None:
+    """The session bound to the worker's live lease in the job, if it has one."""
+    return session.scalar(
+        select(Lease.token_id)
+        .join(Task, Task.id == Lease.task_id)
+        .where(
+            Lease.worker_id == worker_id,
+            Task.job_id == job_id,
+            Lease.submitted_at.is_(None),
+            Lease.expires_at > now,
+            Lease.token_id.is_not(None),
+        )
+        .limit(1)
+    )
+
+
+def set_down(
+    db: Database, worker_id: int, lease_id: int, reason: str, now: float, token_id: int | None = None
+) -> None:
+    """The worker gives its live lease back: skipped, or the image reported broken (REPORT_REASONS).
+
+    The task goes back to the pool for everyone else, never to this worker again; after
+    SET_ASIDE_AFTER reports of a broken image it is offered to nobody. SubmitRefused when the
+    lease is not the worker's or was answered already.
+    """
+    if reason not in REPORT_REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REPORT_REASONS)}")
+    with db.write() as session:
+        task_id = lease_owned(session, lease_id, worker_id, token_id)
+        answered = session.scalar(select(Lease.submitted_at).where(Lease.id == lease_id))
+        if task_id is None or answered is not None:
+            raise SubmitRefused("unknown_lease")
+        if not session.scalar(
+            select(Report.id).where(Report.task_id == task_id, Report.worker_id == worker_id)
+        ):
+            session.add(Report(task_id=task_id, worker_id=worker_id, reason=reason, created_at=now))
+        session.execute(update(Lease).where(Lease.id == lease_id).values(expires_at=now))
+
+
+def lease_owned(session: Session, lease_id: int, worker_id: int, token_id: int | None):
+    """The lease's task id if the lease is the worker's (and, when bound to a session, that
+    session's), else None."""
+    owner = session.execute(
+        select(Lease.task_id, Lease.worker_id, Lease.token_id).where(Lease.id == lease_id)
+    ).first()
+    if owner is None or owner.worker_id != worker_id:
+        return None
+    if owner.token_id is not None and owner.token_id != token_id:
+        return None
+    return owner.task_id
+
+
+def submit_answer(
+    db: Database, worker_id: int, lease_id: int, content: str, now: float, token_id: int | None = None
+) -> Submitted:
     """Store the answer of the worker's lease; SubmitRefused if it may not be stored.
 
     `content` is the element's answer as JSON text. A second submit of the same lease returns the
-    first answer (`duplicate=True`) and changes nothing.
+    first answer (`duplicate=True`) and changes nothing. A lease bound to a session is refused to
+    every other session of the same worker.
     """
     try:
         with db.write() as session:
-            owner = session.execute(
-                select(Lease.task_id, Lease.worker_id).where(Lease.id == lease_id)
-            ).first()
-            if owner is None or owner.worker_id != worker_id:
+            task_id = lease_owned(session, lease_id, worker_id, token_id)
+            if task_id is None:
                 raise SubmitRefused("unknown_lease")
             # Lock order task -> job -> lease, as in take_task, so they never deadlock. The shared
             # lock on the job row makes a stop wait for the submits in flight, and them for it.
             task = session.scalars(
                 select(Task)
-                .where(Task.id == owner.task_id)
+                .where(Task.id == task_id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
             ).one()
@@ -237,6 +327,8 @@ def submit_answer(db: Database, worker_id: int, lease_id: int, content: str, now
                 return Submitted(earlier, name, duplicate=True)
             if status != "open":
                 raise SubmitRefused("closed")
+            if session.scalar(select(blocked_in(worker_id, task.job_id))):
+                raise SubmitRefused("blocked")
             if now >= expires:
                 raise SubmitRefused("expired")
             if task.answered >= task.asked:

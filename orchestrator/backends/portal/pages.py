@@ -37,13 +37,52 @@ def message_page(title: str, message: str, link: tuple[str, str] | None = None) 
     return page(title, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>{more}")
 
 
-def with_hidden_fields(task_html: str, fields: dict[str, str]) -> str:
-    """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer."""
-    inputs = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
+def hidden_inputs(fields: dict[str, str]) -> str:
+    return "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
+
+
+def with_hidden_fields(task_html: str, fields: dict[str, str], notice: str | None = None) -> str:
+    """The rendered task page with hidden inputs inside its `<crowd-form>`, posted with the answer,
+    and `notice` (text) shown above the task."""
     match = _CROWD_FORM.search(task_html)
     if match is None:
         raise ValueError("the task page has no <crowd-form>")
-    return task_html[: match.end()] + inputs + task_html[match.end() :]
+    shown = f'<p class="notice" role="status">{esc(notice)}</p>' if notice else ""
+    return (
+        task_html[: match.start()]
+        + shown
+        + task_html[match.start() : match.end()]
+        + hidden_inputs(fields)
+        + task_html[match.end() :]
+    )
+
+
+def invite_page(worker_name: str, action: str) -> str:
+    """An invite link's page: one button that signs this browser in as the invited worker."""
+    return page(
+        "Start labeling",
+        f"<h1>Welcome, {esc(worker_name)}</h1><p>This link works once: it signs this browser in, and "
+        "you come back later with the same browser.</p>"
+        f'<form method="post" action="{esc(action)}"><button>Start labeling</button></form>',
+    )
+
+
+def task_actions(skip_action: str, hidden: dict[str, str], seconds_left: float) -> str:
+    """Below the task: how long the image is held, and buttons to skip it or report it broken."""
+    seconds = max(0, int(seconds_left))
+    minutes = seconds // 60
+    unit = "minute" if minutes == 1 else "minutes"
+    # The text is for a page without scripts; lease-timer.js turns it into a live countdown.
+    return (
+        f'<p class="lease" data-seconds-left="{seconds}">This image is held for you for {minutes} more '
+        f"{unit}; after that it goes back to the pool and an answer is not stored.</p>"
+        '<script src="/static/lease-timer.js"></script>'
+        "<style>.lease.warning{color:#b00020;font-weight:600}</style>"
+        f'<form method="post" action="{esc(skip_action)}">{hidden_inputs(hidden)}'
+        '<button name="reason" value="skip">Skip this image</button> '
+        '<button name="reason" value="not_loading">The image does not load</button> '
+        '<button name="reason" value="not_an_image">Not an image</button></form>'
+    )
 
 
 def no_more_tasks_page(worker_name: str) -> str:
@@ -81,10 +120,11 @@ def mturk_return_page(submit_url: str, assignment_id: str, nonce: str) -> str:
     )
 
 
-def _csrf_form(action: str, csrf: str, button: str) -> str:
+def _post_button(action: str, fields: dict[str, str], label: str) -> str:
+    """A one-button form posting `fields` (its CSRF token among them) to `action`."""
     return (
-        f'<form method="post" action="{esc(action)}"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-        f"<button>{esc(button)}</button></form>"
+        f'<form method="post" action="{esc(action)}">{hidden_inputs(fields)}'
+        f"<button>{esc(label.capitalize())}</button></form>"
     )
 
 
@@ -99,8 +139,8 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def admin_jobs_page(jobs: list[dict]) -> str:
-    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers."""
+def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
+    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers; and the invite form."""
     rows = [
         [
             f'<a href="/admin/jobs/{esc(j["name"])}">{esc(j["name"])}</a>',
@@ -113,7 +153,30 @@ def admin_jobs_page(jobs: list[dict]) -> str:
         for j in jobs
     ]
     table = _table(["job", "status", "objects complete", "answers", "open leases", "workers"], rows)
-    return page("labeljob portal", f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}")
+    return page(
+        "labeljob portal",
+        f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}{_invite_form(jobs, csrf)}",
+    )
+
+
+def _invite_form(jobs: list[dict], csrf: str) -> str:
+    options = "".join(f'<option value="{esc(j["name"])}">{esc(j["name"])}</option>' for j in jobs)
+    return (
+        f'<h2>Invite a worker</h2><form method="post" action="/admin/invite">{hidden_inputs({"csrf": csrf})}'
+        '<label>Name <input name="name" required maxlength="256"></label> '
+        f'<label>Job <select name="job"><option value="">any open job</option>{options}</select></label> '
+        "<button>Make a one-time link</button></form>"
+    )
+
+
+def invite_made_page(name: str, link: str) -> str:
+    """The new invite link, shown once: only its hash is stored."""
+    return page(
+        "Invite link",
+        f"<h1>Invite link for {esc(name)}</h1><p>Send this link to {esc(name)}; it works once, for 7 "
+        f"days, and is not shown again:</p><p><code>{esc(link)}</code></p>"
+        '<p><a href="/admin">Back to the jobs</a></p>',
+    )
 
 
 def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]], csrf: str) -> str:
@@ -126,7 +189,8 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
     gold = any("gold" in w for w in workers)
     headers = ["worker", "name", "source", "answers", "median s/task", "mean s/task"]
     headers += ["recall", "precision", "mean IoU", "weight", "low quality"] if agreement else []
-    headers += ["gold", "blocked"] if gold else []
+    headers += ["gold"] if gold else []
+    headers.append("blocked")
     rows = []
     for w in workers:
         row = [
@@ -140,7 +204,14 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         if agreement:
             row += [esc(w.get(k, "")) for k in ("recall", "precision", "mean_iou", "weight", "low_quality")]
         if gold:
-            row += [esc(w.get("gold", "")), esc(w.get("blocked", ""))]
+            row.append(esc(w.get("gold", "")))
+        action = "unblock" if job["name"] in w["blocked"] else "block"
+        block = _post_button(
+            f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": action}, action
+        )
+        revoke = _post_button("/admin/revoke", {"csrf": csrf, "worker": w["worker_id"]}, "revoke")
+        reason = f" ({w['block_reason']})" if w.get("block_reason") else ""
+        row.append(esc(", ".join(w["blocked"]) + reason) + block + revoke)
         rows.append(row)
     links = "".join(
         f"<li>{esc(label)}: {esc(target)}</li>"
@@ -148,7 +219,11 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         else f'<li><a href="{esc(target)}">{esc(label)}</a></li>'
         for label, target in files
     )
-    stop = _csrf_form(f"/admin/jobs/{name}/stop", csrf, "Stop this job") if job["status"] == "open" else ""
+    stop = (
+        _post_button(f"/admin/jobs/{name}/stop", {"csrf": csrf}, "stop this job")
+        if job["status"] == "open"
+        else ""
+    )
     note = (
         ""
         if agreement
@@ -160,6 +235,38 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         f"<p>Status: {esc(job['status'])}. Objects complete: {_bar(job['complete'], job['objects'])}. "
         f"Answers: {_bar(job['answers'], job['wanted'])}.</p>{stop}"
         f"<h2>Workers</h2>{_table(headers, rows) if workers else '<p>No answers yet.</p>'}{note}"
+        f"{_set_aside(job.get('set_aside', []))}"
         f'<h2>Outputs</h2><p><a href="/review/{name}/">Review and adjudicate the boxes</a></p>'
         f"<ul>{links or '<li class=muted>None yet: the job has not been finished by a poll.</li>'}</ul>",
+    )
+
+
+def _set_aside(tasks: list[dict]) -> str:
+    if not tasks:
+        return ""
+    rows = [[esc(t["object_id"]), esc(t["source_ref"]), esc(t["reports"])] for t in tasks]
+    return (
+        "<h2>Set aside</h2><p>Workers reported these images as not loading or not an image; no worker "
+        "is offered them any more.</p>" + _table(["object", "source-ref", "reports"], rows)
+    )
+
+
+def marketplace_done_page(
+    done: int, next_action: str, hidden: dict[str, str], finish_url: str | None, code: str | None
+) -> str:
+    """After a marketplace worker's answer: progress, the next image, and how to finish.
+
+    `finish_url` is the marketplace's completion address set by the ML lead (never one from the
+    request); `code` is the completion code, shown so the worker can paste it if they must.
+    """
+    fields = hidden_inputs(hidden)
+    finish = (
+        f'<p><a href="{esc(finish_url)}">Finish and return to the marketplace</a></p>' if finish_url else ""
+    )
+    shown = f"<p>Your completion code: <strong>{esc(code)}</strong></p>" if code else ""
+    return page(
+        "Answer stored",
+        f"<h1>Thank you: your answer is stored</h1><p>Images done in this session: {done}.</p>"
+        f'<form method="post" action="{esc(next_action)}">{fields}<button>Next image</button></form>'
+        f"{finish}{shown}",
     )

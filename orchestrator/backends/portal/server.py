@@ -1,4 +1,10 @@
-"""Serve an ASGI app with uvicorn in a background thread on a loopback port (tests, demo, benchmark)."""
+"""uvicorn settings for the portal, and a server in a background thread on a loopback port (tests,
+demo, benchmark).
+
+A public portal meets slow and greedy clients: the request head must arrive within HEAD_SECONDS
+(HeadTimeoutH11), a head may not exceed MAX_HEAD_BYTES, and at most LIMIT_CONCURRENCY connections
+are served at once (more get 503). The body's own deadline and size limit are the app's.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,52 @@ import threading
 import time
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orchestrator.errors import ConfigError
 
 START_TIMEOUT_SECONDS = 10.0
+HEAD_SECONDS = 10
+MAX_HEAD_BYTES = 16 * 1024
+LIMIT_CONCURRENCY = 200
+
+
+class HeadTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on the request head.
+
+    uvicorn's keep-alive timer only runs between requests, and any byte stops it, so a client that
+    opens a connection and sends its head a byte at a time holds it forever. Here the same timer
+    also starts when the connection opens, and only a complete request head stops it.
+    """
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def data_received(self, data: bytes) -> None:
+        # Unlike the parent, no byte cancels the timer: handle_events does, on a whole request head.
+        self.conn.receive_data(data)
+        self.handle_events()
+
+
+def server_config(app, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
+    """The portal's uvicorn settings; no access log, since invite and admin links carry tokens."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # h11 even where httptools is installed: the head deadline is built on uvicorn's h11 protocol
+        # (tests/test_portal_hardening.py checks it against the uvicorn installed).
+        http=HeadTimeoutH11,
+        timeout_keep_alive=HEAD_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        limit_concurrency=LIMIT_CONCURRENCY,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -46,9 +94,7 @@ class ServerThread:
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
         self.socket = bind(host, port)
         self.host, self.port = self.socket.getsockname()[:2]
-        # No access log: invite and admin links carry tokens in their paths.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True, name="portal-server"
         )

@@ -1,18 +1,27 @@
 """Portal workers: the one place that creates them, whoever asks (an invite, a marketplace visit, the
-simulator)."""
+simulator), and where the ML lead blocks, unblocks and revokes them."""
 
 from __future__ import annotations
 
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Worker
-from orchestrator.backends.portal.tokens import issue_token
+from orchestrator.backends.portal.db import Block, Invite, Job, Token, Worker
+from orchestrator.backends.portal.tokens import issue_invite
 
-__all__ = ["invite_worker", "worker_by_public_id", "workers_named"]
+__all__ = [
+    "block",
+    "blocked_in",
+    "blocks",
+    "invite_worker",
+    "revoke",
+    "unblock",
+    "worker_by_public_id",
+    "workers_named",
+]
 
 
 def worker_by_public_id(
@@ -33,9 +42,53 @@ def workers_named(session: Session, name: str) -> list[str]:
 
 
 def invite_worker(session: Session, name: str, job_id: int | None, now: float) -> tuple[Worker, str]:
-    """A new invited worker, with a public id made from its name, and its personal token."""
+    """A new invited worker, with a public id made from its name, and its one-time invite code."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "worker"
     worker = worker_by_public_id(
         session, f"{slug}-{secrets.token_hex(3)}", name=name, source="invite", now=now, job_id=job_id
     )
-    return worker, issue_token(session, "worker", worker.id, now)
+    return worker, issue_invite(session, worker.id, now)
+
+
+def block(session: Session, worker: Worker, job: Job | None, now: float) -> bool:
+    """Block the worker in `job` (None: every job); False if it was blocked there already."""
+    job_id = job.id if job is not None else None
+    if session.scalar(select(Block.id).where(Block.worker_id == worker.id, _same_job(job_id))):
+        return False
+    session.add(Block(worker_id=worker.id, job_id=job_id, created_at=now))
+    return True
+
+
+def unblock(session: Session, worker: Worker, job: Job | None) -> bool:
+    """Lift the block in `job` (None: the block in every job); False if there was none."""
+    job_id = job.id if job is not None else None
+    return session.execute(delete(Block).where(Block.worker_id == worker.id, _same_job(job_id))).rowcount > 0
+
+
+def blocked_in(worker_id, job_id):
+    """SQL condition: the worker is blocked in the job, or in every job."""
+    return exists().where(Block.worker_id == worker_id, or_(Block.job_id.is_(None), Block.job_id == job_id))
+
+
+def _same_job(job_id: int | None):
+    return Block.job_id.is_(None) if job_id is None else Block.job_id == job_id
+
+
+def revoke(session: Session, worker: Worker, now: float) -> int:
+    """End every token, session and unused invite of the worker at once; how many there were."""
+    tokens = session.execute(
+        update(Token).where(Token.worker_id == worker.id, Token.revoked_at.is_(None)).values(revoked_at=now)
+    ).rowcount
+    invites = session.execute(
+        update(Invite).where(Invite.worker_id == worker.id, Invite.used_at.is_(None)).values(used_at=now)
+    ).rowcount
+    return tokens + invites
+
+
+def blocks(session: Session) -> dict[int, list[str]]:
+    """Where each blocked worker is blocked, by worker row id: job names, or "all jobs"."""
+    rows = session.execute(select(Block.worker_id, Job.name).outerjoin(Job, Job.id == Block.job_id)).all()
+    found: dict[int, list[str]] = {}
+    for worker_id, job_name in rows:
+        found.setdefault(worker_id, []).append(job_name or "all jobs")
+    return found
