@@ -234,21 +234,25 @@ class JobSpec(_Model):
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the job, to tell a re-launch from a name clash."""
-        # A section added after jobs were launched is left out while it is unset, so the hash of a spec
-        # without it stays what it was and those jobs are still recognised when launched again.
-        exclude = {"task": {"adaptive"}} if self.task.adaptive is None else None
-        data = self.model_dump(mode="json", exclude=exclude)
-        for section in ("quality", "verify"):
-            if data[section] is None:
-                del data[section]
+        data = self.model_dump(mode="json")
+        for *parents, key in ADDED_LATER:
+            holder = data
+            for parent in parents:
+                holder = holder.get(parent) or {}
+            if key in holder and holder[key] is None:
+                del holder[key]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Keys added after jobs were launched, left out of the fingerprint while unset: a spec without them
+# hashes as it did before they existed, so those jobs are still recognised when launched again.
+ADDED_LATER = (("task", "adaptive"), ("quality",), ("verify",), ("portal", "image_folder"))
+
 MTURK_CLOSED = "Amazon Mechanical Turk closed permanently on 2026-09-30, as its API reference says"
 PORTAL_INSTEAD = (
     'the portal (backend = "portal") needs no AWS account and takes workers from any marketplace '
-    "through its /go and /external links (docs/portal.md)"
+    "through `labeljob portal link` (docs/portal.md)"
 )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, inspect, select
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.portal.app import create_app
-from orchestrator.backends.portal.db import Answer, Database, Task
+from orchestrator.backends.portal.db import Answer, Database, Task, _add_missing_columns
 from orchestrator.backends.portal.server import ServerThread
 from orchestrator.backends.portal.simulate import load_truth, simulate, simulated_workers
 from orchestrator.errors import SpecError
@@ -50,11 +50,11 @@ def test_adaptive_spec_bounds_and_defaults(tmp_path):
 
 
 def test_a_spec_without_the_adaptive_section_keeps_its_fingerprint(tmp_path):
-    # Jobs launched before [task.adaptive] existed must still be recognised when launched again: their
-    # fingerprint is the hash of the spec as it was then, without the key.
+    # Jobs launched before [task.adaptive] (or [quality], [verify], portal.image_folder) existed must
+    # still be recognised when launched again: their fingerprint is the hash of the spec as it was then.
     fixed = parse_spec(spec_data(tmp_path))
     before = fixed.model_dump(mode="json")
-    del before["task"]["adaptive"]
+    del before["task"]["adaptive"], before["quality"], before["verify"], before["portal"]["image_folder"]
     canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
     assert fixed.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
     assert parse_spec(spec_data(tmp_path, adaptive={})).fingerprint() != fixed.fingerprint()
@@ -91,7 +91,7 @@ def test_a_database_made_before_adaptive_overlap_gets_its_columns(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("orchestrator.backends.portal.db.inspect", stale_then_real)
-        again._add_adaptive_columns()
+        _add_missing_columns(again.engine)
     assert len(calls) == 2
 
 
