@@ -9,6 +9,7 @@ process. Best of `--repeats` each, interleaved.
 
     .venv/bin/python -m benchmarks.consolidate_cli
     .venv/bin/python -m benchmarks.consolidate_cli --compare /tmp/labeljob-8f5445d   # an older checkout too
+    .venv/bin/python -m benchmarks.consolidate_cli --memory      # peak RSS at 10^4, 10^5, 10^6 boxes
 """
 
 from __future__ import annotations
@@ -57,14 +58,14 @@ WBF = "WBF alone (ensemble-boxes call, inputs prepared)"
 LABELJOB = "`labeljob consolidate`, process start to exit"
 
 
-def run_cli(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system, from rusage) of one run of `argv`, which must exit 0."""
+def run_cli(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall and CPU seconds (user + system) and peak RSS in MB of one run of `argv`, which must exit 0."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(argv)} failed")
-    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def run_wbf(inputs: list) -> tuple[float, float]:
@@ -82,6 +83,27 @@ def without_dates(path: Path) -> list[dict]:
     return lines
 
 
+def peak_memory(workers: int) -> None:
+    """Peak RSS of one `labeljob consolidate` run at about 10^4, 10^5 and 10^6 boxes."""
+    labeljob = str(Path(sys.executable).with_name("labeljob"))
+    scenario = SCENARIOS[0]
+    print("| boxes | images | payload MB | peak RSS MB | RSS / payload |")
+    print("|---:|---:|---:|---:|---:|")
+    for target in (10**4, 10**5, 10**6):
+        images = round(target / (5.2 * workers))  # the base scenario draws about 5.2 boxes per answer
+        data = synthetic(type(scenario)(scenario.name, workers_per_image=workers), images, 0)
+        n_boxes = sum(len(a.boxes) for obj in data.objects for a in obj.answers)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "payload.json").write_text(json.dumps(payload(data.objects)))
+            (folder / "labels.json").write_text(json.dumps(data.labels))
+            argv = [labeljob, "--quiet", "consolidate", str(folder / "payload.json")]
+            argv += ["--out", str(folder / "out.manifest"), "--labels", str(folder / "labels.json")]
+            rss = run_cli(argv, {**os.environ, "PYTHONPATH": str(ROOT)})[2]
+            mb = (folder / "payload.json").stat().st_size / 1e6
+        print(f"| {n_boxes:,} | {images:,} | {mb:.1f} | {rss:,.0f} | {rss / mb:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8000)
@@ -90,7 +112,11 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, metavar="DIR", help="also run the labeljob of this checkout (an older commit)"
     )
+    parser.add_argument("--memory", action="store_true", help="peak RSS at 10^4, 10^5 and 10^6 boxes instead")
     args = parser.parse_args()
+    if args.memory:
+        peak_memory(args.workers)
+        return
 
     scenario = SCENARIOS[0]
     data = synthetic(type(scenario)(scenario.name, workers_per_image=args.workers), args.images, 0)
@@ -120,7 +146,9 @@ def main() -> None:
             run_cli(*runs[name][:2])  # caches bytecode, warms the disk
         best = dict.fromkeys([WBF, *roots], (float("inf"), float("inf")))
         for _ in range(args.repeats):
-            timings = {WBF: run_wbf(inputs)} | {name: run_cli(argv, e) for name, (argv, e, _) in runs.items()}
+            timings = {WBF: run_wbf(inputs)} | {
+                name: run_cli(argv, e)[:2] for name, (argv, e, _) in runs.items()
+            }
             best = {name: tuple(map(min, best[name], timings[name])) for name in best}
         outputs = [without_dates(out) for _, _, out in runs.values()]
         payload_mb = (folder / "payload.json").stat().st_size / 1e6
