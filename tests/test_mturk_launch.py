@@ -373,7 +373,7 @@ def test_doctor_states_the_closure_and_checks_the_account(fake_mturk: FakeMTurk,
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert result.exit_code == 0, checks
     assert "closed permanently on 2026-09-30" in checks["mturk status"]["detail"]
-    assert "/go and /external links" in checks["mturk status"]["detail"]
+    assert "labeljob portal link" in checks["mturk status"]["detail"]
     assert checks["mturk endpoint"]["status"] == "ok" and fake_mturk.url in checks["mturk endpoint"]["detail"]
     assert checks["mturk account"]["detail"] == "available balance $10000.00"
     assert checks["bucket labeljob-test-images"]["status"] == "ok"

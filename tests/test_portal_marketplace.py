@@ -4,7 +4,6 @@ floods of new ids, sessions used on other jobs; then the honest path and `labelj
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -19,8 +18,6 @@ from orchestrator.backends.portal import catalog, marketplace
 from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.db import (
     Answer,
-    Base,
-    Database,
     Lease,
     MarketplaceLink,
     Task,
@@ -92,18 +89,10 @@ class Market:
             )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def market(request, tmp_path) -> Market:
-    """On SQLite, and on PostgreSQL too when PORTAL_TEST_POSTGRES_URL names a database the test may empty."""
-    if request.param == "sqlite":
-        return Market(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}")
-    url = os.environ.get("PORTAL_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set PORTAL_TEST_POSTGRES_URL=postgresql+psycopg://... to run against PostgreSQL")
-    db = Database(url)
-    Base.metadata.drop_all(db.engine)
-    db.dispose()
-    return Market(tmp_path, url)
+@pytest.fixture
+def market(tmp_path, portal_db_url) -> Market:
+    """On SQLite, and on a PostgreSQL database of its own (tests/postgres.py)."""
+    return Market(tmp_path, portal_db_url)
 
 
 def prolific(job: str, secret: str | None, pid: str) -> str:

@@ -38,11 +38,13 @@ def main(argv: list[str]) -> None:
     args = argv[argv.index("--") + 1 :]
 
     import orchestrator.cli.job as job_cmd
+    import orchestrator.jobs as jobs_package
     from orchestrator.errors import PreconditionFailed
     from orchestrator.jobs import JobStore
     from orchestrator.storage import S3Store
 
-    real_poll, real_finish, real_put = job_cmd.poll_job, job_cmd.finish_job, S3Store.put_if_match
+    # The CLI imports finish_job from the package when it polls, so it is patched there.
+    real_poll, real_finish, real_put = job_cmd.poll_job, jobs_package.finish_job, S3Store.put_if_match
     real_load = JobStore.load
     stage = ["cli"]  # the CLI reads the record before poll_job; the barrier is after poll_job's read
 
@@ -70,7 +72,7 @@ def main(argv: list[str]) -> None:
             _log(log, f"lost {key}")
             raise
 
-    job_cmd.poll_job, job_cmd.finish_job, S3Store.put_if_match = poll_job, finish_job, put_if_match
+    job_cmd.poll_job, jobs_package.finish_job, S3Store.put_if_match = poll_job, finish_job, put_if_match
     JobStore.load = load
 
     from orchestrator.cli.app import app
