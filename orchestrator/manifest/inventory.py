@@ -15,6 +15,7 @@ import csv
 import gzip
 import hashlib
 import heapq
+import itertools
 import marshal
 import re
 import tempfile
@@ -104,7 +105,7 @@ class Inventory:
             )
         prefix = source.prefix + "/" if source.prefix else ""
         run: list[_Row] = []
-        spilled: list[list[int]] = []
+        spilled: list[list[tuple[int, int]]] = []
         with tempfile.TemporaryFile() as spill:
             for row in self._rows():
                 # Folder placeholders made by consoles are not objects, as in S3Store.list.
@@ -228,29 +229,33 @@ def _read_arrow(
         else:
             stripes = orc.ORCFile(local)
             batches = (stripes.read_stripe(i, columns=names) for i in range(stripes.nstripes))
-        line = 0
+        done = 0
         for batch in batches:
             data = batch.to_pydict()
-            columns = [data[inventory.columns[i]] if i is not None else None for i in wanted]
-            for row in range(batch.num_rows):
-                line += 1
-                yield line, tuple(None if column is None else column[row] for column in columns)
+            columns = [
+                itertools.repeat(None, batch.num_rows) if i is None else data[inventory.columns[i]]
+                for i in wanted
+            ]
+            yield from enumerate(zip(*columns, strict=True), done + 1)
+            done += batch.num_rows
     except (pyarrow.ArrowException, KeyError) as exc:
         fmt = inventory.manifest.fileFormat
         raise InputError(f"{where}: not a {fmt} inventory file with its fileSchema ({exc})") from None
 
 
-def _spill(file: IO[bytes], rows: list[_Row]) -> list[int]:
-    """Append sorted `rows` to `file` in blocks; the offset of each block."""
+def _spill(file: IO[bytes], rows: list[_Row]) -> list[tuple[int, int]]:
+    """Append sorted `rows` to `file` in blocks; the offset and length of each block."""
     file.seek(0, 2)
     blocks = []
     for start in range(0, len(rows), _BLOCK_ROWS):
-        blocks.append(file.tell())
-        marshal.dump(rows[start : start + _BLOCK_ROWS], file)
+        data = marshal.dumps(rows[start : start + _BLOCK_ROWS])
+        blocks.append((file.tell(), len(data)))
+        file.write(data)
     return blocks
 
 
-def _unspill(file: IO[bytes], blocks: list[int]) -> Iterator[_Row]:
-    for offset in blocks:
+def _unspill(file: IO[bytes], blocks: list[tuple[int, int]]) -> Iterator[_Row]:
+    for offset, length in blocks:
+        # One read a block: marshal.load on a file object would read it a few bytes at a time.
         file.seek(offset)
-        yield from marshal.load(file)
+        yield from marshal.loads(file.read(length))
