@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli.app import app
 from orchestrator.storage import s3_client
+from tests.fakes.s3_inventory import bucket_rows, write_inventory
 
 
 def run(*args: str):
@@ -195,3 +196,88 @@ def test_check_missing_manifest_exits_1(tmp_path):
     result = run("manifest", "check", str(tmp_path / "nope.manifest"))
     assert result.exit_code == 1
     assert "no such file" in result.stderr
+
+
+def inventory_of(client, bucket: str, images: Path) -> str:
+    """`images` uploaded under raw/ in `bucket`, and the manifest.json URI of an inventory report of it."""
+    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket="cli-inventory")
+    for path in images.iterdir():
+        client.put_object(Bucket=bucket, Key=f"raw/{path.name}", Body=path.read_bytes())
+    rows = bucket_rows(client, bucket)
+    return write_inventory(client, rows, source_bucket=bucket, dest_bucket="cli-inventory", files=2)
+
+
+def test_build_from_inventory_is_the_listed_build(s3, images):
+    client = s3_client(s3)
+    inventory = inventory_of(client, "cli-bucket", images)
+    options = ["--format", "json", "manifest", "build", "--split", "a=0.5,b=0.5", "--min-side", "256"]
+    listed = run(*options, "s3://cli-bucket/raw", "--out", "s3://cli-bucket/listed/")
+    # Newer than the report: a build that listed the bucket would see it.
+    client.put_object(Bucket="cli-bucket", Key="raw/img_99.jpg", Body=(images / "img_00.jpg").read_bytes())
+    built = run(
+        *options, "s3://cli-bucket/raw", "--out", "s3://cli-bucket/built/", "--from-inventory", inventory
+    )
+    assert listed.exit_code == built.exit_code == 0, built.output
+    assert built.stdout.replace("/built/", "/listed/") == listed.stdout
+    for name in ("a.manifest", "b.manifest", "skipped.jsonl"):
+        bodies = [
+            client.get_object(Bucket="cli-bucket", Key=f"{out}/{name}")["Body"].read()
+            for out in ("listed", "built")
+        ]
+        assert bodies[0] == bodies[1], name
+    assert json.loads(built.stdout)["accepted"] == 10
+
+    whole_bucket = run(
+        "--format",
+        "json",
+        "manifest",
+        "build",
+        "--out",
+        "s3://cli-bucket/all/",
+        "--from-inventory",
+        inventory,
+    )
+    assert whole_bucket.exit_code == 0, whole_bucket.output
+    assert json.loads(whole_bucket.stdout)["source"] == "s3://cli-bucket/"
+    assert json.loads(whole_bucket.stdout)["listed"] == 13
+
+
+def test_malformed_inventory_is_a_one_line_error(s3, images, tmp_path):
+    client = s3_client(s3)
+    inventory = inventory_of(client, "cli-bucket", images)
+    key = inventory.removeprefix("s3://cli-inventory/")
+    data_key = json.loads(client.get_object(Bucket="cli-inventory", Key=key)["Body"].read())["files"][1][
+        "key"
+    ]
+    client.put_object(Bucket="cli-inventory", Key=data_key, Body=b"changed")
+    result = run("manifest", "build", "--out", str(tmp_path / "out"), "--from-inventory", inventory)
+    assert result.exit_code == 1
+    error, hint = result.stderr.splitlines()
+    assert error.startswith(f"Error: s3://cli-inventory/{data_key}: 7 bytes with MD5 ")
+    assert hint.startswith("Hint: the data file was changed")
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_without_source_or_inventory_exits_2(tmp_path):
+    result = run("manifest", "build", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "missing SOURCE" in result.stderr
+
+
+def test_inventory_without_etags_warns_that_dedupe_finds_nothing(s3, images, tmp_path):
+    client = s3_client(s3)
+    client.create_bucket(Bucket="cli-bucket")
+    client.create_bucket(Bucket="cli-inventory")
+    for name in ("a.jpg", "b.jpg"):
+        client.put_object(Bucket="cli-bucket", Key=name, Body=(images / "img_00.jpg").read_bytes())
+    rows = bucket_rows(client, "cli-bucket")
+    fields = ("Bucket", "Key", "Size")
+    inventory = write_inventory(
+        client, rows, source_bucket="cli-bucket", dest_bucket="cli-inventory", fields=fields
+    )
+    result = run(
+        "--format", "json", "manifest", "build", "--out", str(tmp_path), "--from-inventory", inventory
+    )
+    assert result.exit_code == 0, result.output
+    assert "no ETag column" in result.stderr
+    assert json.loads(result.stdout)["accepted"] == 2

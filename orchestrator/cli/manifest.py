@@ -30,9 +30,6 @@ class Dedupe(StrEnum):
 @app.command()
 def build(
     ctx: typer.Context,
-    source: Annotated[
-        str, typer.Argument(help="s3://BUCKET/PREFIX or a folder; listed recursively.", metavar="SOURCE")
-    ],
     out: Annotated[
         str,
         typer.Option(
@@ -43,6 +40,15 @@ def build(
             "and skipped.jsonl; or a path ending in .manifest, written with NAME.skipped.jsonl beside it.",
         ),
     ],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="s3://BUCKET/PREFIX or a folder; listed recursively. With --from-inventory, the prefix "
+            "to take from the report (default: the whole bucket it lists).",
+            metavar="SOURCE",
+            show_default=False,
+        ),
+    ] = None,
     include_ext: Annotated[
         str, typer.Option(help="Extensions to include, comma-separated, any case.")
     ] = "jpg,jpeg,png,bmp",
@@ -86,8 +92,19 @@ def build(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Threads for --probe.")] = manifest.DEFAULT_WORKERS,
+    from_inventory: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the objects from this S3 Inventory report (its manifest.json; CSV, Parquet or ORC) "
+            "instead of listing the bucket.",
+            metavar="MANIFEST_JSON",
+        ),
+    ] = None,
 ) -> None:
     """Build input manifests from the images under SOURCE, listing it once and downloading nothing.
+
+    With --from-inventory, the objects come from an S3 Inventory report instead of a listing; filters,
+    splits, de-duplication and outputs are the same.
 
     Skipped objects go to skipped.jsonl with a reason: extension, excluded, empty, too_large, duplicate,
     and with --probe also vanished, access_denied, unreadable, too_small, too_many_pixels.
@@ -115,9 +132,21 @@ def build(
         workers=workers,
     )
     dest = manifest.plan_destination(out, [name for name, _ in options.splits], st.session)
+    inventory = manifest.open_inventory(from_inventory, st.session) if from_inventory is not None else None
+    if inventory is not None:
+        source = source or f"s3://{inventory.manifest.sourceBucket}/"
+        if not source.startswith("s3://"):
+            raise UsageError("--from-inventory: SOURCE must be s3://BUCKET/PREFIX, the bucket it lists")
+        if options.dedupe and not inventory.has_etag:
+            output.warn("the inventory has no ETag column, so --dedupe etag finds no duplicates")
+    elif source is None:
+        raise UsageError("missing SOURCE", hint="give s3://BUCKET/PREFIX or a folder, or --from-inventory")
     store = _source_store(source, st.session, workers)
-    with output.progress("listing" + (" and probing" if probe else ""), total=None) as bar:
-        report = manifest.build_manifest(store, dest, options, on_object=bar.advance)
+    # Probing reads image headers from the bucket itself, whichever way the objects were found.
+    objects = inventory.objects(store) if inventory is not None else None
+    reading = "listing" if objects is None else "reading the inventory"
+    with output.progress(reading + (" and probing" if probe else ""), total=None) as bar:
+        report = manifest.build_manifest(store, dest, options, objects=objects, on_object=bar.advance)
     _print_build(output, report)
     if report.accepted == 0:
         raise InputError(

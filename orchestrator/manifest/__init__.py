@@ -1,7 +1,7 @@
 """Input manifests: JSON Lines I/O and source-ref rules, building from a bucket, checking, image headers.
 
-`from orchestrator.manifest import build_manifest`; the modules are `jsonl`, `build`, `check` and
-`images` (docs/manifests.md).
+`from orchestrator.manifest import build_manifest`; the modules are `jsonl`, `build`, `inventory`,
+`check` and `images` (docs/manifests.md).
 """
 
 from orchestrator.manifest.build import (
@@ -19,6 +19,7 @@ from orchestrator.manifest.build import (
 )
 from orchestrator.manifest.check import MIN_IMAGES_PER_LABEL, MIN_LABEL_BALANCE, CheckReport, check_manifests
 from orchestrator.manifest.images import HEADER_BYTES, ImageHeader, NeedMoreBytes, sniff
+from orchestrator.manifest.inventory import Inventory, open_inventory
 from orchestrator.manifest.jsonl import (
     DEFAULT_WORKERS,
     object_checker,
@@ -39,11 +40,13 @@ __all__ = [
     "CheckReport",
     "Destination",
     "ImageHeader",
+    "Inventory",
     "NeedMoreBytes",
     "assign_split",
     "build_manifest",
     "check_manifests",
     "object_checker",
+    "open_inventory",
     "parse_extensions",
     "parse_line",
     "read_lines",

@@ -363,12 +363,14 @@ def build_manifest(
     dest: Destination,
     options: BuildOptions,
     *,
+    objects: Iterable[ObjectInfo] | None = None,
     on_object: Callable[[], None] | None = None,
 ) -> BuildReport:
     """List `source` once and write the manifest(s) and the skipped list to `dest`.
 
-    `on_object` is called once per listed object (for a progress bar). Raises InputError if `source`
-    holds no object at all; then nothing is written.
+    `objects`, in key order, replaces the listing (an S3 Inventory report's objects); probing still
+    reads `source`. `on_object` is called once per listed object (for a progress bar). Raises
+    InputError if there is no object at all; then nothing is written.
     """
     split_names = [name for name, _ in options.splits] or [NO_SPLIT]
     report = BuildReport(
@@ -383,7 +385,9 @@ def build_manifest(
 
     sample = _Sample(options.sample) if options.sample is not None else None
     screen = _Screen(options, sample)
-    candidates: Iterator[_Candidate] = (screen(i, info) for i, info in enumerate(source.list()))
+    candidates: Iterator[_Candidate] = (
+        screen(i, info) for i, info in enumerate(source.list() if objects is None else objects)
+    )
     if options.probe:
         candidates = map_in_order(lambda cand: _probe(source, options, cand), candidates, options.workers)
 

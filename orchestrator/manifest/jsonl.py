@@ -32,22 +32,32 @@ _BOM = b"\xef\xbb\xbf"
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
+def read_chunks(store: ObjectStore, key: str) -> Iterator[bytes]:
+    """The bytes of an object in 8 MiB ranges, so that no object is held whole.
+
+    Raises NotFound or AccessDenied from the store.
+    """
+    offset = 0
+    while True:
+        chunk = store.get_range(key, offset, _READ_CHUNK)
+        offset += len(chunk)
+        yield chunk
+        if len(chunk) < _READ_CHUNK:
+            return
+
+
 def read_lines(store: ObjectStore, key: str) -> Iterator[tuple[int, bytes]]:
     """The lines of a text object, numbered from 1, without their line ends; read in 8 MiB ranges.
 
     Raises NotFound or AccessDenied from the store.
     """
-    offset, number, pending = 0, 0, b""
-    while True:
-        chunk = store.get_range(key, offset, _READ_CHUNK)
-        offset += len(chunk)
+    number, pending = 0, b""
+    for chunk in read_chunks(store, key):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
             number += 1
             yield number, line.removesuffix(b"\r")
-        if len(chunk) < _READ_CHUNK:
-            break
     if pending:
         yield number + 1, pending.removesuffix(b"\r")
 
