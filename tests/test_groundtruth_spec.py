@@ -92,7 +92,10 @@ INVALID = [
     ({"label_attribute": "my_boxes"}, "label_attribute"),
     ({"input_manifest": "/data/train.manifest"}, "input_manifest"),
     ({"output": "/data/out"}, "output"),
-    ({"task.adaptive": {"min_workers": 2}}, "task.adaptive"),
+    (
+        {"groundtruth.more_from": "a", "groundtruth.chain": "adjust", "groundtruth.chain_attribute": "b"},
+        "groundtruth.more_from",
+    ),
     ({"task.keywords": ["bounding-box"]}, "task.keywords"),
     ({"task.keywords": ["a", "b", "c", "d", "e", "f"]}, "task.keywords"),
     ({"task.keywords": ["k" * 31]}, "task.keywords"),
