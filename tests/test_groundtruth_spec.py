@@ -105,6 +105,8 @@ INVALID = [
     ({"task.description": "d" * 256}, "task.description"),
     ({"task.workers_per_object": 10}, "task.workers_per_object"),
     ({"task.workers_per_object": 0}, "task.workers_per_object"),
+    ({"task.adaptive": {"min_workers": 6}}, "task.workers_per_object"),
+    ({"task.adaptive": {"max_workers": 5}}, "task.workers_per_object"),
     ({"task.time_limit": 29}, "task.time_limit"),
     ({"task.time_limit": "8h1s"}, "task.time_limit"),
     ({"task.time_limit": 28_801}, "task.time_limit"),

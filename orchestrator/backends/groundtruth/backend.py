@@ -287,6 +287,19 @@ class GroundTruthBackend:
             )
         if not 1 <= task.workers_per_object <= MAX_WORKERS:
             p.append(("task.workers_per_object", f"{task.workers_per_object}: must be 1 to {MAX_WORKERS}"))
+        adaptive = task.adaptive
+        if adaptive is not None and not (gt is not None and gt.more_from):
+            # Every object gets workers_per_object answers; a follow-up job adds more where the rule asks.
+            assert adaptive.max_workers is not None  # the spec fills it in
+            if not adaptive.min_workers <= task.workers_per_object < adaptive.max_workers:
+                p.append(
+                    (
+                        "task.workers_per_object",
+                        f"{task.workers_per_object}: with [task.adaptive] a Ground Truth job asks this many "
+                        f"workers per object, from adaptive.min_workers ({adaptive.min_workers}) to below "
+                        f"adaptive.max_workers ({adaptive.max_workers}), and `launch --more-from` the rest",
+                    )
+                )
         if not MIN_TASK_SECONDS <= task.time_limit <= MAX_TASK_SECONDS:
             p.append(
                 (
