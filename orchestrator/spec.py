@@ -115,6 +115,8 @@ class GroundTruthSpec(_Model):
     chain: Literal["adjust", "verify"] | None = None
     chain_from: str | None = None
     chain_attribute: str | None = None
+    # A follow-up job (`launch --more-from`): the earlier job whose unsettled objects it labels again.
+    more_from: str | None = None
 
 
 class MTurkSpec(_Model):
@@ -247,7 +249,13 @@ class JobSpec(_Model):
 
 # Keys added after jobs were launched, left out of the fingerprint while unset: a spec without them
 # hashes as it did before they existed, so those jobs are still recognised when launched again.
-ADDED_LATER = (("task", "adaptive"), ("quality",), ("verify",), ("portal", "image_folder"))
+ADDED_LATER = (
+    ("task", "adaptive"),
+    ("quality",),
+    ("verify",),
+    ("portal", "image_folder"),
+    ("groundtruth", "more_from"),
+)
 
 MTURK_CLOSED = "Amazon Mechanical Turk closed permanently on 2026-09-30, as its API reference says"
 PORTAL_INSTEAD = (

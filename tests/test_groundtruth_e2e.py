@@ -1,9 +1,12 @@
 """Ground Truth end to end against the fake service and a moto S3 server, both on loopback:
 build a manifest, launch, poll until done, augmented manifest; idempotent re-launch, a name clash,
-throttling, a failed job, a stopped job, a wait that times out, and a chained adjustment job."""
+throttling, a failed job, a stopped job, a wait that times out, a chained adjustment job, and a
+follow-up job on the objects an adaptive job left unsettled."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import boto3
@@ -15,7 +18,7 @@ from orchestrator.backends.groundtruth.chaining import filter_line
 from orchestrator.cli.app import app
 from orchestrator.errors import BackendError
 from orchestrator.iam_policy import all_actions, iam_action
-from orchestrator.jobs import JobStore, launch_job, poll_job, read_items
+from orchestrator.jobs import FOLLOWUP_ID_KEY, JobStore, finish_job, launch_job, poll_job, read_items
 from orchestrator.spec import load_spec
 from orchestrator.storage import open_store
 
@@ -43,7 +46,7 @@ def run(*args: str):
     return CliRunner().invoke(app, ["--workspace", WORKSPACE, "--format", "json", *args])
 
 
-def write_spec(tmp_path, name: str = NAME, attribute: str = "bbox", **task) -> str:
+def write_spec(tmp_path, name: str = NAME, attribute: str = "bbox", tables: str = "", **task) -> str:
     settings = {"workers_per_object": 5, **task}
     task_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     path = tmp_path / f"{name}.toml"
@@ -66,7 +69,7 @@ team = "street-team"
 
 [groundtruth]
 role_arn = "arn:aws:iam::123456789012:role/GroundTruthExecution"
-"""
+{tables}"""
     )
     return str(path)
 
@@ -76,8 +79,8 @@ def build_manifest() -> None:
     assert result.exit_code == 0, result.output
 
 
-def launch(spec: str):
-    result = run("launch", spec, "--yes")
+def launch(spec: str, *args: str):
+    result = run("launch", spec, "--yes", *args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -310,3 +313,139 @@ def test_the_fake_serves_lists_deletes_and_random_faults(groundtruth):
     for _ in range(5):  # botocore retries the 503s
         assert sm.list_workteams()["Workteams"] == []
     assert len(groundtruth.calls("ListWorkteams")) > 6
+
+
+# ------------------------------------------------------------------------- follow-up jobs
+
+MORE = "street-objects-more"
+ADAPTIVE = "[task.adaptive]\nmin_workers = 3\nmax_workers = 5\n"
+
+
+def run_adaptive_job(tmp_path, groundtruth, tables: str = ADAPTIVE) -> None:
+    """The earlier job: three answers per object, of at most five."""
+    groundtruth.advance_per_describe = 600
+    build_manifest()
+    launch(write_spec(tmp_path, workers_per_object=3, tables=tables))
+    assert run("wait", NAME, "--interval", "0.01", "--timeout", "30").exit_code == 0
+
+
+def snapshot(s3) -> dict[str, bytes]:
+    return {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys(s3, "")}
+
+
+def test_a_follow_up_of_a_job_that_has_not_ended_and_has_no_rule_is_refused(tmp_path, s3, groundtruth):
+    build_manifest()
+    launch(write_spec(tmp_path, workers_per_object=2))
+    before = snapshot(s3)
+    result = run(
+        "launch", write_spec(tmp_path, name=MORE, workers_per_object=1), "--dry-run", "--more-from", NAME
+    )
+    assert result.exit_code == 1, result.output
+    assert f"job {NAME} is still in_progress" in result.output
+    assert "task.adaptive" in result.output and "neither this spec nor job" in result.output
+    assert snapshot(s3) == before and len(groundtruth.calls("CreateLabelingJob")) == 1
+
+
+def test_a_follow_up_when_every_object_is_settled_launches_nothing(tmp_path, s3, groundtruth):
+    # A rule that tolerates any edges, labels and support settles every object.
+    lenient = "edge_tolerance = 1.0\nsupport_margin = 0.0\nmin_label_share = 0.0\n"
+    run_adaptive_job(tmp_path, groundtruth, tables=ADAPTIVE + lenient)
+    before = snapshot(s3)
+    result = run(
+        "launch", write_spec(tmp_path, name=MORE, workers_per_object=1), "--yes", "--more-from", NAME
+    )
+    assert result.exit_code == 1, result.output
+    assert f"every object of job {NAME} is settled" in result.output
+    assert snapshot(s3) == before and len(groundtruth.calls("CreateLabelingJob")) == 1
+
+
+def test_a_crash_between_launching_the_follow_up_and_recording_it(tmp_path, s3, groundtruth, monkeypatch):
+    run_adaptive_job(tmp_path, groundtruth)
+    spec = write_spec(tmp_path, name=MORE, workers_per_object=1)
+    update = JobStore.update
+
+    def crash_on_the_follow_up(self, name, change):
+        if name == MORE:
+            raise RuntimeError("crashed after CreateLabelingJob")
+        return update(self, name, change)
+
+    monkeypatch.setattr(JobStore, "update", crash_on_the_follow_up)
+    assert run("launch", spec, "--yes", "--more-from", NAME).exit_code == 1
+    assert len(groundtruth.jobs) == 2
+    monkeypatch.setattr(JobStore, "update", update)
+
+    row = launch(spec, "--more-from", NAME)  # resumes the launching record and adopts the job
+    assert row["created"] is False and row["status"] == "in_progress"
+    assert len(groundtruth.jobs) == 2 and len(groundtruth.calls("CreateLabelingJob")) == 3
+    assert launch(spec, "--more-from", NAME)["created"] is False  # recorded: nothing is called
+    assert len(groundtruth.calls("CreateLabelingJob")) == 3
+
+
+def test_a_follow_up_on_the_unsettled_objects_is_consolidated_with_the_earlier_answers(
+    tmp_path, s3, groundtruth
+):
+    run_adaptive_job(tmp_path, groundtruth, tables=ADAPTIVE + "edge_tolerance = 0.25\n")
+    # The objects `labeljob consolidate --needs-more` finds unsettled are the follow-up's, in order.
+    needs = tmp_path / "needs-more.jsonl"
+    result = run(
+        "consolidate", f"s3://{BUCKET}/labeling/{NAME}/", "--out", str(tmp_path / "out.manifest"),
+        "--labels", f"{WORKSPACE}/jobs/{NAME}/label-categories.json",
+        "--input-manifest", f"s3://{BUCKET}/manifests/input.manifest",
+        "--needs-more", str(needs), "--min-workers", "3", "--max-workers", "5", "--edge-tolerance", "0.25",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    unsettled = [json.loads(line)["datasetObjectId"] for line in needs.read_text().splitlines()]
+    assert 0 < len(unsettled) < N_IMAGES, needs.read_text()
+    inputs = read_lines(s3, "manifests/input.manifest")
+
+    spec = write_spec(tmp_path, name=MORE, workers_per_object=1)
+    before, calls = snapshot(s3), len(groundtruth.requests)
+    result = run("launch", spec, "--dry-run", "--more-from", NAME)
+    assert result.exit_code == 0, result.output
+    put_manifest, put_labels, put_template, create = json.loads(result.stdout)["requests"]
+    uri = f"{WORKSPACE}/jobs/{MORE}/input.manifest"
+    expected = [{**inputs[int(i)], FOLLOWUP_ID_KEY: i} for i in unsettled]
+    assert put_manifest == {"operation": "s3:PutObject", "uri": uri, "body": expected}
+    assert put_labels["uri"].endswith(f"/jobs/{MORE}/label-categories.json")
+    assert create["operation"] == "sagemaker:CreateLabelingJob"
+    params = create["params"]
+    assert params["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"] == uri
+    assert params["HumanTaskConfig"]["NumberOfHumanWorkersPerDataObject"] == 1
+    assert params["HumanTaskConfig"]["PreHumanTaskLambdaArn"].endswith(":function:PRE-BoundingBox")
+    assert snapshot(s3) == before and len(groundtruth.requests) == calls  # it read S3 only
+
+    assert launch(spec, "--more-from", NAME)["total"] == len(unsettled)
+    assert groundtruth.calls("CreateLabelingJob")[1] == params
+    assert read_lines(s3, f"labeljob/jobs/{MORE}/input.manifest") == expected
+    assert run("wait", MORE, "--interval", "0.01", "--timeout", "30").exit_code == 0
+
+    # Every earlier object once, in the earlier input's order, voted on both jobs' answers.
+    combined = read_lines(s3, f"labeling/{MORE}/manifests/output/labeljob.manifest")
+    assert [line["source-ref"] for line in combined] == [line["source-ref"] for line in inputs]
+    assert all(FOLLOWUP_ID_KEY not in line and "bbox-metadata" in line for line in combined)
+    answered: dict[str, set] = {}  # (earlier object id, worker) pairs per job, from the raw responses
+    for job, ids in ((NAME, None), (MORE, unsettled)):
+        prefix = f"labeling/{job}/annotations/worker-response/"
+        answered[job] = set()
+        for key in keys(s3, prefix):
+            object_id = key[len(prefix) :].split("/")[1]
+            body = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            answered[job] |= {
+                (ids[int(object_id)] if ids else object_id, a["workerId"]) for a in body["answers"]
+            }
+    pairs = answered[NAME] | answered[MORE]
+    assert len(answered[NAME]) == 3 * N_IMAGES and len(pairs) > len(answered[NAME])
+    report = s3.get_object(Bucket=BUCKET, Key=f"labeling/{MORE}/reports/workers.csv")["Body"].read().decode()
+    rows = csv.DictReader(io.StringIO(report))
+    assert sum(int(row["answers"]) for row in rows) == len(pairs)
+    record = json.loads(run("status", MORE).stdout)
+    assert record["output_manifest"] == f"s3://{BUCKET}/labeling/{MORE}/manifests/output/labeljob.manifest"
+
+    # Finishing again (a crash before the outputs were recorded) writes nothing new; a poll nothing.
+    after = snapshot(s3)
+    session = boto3.Session(region_name="us-east-1")
+    jobs = JobStore(open_store(WORKSPACE, session))
+    finished = jobs.load(MORE)[0]
+    finish_job(finished.job_spec, finished, jobs, boto3_session=session)
+    assert snapshot(s3) == after
+    assert run("poll", MORE).exit_code == 0 and snapshot(s3) == after

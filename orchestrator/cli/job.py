@@ -99,6 +99,10 @@ def launch(
     verify_from: Annotated[
         str | None, typer.Option(metavar="NAME", help="Verify the boxes of an earlier job (portal).")
     ] = None,
+    more_from: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="More answers for the objects NAME left unsettled (Ground Truth)."),
+    ] = None,
     verify_below: Annotated[
         float | None,
         typer.Option(
@@ -107,8 +111,8 @@ def launch(
     ] = None,
 ) -> None:
     """Launch a labeling job; running it again with the same spec reports the existing job."""
-    if adjust_from and verify_from:
-        raise UsageError("give --adjust-from or --verify-from, not both")
+    if sum(map(bool, (adjust_from, verify_from, more_from))) > 1:
+        raise UsageError("give one of --adjust-from, --verify-from and --more-from")
     if verify_below is not None and not verify_from:
         raise UsageError("--verify-below goes with --verify-from")
     st = state(ctx)
@@ -123,11 +127,22 @@ def launch(
 
         earlier = _job_store(st).load(adjust_from or verify_from)[0]
         spec = chain_spec(spec, earlier, "adjust" if adjust_from else "verify")
+    followup = None
+    if more_from:
+        from orchestrator.backends.groundtruth.followup import followup_items, more_spec
+
+        earlier = _job_store(st).load(more_from)[0]
+        spec = more_spec(spec, earlier)
+        # Even a dry run reads the earlier job's answers (S3 only): its manifest is the unsettled objects.
+        followup = followup_items(spec, earlier.job_spec, st.session)
     if warning := marketplace_warning(spec):
         st.output.warn(warning)
     backend = _backend(st, spec.backend)
     # A dry run makes no remote call at all, not even to count the objects of an s3:// manifest.
-    items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)
+    if followup is not None:
+        items = followup
+    else:
+        items = None if dry_run and is_s3_uri(spec.input_manifest) else read_items(spec, st.session)
     if dry_run:
         check_spec(spec, backend)
         if items is not None:

@@ -16,7 +16,7 @@ _EXPORTS = {
         "overlap_state",
         "GOLD_SCORES",
     ],
-    "finish": ["finish_job"],
+    "finish": ["FOLLOWUP_ID_KEY", "FOLLOWUP_MANIFEST", "finish_job"],
     "lifecycle": [
         "check_spec",
         "job_output_prefix",

@@ -5,13 +5,16 @@ Portal and MTurk answers (and Ground Truth's with `--reconsolidate` or `consolid
 consolidated by IoU voting. A Ground Truth job consolidated by AWS keeps Ground Truth's own
 `output.manifest`, which is read and validated line by line. Either way the job gets its
 augmented manifest, a COCO export, and a `remaining.manifest` of the objects that got no label.
+
+A Ground Truth follow-up job (`launch --more-from`, docs/groundtruth.md) is always consolidated by
+labeljob, with the earlier job's answers: one manifest of the earlier job's objects.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.consolidation import AnswerReport, GoldScore
+from orchestrator.consolidation import AnswerReport, GoldScore, ObjectAnswers
 from orchestrator.errors import InputError, NotFound
 from orchestrator.jobs.backend import GOLD_SCORES
 from orchestrator.jobs.lifecycle import job_output_prefix
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 # Our re-consolidation of a Ground Truth job never overwrites the manifest Ground Truth wrote.
 RECONSOLIDATED_MANIFEST_KEY = "manifests/output/labeljob.manifest"
 COCO_EXPORT_PREFIX = "exports/coco"
+# A follow-up job's manifest line carries the earlier job's object id under this key, and its
+# record the manifest's URI under FOLLOWUP_MANIFEST.
+FOLLOWUP_ID_KEY = "labeljob-more-from"
+FOLLOWUP_MANIFEST = "followup_manifest_uri"
 
 
 def uses_aws_consolidation(spec: JobSpec, reconsolidate: bool) -> bool:
@@ -44,6 +51,7 @@ def uses_aws_consolidation(spec: JobSpec, reconsolidate: bool) -> bool:
         and not reconsolidate
         and spec.groundtruth is not None
         and spec.groundtruth.consolidation == "aws"
+        and spec.groundtruth.more_from is None
     )
 
 
@@ -73,7 +81,10 @@ def finish_job(
     else:
         report = AnswerReport()
         refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-        objects = read_worker_responses(job_folder, refs, spec.labels, report)
+        if spec.groundtruth is not None and spec.groundtruth.more_from:
+            objects = _both_jobs_answers(spec, record, jobs, refs, report, boto3_session)
+        else:
+            objects = read_worker_responses(job_folder, refs, spec.labels, report)
         manifest_store = job_folder
         manifest_key = RECONSOLIDATED_MANIFEST_KEY if spec.backend == "groundtruth" else OUTPUT_MANIFEST_KEY
         targets = OutputTargets(
@@ -90,6 +101,8 @@ def finish_job(
             targets=targets,
             params=spec.consolidation,
             report=report,
+            # The time the job ended, not now: a finish run again after a crash rewrites the same files.
+            created=record.last_progress_at,
             gold={w: GoldScore.from_dict(s) for w, s in record.backend_state.get(GOLD_SCORES, {}).items()},
         )
         paths.update(outputs.paths)
@@ -131,3 +144,39 @@ def _groundtruth_manifest(record: JobRecord, job_folder, boto3_session):
     if uri:
         return open_object(uri, boto3_session)
     return job_folder, OUTPUT_MANIFEST_KEY
+
+
+def _both_jobs_answers(
+    spec: JobSpec,
+    record: JobRecord,
+    jobs: JobStore,
+    refs: dict[str, str],
+    report: AnswerReport,
+    boto3_session,
+) -> list[ObjectAnswers]:
+    """A follow-up job's answers added to its earlier job's, by the earlier job's object ids (`refs`).
+
+    The follow-up's object ids are its own manifest's line indexes, mapped back through the
+    FOLLOWUP_ID_KEY each line carries. A worker who answered an object in both jobs counts once,
+    with the later answer, as within one job.
+    """
+    assert spec.groundtruth is not None and spec.groundtruth.more_from
+    earlier = jobs.load(spec.groundtruth.more_from)[0].job_spec
+    earlier_folder = open_store(job_output_prefix(earlier), boto3_session)
+    objects = {
+        o.dataset_object_id: o for o in read_worker_responses(earlier_folder, refs, spec.labels, report)
+    }
+    lines = read_source_lines(*open_object(record.backend_state[FOLLOWUP_MANIFEST], boto3_session))
+    followup_refs = {object_id: line["source-ref"] for object_id, line in lines.items()}
+    folder = open_store(job_output_prefix(spec), boto3_session)
+    for more in read_worker_responses(folder, followup_refs, spec.labels, report):
+        object_id = lines[more.dataset_object_id][FOLLOWUP_ID_KEY]
+        answers = {a.worker_id: a for a in objects[object_id].answers} if object_id in objects else {}
+        for answer in more.answers:
+            if answer.worker_id in answers:
+                report.add("duplicate_worker_answer", f"object {object_id}", answer.worker_id)
+            answers[answer.worker_id] = answer
+        objects[object_id] = ObjectAnswers(
+            dataset_object_id=object_id, source_ref=refs[object_id], answers=list(answers.values())
+        )
+    return list(objects.values())

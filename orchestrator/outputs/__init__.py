@@ -20,6 +20,7 @@ _EXPORTS = {
     "consolidate": [
         "OutputTargets",
         "consolidate_and_write",
+        "decide",
         "parse_label_categories",
         "read_source_lines",
         "stopping_rule",

@@ -29,6 +29,7 @@ from orchestrator.consolidation import (
     IoUVote,
     ObjectAnswers,
     ObjectResult,
+    StopDecision,
     StoppingRule,
     WorkerQuality,
 )
@@ -115,6 +116,28 @@ def stopping_rule(spec: JobSpec) -> StoppingRule | None:
     )
 
 
+def decide(
+    objects: list[ObjectAnswers],
+    source_lines: Mapping[str, dict],
+    labels: list[str],
+    stopping: StoppingRule,
+    weights: Mapping[str, float],
+) -> list[StopDecision]:
+    """The rule's decision for every object, those of `source_lines` without answers too, in the
+    input manifest's order."""
+    given = {obj.dataset_object_id for obj in objects}
+    everything = [
+        *objects,
+        *(
+            ObjectAnswers(dataset_object_id=object_id, source_ref=line.get("source-ref", ""), answers=[])
+            for object_id, line in source_lines.items()
+            if object_id not in given
+        ),
+    ]
+    order = _order(source_lines)
+    return sorted(stopping.fit_predict(everything, weights, labels), key=lambda d: order(d.dataset_object_id))
+
+
 def consolidate_and_write(
     objects: list[ObjectAnswers],
     source_lines: Mapping[str, dict],
@@ -180,17 +203,7 @@ def consolidate_and_write(
 
     decisions = []
     if stopping is not None:
-        given = {obj.dataset_object_id for obj in objects}
-        everything = [
-            *objects,
-            *(
-                ObjectAnswers(dataset_object_id=object_id, source_ref=line.get("source-ref", ""), answers=[])
-                for object_id, line in source_lines.items()
-                if object_id not in given
-            ),
-        ]
-        decided = stopping.fit_predict(everything, model.skills_, labels)
-        decisions = sorted(decided, key=lambda d: order(d.dataset_object_id))
+        decisions = decide(objects, source_lines, labels, stopping, model.skills_)
         if targets.needs_more is not None:
             rows = [
                 {"datasetObjectId": d.dataset_object_id, "answers": d.answers, "reason": d.reason}

@@ -1,12 +1,13 @@
-"""SageMaker Ground Truth: validated CreateLabelingJob, polling, stopping, cost, chained jobs.
+"""SageMaker Ground Truth: validated CreateLabelingJob, polling, stopping, cost, chained and follow-up jobs.
 
 Every limit of docs/groundtruth.md ("Limits") is checked before any call, each problem naming its spec
 key; then the whole request is checked against botocore's service model (pattern, max, enum).
 
 Files Ground Truth reads (label categories, the rendered template, a chained job's filtered
-manifest) go beside the job record when the workspace is on S3 (`<workspace>/jobs/<name>/`).
-With a local workspace Ground Truth could not read them, so they go to
-`<output>/<name>/labeljob-inputs/` instead, beside the outputs Ground Truth writes.
+manifest, a follow-up job's manifest of unsettled objects) go beside the job record when the
+workspace is on S3 (`<workspace>/jobs/<name>/`). With a local workspace Ground Truth could not
+read them, so they go to `<output>/<name>/labeljob-inputs/` instead, beside the outputs Ground
+Truth writes.
 Ground Truth writes its own worker responses and output manifest; `poll` returns no answers and
 the finish step reads them from S3.
 """
@@ -30,8 +31,17 @@ from orchestrator.backends.groundtruth.arns import (
 )
 from orchestrator.backends.groundtruth.chaining import filter_manifest
 from orchestrator.backends.groundtruth.client import GroundTruthError, call
+from orchestrator.backends.groundtruth.followup import followup_manifest
 from orchestrator.errors import BackendError, InputError, SpecError
-from orchestrator.jobs import CostEstimate, CostLine, JobStore, LaunchPlan, PollResult, job_output_prefix
+from orchestrator.jobs import (
+    FOLLOWUP_MANIFEST,
+    CostEstimate,
+    CostLine,
+    JobStore,
+    LaunchPlan,
+    PollResult,
+    job_output_prefix,
+)
 from orchestrator.service_model import validate_request
 from orchestrator.spec import NAME_PATTERN, marketplace_warning
 from orchestrator.storage import S3Store, bucket_name, is_s3_uri, open_object
@@ -210,8 +220,9 @@ class GroundTruthBackend:
         return uri
 
     def _manifest_uri(self, spec: JobSpec) -> str:
-        chained = spec.groundtruth is not None and spec.groundtruth.chain is not None
-        return self.input_uri(spec, CHAINED_MANIFEST) if chained else spec.input_manifest
+        gt = spec.groundtruth
+        written = gt is not None and (gt.chain is not None or gt.more_from is not None)
+        return self.input_uri(spec, CHAINED_MANIFEST) if written else spec.input_manifest
 
     def _workteam_arn(self, spec: JobSpec, region: str) -> str:
         team = spec.workforce.team or ""
@@ -259,14 +270,6 @@ class GroundTruthBackend:
                     f"use one of {', '.join(LAMBDA_ACCOUNTS)}",
                 )
             )
-        if task.adaptive is not None:
-            p.append(
-                (
-                    "task.adaptive",
-                    "a Ground Truth job cannot add workers to an object, and follow-up jobs on the unsettled "
-                    "objects are not supported yet; remove [task.adaptive]",
-                )
-            )
         if len(task.keywords) > MAX_KEYWORDS:
             p.append(("task.keywords", f"give at most {MAX_KEYWORDS} keywords, not {len(task.keywords)}"))
         bad = [k for k in task.keywords if len(k) > MAX_KEYWORD_CHARS or not KEYWORD.fullmatch(k)]
@@ -284,6 +287,19 @@ class GroundTruthBackend:
             )
         if not 1 <= task.workers_per_object <= MAX_WORKERS:
             p.append(("task.workers_per_object", f"{task.workers_per_object}: must be 1 to {MAX_WORKERS}"))
+        adaptive = task.adaptive
+        if adaptive is not None and not (gt is not None and gt.more_from):
+            # Every object gets workers_per_object answers; a follow-up job adds more where the rule asks.
+            assert adaptive.max_workers is not None  # the spec fills it in
+            if not adaptive.min_workers <= task.workers_per_object < adaptive.max_workers:
+                p.append(
+                    (
+                        "task.workers_per_object",
+                        f"{task.workers_per_object}: with [task.adaptive] a Ground Truth job asks this many "
+                        f"workers per object, from adaptive.min_workers ({adaptive.min_workers}) to below "
+                        f"adaptive.max_workers ({adaptive.max_workers}), and `launch --more-from` the rest",
+                    )
+                )
         if not MIN_TASK_SECONDS <= task.time_limit <= MAX_TASK_SECONDS:
             p.append(
                 (
@@ -449,6 +465,14 @@ class GroundTruthBackend:
                     "body": f"{spec.input_manifest} without the classes missing from labels",
                 }
             )
+        if gt is not None and gt.more_from is not None:
+            requests.append(
+                {
+                    "operation": "s3:PutObject",
+                    "uri": request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"],
+                    "body": [item.line for item in items or ()],
+                }
+            )
         requests += [
             {
                 "operation": "s3:PutObject",
@@ -502,6 +526,10 @@ class GroundTruthBackend:
             store, key = open_object(spec.input_manifest, self.session)
             filtered = filter_manifest(store.get(key), spec.groundtruth.chain_attribute or "", spec.labels)
             self._put_input(spec, CHAINED_MANIFEST, filtered, "application/x-ndjson")
+        state = {}
+        if spec.groundtruth is not None and spec.groundtruth.more_from is not None:
+            uri = self._put_input(spec, CHAINED_MANIFEST, followup_manifest(items), "application/x-ndjson")
+            state[FOLLOWUP_MANIFEST] = uri
         self._put_input(spec, LABEL_FILE, label_categories(spec), "application/json")
         self._put_input(spec, TEMPLATE_FILE, render_template(spec), "text/html")
         sm = self.sagemaker(spec)
@@ -511,7 +539,7 @@ class GroundTruthBackend:
             if exc.code != "ResourceInUse":
                 raise
             arn = self._adopt(sm, request)
-        return {"labeling_job_arn": arn, "region": self.region(spec)}
+        return {**state, "labeling_job_arn": arn, "region": self.region(spec)}
 
     @staticmethod
     def _adopt(sm, request: dict) -> str:
@@ -608,6 +636,8 @@ def _groundtruth_problems(spec: JobSpec) -> list[tuple[str, str]]:
             )
     elif gt.consolidation_lambda_arn:
         p.append(("groundtruth.consolidation_lambda_arn", "only used with consolidation = 'labeljob'"))
+    if gt.more_from is not None and gt.chain is not None:
+        p.append(("groundtruth.more_from", "a follow-up job is not also a chained job"))
     if gt.chain is not None:
         if not gt.chain_attribute:
             p.append(("groundtruth.chain_attribute", "a chained job needs the earlier job's label attribute"))
