@@ -1,10 +1,10 @@
 """A fast subset of the reliability harness (tests/reliability/; the full sweep is `make reliability`).
 
 Crashes at a few points of `launch` and of the finishing `poll` of every backend, one run at the
-30 % transient-fault rate per backend, and one run of two concurrent `labeljob poll` processes on
-an S3 workspace, and the portal abuse probes but the slow one against a real server. Every run must keep every promise the harness checks; nothing here depends on
-timing (the concurrent pollers' overlap is forced with a barrier, and the checks hold whatever
-the interleaving).
+30 % transient-fault rate per backend, one run of two concurrent `labeljob poll` processes on
+an S3 workspace, and the portal abuse probes but the slow one against a real server. Every run
+must keep every promise the harness checks; nothing here depends on timing (the concurrent
+pollers' overlap is forced with a barrier, and the checks hold whatever the interleaving).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.db import (
     Answer,
     Database,
+    Drop,
     Task,
     Worker,
     default_db_url,
@@ -214,6 +215,7 @@ class PortalBackend:
                     .where(Task.id.in_(ids[start : start + CHUNK]))
                     .values(reported_in=generation + 1)
                 )
+            dropped = self._dropped(session, job.id, generation)
             scores = public_gold_scores(session, job.id)
             unlabeled = []
             if stopped:
@@ -237,7 +239,24 @@ class PortalBackend:
             answers=answers,
             backend_state=state,
             unlabeled_ids=unlabeled,
+            dropped_workers=dropped,
         )
+
+    @staticmethod
+    def _dropped(session, job_id: int, generation: int) -> list[str]:
+        """The workers whose answers `portal block --drop-answers` deleted from the job since the job
+        layer last recorded a poll (so a poll that died before recording it names them again)."""
+        unreported = or_(Drop.reported_in.is_(None), Drop.reported_in > generation)
+        dropped = session.scalars(
+            select(Worker.public_id)
+            .join(Drop, Drop.worker_id == Worker.id)
+            .where(Drop.job_id == job_id, unreported)
+            .distinct()
+        ).all()
+        session.execute(
+            update(Drop).where(Drop.job_id == job_id, unreported).values(reported_in=generation + 1)
+        )
+        return sorted(dropped)
 
     def _decide(self, session, job_id: int, spec: JobSpec, now: float) -> None:
         """Settle, or ask one more answer for, every task that has the answers it asked for."""

@@ -12,11 +12,21 @@ import statistics
 from collections import defaultdict
 
 from markupsafe import Markup
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Setting, Task, Worker
+from orchestrator.backends.portal.db import (
+    Answer,
+    Database,
+    Drop,
+    Job,
+    Lease,
+    Report,
+    Setting,
+    Task,
+    Worker,
+)
 from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
@@ -143,6 +153,32 @@ def stop_job(session: Session, name: str, now: float) -> bool:
         update(Job).where(Job.name == name, Job.status == "open").values(status="stopped", stopped_at=now)
     )
     return result.rowcount > 0 or job_by_name(session, name) is not None
+
+
+def drop_answers(session: Session, worker: Worker, job: Job | None, now: float) -> int:
+    """Delete the worker's answers to the tasks of `job` (None: every job) and give those tasks back
+    to the pool; the next poll of each job has the job layer drop them from its worker responses.
+    Gold answers stay: they are how the worker was scored. Returns the answers deleted."""
+    rows = session.execute(
+        select(Answer.id, Answer.slot, Task)
+        .join(Task, Task.id == Answer.task_id)
+        .where(Answer.worker_id == worker.id, not_gold(), *([Task.job_id == job.id] if job else []))
+        .with_for_update()
+    ).all()
+    for answer_id, slot, task in rows:
+        session.execute(delete(Answer).where(Answer.id == answer_id))
+        # Slots stay 1..answered: a new answer takes slot answered + 1, so the last one fills the gap.
+        session.execute(
+            update(Answer).where(Answer.task_id == task.id, Answer.slot == task.answered).values(slot=slot)
+        )
+        # Not final any more: offered again, and handed to the job layer again once it is.
+        task.answered -= 1
+        task.settled_at = None
+        task.reported_in = None
+    for job_id in sorted({task.job_id for _, _, task in rows}):
+        session.add(Drop(worker_id=worker.id, job_id=job_id, created_at=now))
+    session.flush()
+    return len(rows)
 
 
 def task_final():
