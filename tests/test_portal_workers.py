@@ -91,11 +91,15 @@ def test_revoke_ends_the_workers_tokens_sessions_and_invites_at_once(portal):
 
 
 def test_the_admin_page_blocks_and_unblocks_with_its_csrf_token(portal):
-    client, _, ann, admin, _ = portal
+    client, db, ann, admin, _ = portal
     client.post(_next(client, ann, "one").json()["submit_url"], json=EMPTY, headers=ann)
     client.get(f"/a/{admin}")
     page = client.get("/admin/jobs/one").text
-    form = dict(re.findall(r'name="(csrf|worker|action)" value="([^"]*)"', page.split("/block")[1]))
+    form = dict(
+        re.findall(
+            r'name="(csrf|worker|action)" value="([^"]*)"', page.split("/block")[1].split("</form>")[0]
+        )
+    )
     assert form["worker"] == "ann" and form["action"] == "block"
     assert client.post("/admin/jobs/one/block", data={**form, "csrf": "x"}).status_code == 403
     assert _next(client, ann, "one").status_code == 200
@@ -105,6 +109,11 @@ def test_the_admin_page_blocks_and_unblocks_with_its_csrf_token(portal):
     assert 'name="action" value="unblock"' in page
     assert client.post("/admin/jobs/one/block", data={**form, "action": "unblock"}).status_code == 303
     assert _next(client, ann, "one").status_code == 200
+    # "Block and drop answers": blocked again, and its answer in the job is gone.
+    assert client.post("/admin/jobs/one/block", data={**form, "action": "drop"}).status_code == 303
+    assert _next(client, ann, "one").status_code == 204
+    with db.read() as session:
+        assert session.scalar(select(func.count(Answer.id))) == 0
 
 
 # ----------------------------------------------------------------- skipping and reporting an image

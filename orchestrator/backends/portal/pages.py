@@ -206,8 +206,11 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         if gold:
             row.append(esc(w.get("gold", "")))
         action = "unblock" if job["name"] in w["blocked"] else "block"
-        block = _post_button(
-            f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": action}, action
+        block = "".join(
+            _post_button(
+                f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": value}, label
+            )
+            for value, label in ((action, action), ("drop", "block and drop answers"))
         )
         revoke = _post_button("/admin/revoke", {"csrf": csrf, "worker": w["worker_id"]}, "revoke")
         reason = f" ({w['block_reason']})" if w.get("block_reason") else ""
