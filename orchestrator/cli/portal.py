@@ -291,6 +291,24 @@ def unblock_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db
     st.output.data({"worker_id": worker, "job": job, "blocked": False, "changed": changed})
 
 
+@app.command("approve")
+def approve_command(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The portal job.")],
+    worker: Annotated[str | None, typer.Option(help="Only this worker's answers (default: all).")] = None,
+    db: DatabaseUrl = None,
+) -> None:
+    """Approve marketplace workers' answers, which stay out of the outputs until then
+    (`block --drop-answers` rejects a worker's instead)."""
+    from orchestrator.backends.portal import catalog
+
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job)
+        approved = catalog.approve(session, found, _worker(session, worker) if worker else None)
+    st.output.data({"job": job, "worker_id": worker, "approved": approved})
+
+
 @app.command("revoke")
 def revoke_command(ctx: typer.Context, worker: WorkerId, db: DatabaseUrl = None) -> None:
     """End the worker's links, tokens and sessions at once; a new invite lets them back in."""

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.backends.portal import catalog
@@ -32,6 +32,7 @@ from orchestrator.backends.portal.db import (
     Answer,
     Database,
     Drop,
+    Provisional,
     Task,
     Worker,
     default_db_url,
@@ -297,7 +298,10 @@ class PortalBackend:
             rows = session.execute(
                 select(Answer, Worker.public_id)
                 .join(Worker, Worker.id == Answer.worker_id)
-                .where(Answer.task_id.in_(ids[start : start + CHUNK]))
+                .where(
+                    Answer.task_id.in_(ids[start : start + CHUNK]),
+                    ~exists().where(Provisional.answer_id == Answer.id),  # not approved yet
+                )
                 .order_by(Answer.task_id, Answer.slot)
             ).all()
             for answer, public_id in rows:

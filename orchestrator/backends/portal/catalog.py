@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 
 from markupsafe import Markup
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from orchestrator.backends.portal.db import (
     Drop,
     Job,
     Lease,
+    Provisional,
     Report,
     Setting,
     Task,
@@ -166,6 +167,7 @@ def drop_answers(session: Session, worker: Worker, job: Job | None, now: float) 
         .with_for_update()
     ).all()
     for answer_id, slot, task in rows:
+        session.execute(delete(Provisional).where(Provisional.answer_id == answer_id))
         session.execute(delete(Answer).where(Answer.id == answer_id))
         # Slots stay 1..answered: a new answer takes slot answered + 1, so the last one fills the gap.
         session.execute(
@@ -182,8 +184,20 @@ def drop_answers(session: Session, worker: Worker, job: Job | None, now: float) 
 
 
 def task_final():
-    """A task whose answers are final: it has all it may want, or the stopping rule settled it."""
-    return or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None))
+    """A task whose answers are final: it has all it may want, or the stopping rule settled it, and
+    none of them waits for the lead's approval."""
+    return and_(
+        or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None)),
+        ~exists().where(Provisional.task_id == Task.id),
+    )
+
+
+def approve(session: Session, job: Job, worker: Worker | None = None) -> int:
+    """Approve the provisional answers in `job` (of one worker, or all); how many there were."""
+    answers = select(Answer.id).join(Task, Task.id == Answer.task_id).where(Task.job_id == job.id)
+    if worker is not None:
+        answers = answers.where(Answer.worker_id == worker.id)
+    return session.execute(delete(Provisional).where(Provisional.answer_id.in_(answers))).rowcount
 
 
 def progress(session: Session, job: Job, now: float) -> dict:

@@ -247,6 +247,18 @@ class Answer(Base):
     )
 
 
+class Provisional(Base):
+    """An answer from a marketplace session, kept out of the outputs until the ML lead approves it
+    (`labeljob portal approve`): a marketplace does not sign its worker ids, so anyone with the link
+    can answer under one. Its task is not final while it has one (docs/portal.md, "Security model")."""
+
+    __tablename__ = "provisional_answers"
+
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+
+
 class GoldTask(Base):
     """A task whose true boxes are known (JSON `[{label, left, top, width, height}]`): mixed into a
     worker's tasks unannounced, scored, and never handed to the job layer. Its own table, so a
