@@ -276,8 +276,9 @@ def test_marketplace_answers_are_provisional_until_the_lead_approves_them(market
 
     def complete() -> tuple[int, int]:
         with market.db.read() as session:
-            waiting = session.scalar(select(func.count()).select_from(Provisional))
-            return catalog.progress(session, market.jobs["street"], market.clock())["complete"], waiting
+            shown = catalog.progress(session, market.jobs["street"], market.clock())
+            assert shown["awaiting_approval"] == session.scalar(select(func.count()).select_from(Provisional))
+            return shown["complete"], shown["awaiting_approval"]
 
     assert complete() == (0, 2)  # full, but not final: the answers wait for the lead
     approve = ["--workspace", str(tmp_path), "--format", "json", "portal", "approve", "street"]

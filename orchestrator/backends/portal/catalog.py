@@ -202,7 +202,8 @@ def approve(session: Session, job: Job, worker: Worker | None = None) -> int:
 
 def progress(session: Session, job: Job, now: float) -> dict:
     """Status (open, completed or stopped) and counters of one job: objects, complete objects, answers,
-    answers asked for so far (all that are wanted in a fixed-overlap job), live leases, workers."""
+    answers asked for so far (all that are wanted in a fixed-overlap job), live leases, workers, and
+    marketplace answers awaiting the lead's approval."""
     objects, complete, answers, wanted = session.execute(
         select(
             func.count(Task.id),
@@ -221,6 +222,11 @@ def progress(session: Session, job: Job, now: float) -> dict:
         .join(Task, Task.id == Answer.task_id)
         .where(Task.job_id == job.id)
     )
+    provisional = session.scalar(
+        select(func.count(Provisional.answer_id))
+        .join(Task, Task.id == Provisional.task_id)
+        .where(Task.job_id == job.id)
+    )
     # The rule PortalBackend.poll applies, so the admin pages say what `labeljob status` says.
     completed = job.status == "open" and objects > 0 and complete == objects
     return {
@@ -232,6 +238,7 @@ def progress(session: Session, job: Job, now: float) -> dict:
         "wanted": int(wanted),
         "live_leases": live,
         "workers": workers,
+        "awaiting_approval": provisional,
     }
 
 

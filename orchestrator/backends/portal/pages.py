@@ -140,7 +140,8 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
 
 
 def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
-    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers; and the invite form."""
+    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers, awaiting_approval;
+    and the invite form."""
     rows = [
         [
             f'<a href="/admin/jobs/{esc(j["name"])}">{esc(j["name"])}</a>',
@@ -149,10 +150,12 @@ def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
             _bar(j["answers"], j["wanted"]),
             esc(j["live_leases"]),
             esc(j["workers"]),
+            esc(j["awaiting_approval"]),
         ]
         for j in jobs
     ]
-    table = _table(["job", "status", "objects complete", "answers", "open leases", "workers"], rows)
+    headers = ["job", "status", "objects complete", "answers", "open leases", "workers", "awaiting approval"]
+    table = _table(headers, rows)
     return page(
         "labeljob portal",
         f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}{_invite_form(jobs, csrf)}",
