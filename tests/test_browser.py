@@ -581,8 +581,8 @@ def test_an_admin_blocks_a_worker_from_the_job_page(page, portal_job):
     page.get_by_role("link", name="browser-test").click()
     row = page.locator("tr", has_text="bo-1")
     with page.expect_navigation():
-        row.get_by_role("button", name="Block").click()
-    assert page.locator("tr", has_text="bo-1").get_by_role("button", name="Unblock").count() == 1
+        row.get_by_role("button", name="Block", exact=True).click()
+    assert page.locator("tr", has_text="bo-1").get_by_role("button", name="Unblock", exact=True).count() == 1
     assert take_task(db, worker.id, time.time()) is None  # the other image is not offered to Bo
     with db.read() as session:
         assert session.scalars(select(Block.worker_id)).all() == [worker.id]

@@ -20,6 +20,7 @@ from orchestrator.backends.portal.db import (
     Answer,
     Lease,
     MarketplaceLink,
+    Provisional,
     Task,
     Token,
     Worker,
@@ -256,6 +257,27 @@ def test_the_completion_step_goes_only_where_the_lead_said(market):
             market.turn_on("street", "prolific", completion_url=bad)
 
 
+def test_marketplace_answers_are_provisional_until_the_lead_approves_them(market, tmp_path):
+    for pid in ("P1", "P2"):  # both answer the first image, which wants two answers
+        browser = market.browser()
+        action, fields = form_of(browser.get(prolific("street", market.secrets["street"], pid)).text)
+        assert browser.post(action, data={**fields, "taskAnswers": EMPTY}).status_code == 200
+
+    def complete() -> tuple[int, int]:
+        with market.db.read() as session:
+            shown = catalog.progress(session, market.jobs["street"], market.clock())
+            assert shown["awaiting_approval"] == session.scalar(select(func.count()).select_from(Provisional))
+            return shown["complete"], shown["awaiting_approval"]
+
+    assert complete() == (0, 2)  # full, but not final: the answers wait for the lead
+    approve = ["--workspace", str(tmp_path), "--format", "json", "portal", "approve", "street"]
+    approved = CliRunner().invoke(cli, [*approve, "--worker", "prolific:P1", "--db", market.db_url])
+    assert approved.exit_code == 0, approved.output
+    assert json.loads(approved.stdout)["approved"] == 1 and complete() == (0, 1)
+    approved = CliRunner().invoke(cli, [*approve, "--db", market.db_url])
+    assert json.loads(approved.stdout)["approved"] == 1 and complete() == (1, 0)
+
+
 def test_cli_link_prints_the_url_with_the_marketplace_placeholders(tmp_path):
     workspace = tmp_path / "ws"
     db = open_database(f"sqlite:///{workspace / 'portal.db'}")
@@ -402,6 +424,12 @@ def _prolific_run(tmp_path: Path, forged: bool) -> tuple[list[dict], dict]:
         forged_got["answered_by"] = set(
             session.scalars(select(Worker.public_id).join(Answer, Answer.worker_id == Worker.id))
         )
+    # Marketplace answers are provisional: none reaches the outputs until the lead approves them.
+    record = poll_job(spec.name, backend, jobs, finish=lambda s, r: finish_job(s, r, jobs))
+    assert record.status == "in_progress" and record.counters.labeled == 0
+    assert not (Path(spec.output) / spec.name).exists()
+    with db.write() as session:
+        assert catalog.approve(session, catalog.job_by_name(session, spec.name)) == 27
     record = poll_job(spec.name, backend, jobs, finish=lambda s, r: finish_job(s, r, jobs))
     assert record.status == "completed" and record.counters.labeled == len(refs) == 9
     lines = (Path(spec.output) / spec.name / OUTPUT_MANIFEST_KEY).read_text().splitlines()

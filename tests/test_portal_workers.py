@@ -17,7 +17,7 @@ from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.db import Answer, Worker, open_database
 from orchestrator.backends.portal.tokens import issue_invite, issue_token
 from orchestrator.cli.app import app as cli
-from orchestrator.jobs import ManifestItem
+from orchestrator.jobs import ManifestItem, finish_job, launch_job, poll_job, read_items
 from orchestrator.spec import parse_spec
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
@@ -91,11 +91,15 @@ def test_revoke_ends_the_workers_tokens_sessions_and_invites_at_once(portal):
 
 
 def test_the_admin_page_blocks_and_unblocks_with_its_csrf_token(portal):
-    client, _, ann, admin, _ = portal
+    client, db, ann, admin, _ = portal
     client.post(_next(client, ann, "one").json()["submit_url"], json=EMPTY, headers=ann)
     client.get(f"/a/{admin}")
     page = client.get("/admin/jobs/one").text
-    form = dict(re.findall(r'name="(csrf|worker|action)" value="([^"]*)"', page.split("/block")[1]))
+    form = dict(
+        re.findall(
+            r'name="(csrf|worker|action)" value="([^"]*)"', page.split("/block")[1].split("</form>")[0]
+        )
+    )
     assert form["worker"] == "ann" and form["action"] == "block"
     assert client.post("/admin/jobs/one/block", data={**form, "csrf": "x"}).status_code == 403
     assert _next(client, ann, "one").status_code == 200
@@ -105,6 +109,11 @@ def test_the_admin_page_blocks_and_unblocks_with_its_csrf_token(portal):
     assert 'name="action" value="unblock"' in page
     assert client.post("/admin/jobs/one/block", data={**form, "action": "unblock"}).status_code == 303
     assert _next(client, ann, "one").status_code == 200
+    # "Block and drop answers": blocked again, and its answer in the job is gone.
+    assert client.post("/admin/jobs/one/block", data={**form, "action": "drop"}).status_code == 303
+    assert _next(client, ann, "one").status_code == 204
+    with db.read() as session:
+        assert session.scalar(select(func.count(Answer.id))) == 0
 
 
 # ----------------------------------------------------------------- skipping and reporting an image
@@ -187,3 +196,58 @@ def test_the_admin_invite_form_makes_a_one_time_link_and_revoke_ends_a_worker(po
     assert client.post("/admin/revoke", data={"csrf": "x", "worker": "ann"}).status_code == 403
     assert client.post("/admin/revoke", data={"csrf": csrf, "worker": "ann"}).status_code == 303
     assert _next(client, ann, "one").status_code == 401
+
+
+# -------------------------------------------------------------------- dropping a worker's answers
+
+
+def _answer(client, headers, job: str, box: dict | None = None) -> bool:
+    """Take the worker's next task of `job` and answer it (one box, or none); False if none is left."""
+    task = _next(client, headers, job)
+    if task.status_code != 200:
+        return False
+    answer = {"annotatedResult": {"boundingBoxes": [box] if box else []}}
+    return client.post(task.json()["submit_url"], json=answer, headers=headers).status_code == 200
+
+
+def test_block_with_drop_answers_takes_a_spammers_answers_out_of_the_outputs(portal_spec, portal_db_url):
+    keys = [f"images/img_000{i}.jpg" for i in range(3)]
+    spec, jobs, backend = portal_spec("street", keys, task={"workers_per_object": 2})
+    launch_job(spec, backend, jobs, read_items(spec))
+    client = TestClient(create_app(backend.database().url, jobs.workspace), follow_redirects=False)
+    spam, good, late = (_worker(backend.database(), name) for name in ("spam", "good", "late"))
+    junk = {"label": "sign", "left": 0, "top": 0, "width": 5, "height": 5}
+    while _answer(client, spam, "street", junk):
+        pass
+    assert _answer(client, good, "street") and _answer(client, good, "street")
+
+    def finish(spec_, record):
+        return finish_job(spec_, record, jobs)
+
+    record = poll_job(spec.name, backend, jobs, finish=finish)  # two objects complete, with spam's answers
+    assert record.counters.labeled == 2
+    responses = Path(spec.output) / spec.name / "annotations" / "worker-response"
+    assert "spam" in {
+        a["workerId"] for f in responses.rglob("*.json") for a in json.loads(f.read_text())["answers"]
+    }
+
+    blocked = _cli(jobs.workspace.root, "block", "spam", "--job", "street", "--drop-answers")
+    assert blocked.exit_code == 0, blocked.output
+    assert json.loads(blocked.stdout)["answers_dropped"] == 3
+    with backend.database().read() as session:
+        assert session.scalar(select(func.count(Answer.id))) == 2  # good's two answers stay
+    # The tasks are offered again: late takes all three, good the one it had not answered.
+    assert [_answer(client, late, "street") for _ in range(4)] == [True, True, True, False]
+    assert _answer(client, good, "street") and not _answer(client, spam, "street")
+    record = poll_job(spec.name, backend, jobs, finish=finish)
+    assert record.status == "completed" and record.counters.labeled == 3
+    # An object answered again keeps its earlier file too (named by the latest submission time).
+    workers = {
+        folder.name: {a["workerId"] for f in folder.iterdir() for a in json.loads(f.read_text())["answers"]}
+        for folder in (responses / "iteration-1").iterdir()
+    }
+    assert workers == {str(i): {"good", "late"} for i in range(3)}
+    output = Path(spec.output) / spec.name / "manifests" / "output" / "output.manifest"
+    assert '"sign"' not in output.read_text()
+    report = Path(spec.output) / spec.name / "reports" / "workers.csv"
+    assert "spam" not in report.read_text()

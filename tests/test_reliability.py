@@ -1,10 +1,10 @@
 """A fast subset of the reliability harness (tests/reliability/; the full sweep is `make reliability`).
 
 Crashes at a few points of `launch` and of the finishing `poll` of every backend, one run at the
-30 % transient-fault rate per backend, and one run of two concurrent `labeljob poll` processes on
-an S3 workspace. Every run must keep every promise the harness checks; nothing here depends on
-timing (the concurrent pollers' overlap is forced with a barrier, and the checks hold whatever
-the interleaving).
+30 % transient-fault rate per backend, one run of two concurrent `labeljob poll` processes on
+an S3 workspace, and the portal abuse probes but the slow one against a real server. Every run
+must keep every promise the harness checks; nothing here depends on timing (the concurrent
+pollers' overlap is forced with a barrier, and the checks hold whatever the interleaving).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import functools
 
 import pytest
 
-from tests.reliability import concurrency
+from tests.reliability import abuse, concurrency
 from tests.reliability.scenarios import GroundTruthScenario, MTurkScenario, PortalScenario
 from tests.reliability.sweep import baseline, crash_sweep, transient_run
 
@@ -76,3 +76,19 @@ def test_an_adaptive_job_keeps_every_promise_through_a_crash_in_the_poll_that_ex
         only=FEW_POINTS,
     )
     assert sweep.points >= 4 and sweep.problems == []
+
+
+def test_a_real_portal_server_refuses_forged_entries_and_cuts_an_oversized_body(tmp_path):
+    # The slow-head probe waits out the server's 10 s head deadline: it runs in `make reliability`,
+    # and tests/test_portal_hardening.py checks the deadline with a shorter one.
+    portal = abuse.Portal(tmp_path)
+    found = abuse.Abuse()
+    try:
+        abuse.forged_entries(portal, found, per_kind=3)
+        abuse.oversized_body(portal, found, limit=20 * 2**20)
+    finally:
+        portal.close()
+    assert [(f.attempts, f.refused) for f in found.forged] == [(3, 3)] * 3
+    assert found.stored_after == found.stored_before
+    assert found.oversized_status == 413
+    assert found.problems == []

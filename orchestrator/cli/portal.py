@@ -249,15 +249,34 @@ def workers_command(ctx: typer.Context, job: OneJob = None, db: DatabaseUrl = No
 
 
 @app.command("block")
-def block_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db: DatabaseUrl = None) -> None:
+def block_command(
+    ctx: typer.Context,
+    worker: WorkerId,
+    job: OneJob = None,
+    drop_answers: Annotated[
+        bool,
+        typer.Option(
+            "--drop-answers",
+            help="Also delete the worker's answers: their tasks go back to the pool, and the next poll "
+            "takes them out of the job's stored answers.",
+        ),
+    ] = False,
+    db: DatabaseUrl = None,
+) -> None:
     """Block a worker: no new task, and no answer taken, in the job (or every job)."""
+    from orchestrator.backends.portal import catalog
     from orchestrator.backends.portal import workers as portal_workers
 
     st = state(ctx)
     with _database(st, db).write() as session:
         found = _portal_job(session, job) if job else None
-        changed = portal_workers.block(session, _worker(session, worker), found, time.time())
-    st.output.data({"worker_id": worker, "job": job, "blocked": True, "changed": changed})
+        blocked = _worker(session, worker)
+        changed = portal_workers.block(session, blocked, found, time.time())
+        dropped = catalog.drop_answers(session, blocked, found, time.time()) if drop_answers else 0
+    result = {"worker_id": worker, "job": job, "blocked": True, "changed": changed}
+    if drop_answers:
+        result["answers_dropped"] = dropped
+    st.output.data(result)
 
 
 @app.command("unblock")
@@ -270,6 +289,24 @@ def unblock_command(ctx: typer.Context, worker: WorkerId, job: OneJob = None, db
         found = _portal_job(session, job) if job else None
         changed = portal_workers.unblock(session, _worker(session, worker), found)
     st.output.data({"worker_id": worker, "job": job, "blocked": False, "changed": changed})
+
+
+@app.command("approve")
+def approve_command(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The portal job.")],
+    worker: Annotated[str | None, typer.Option(help="Only this worker's answers (default: all).")] = None,
+    db: DatabaseUrl = None,
+) -> None:
+    """Approve marketplace workers' answers, which stay out of the outputs until then
+    (`block --drop-answers` rejects a worker's instead)."""
+    from orchestrator.backends.portal import catalog
+
+    st = state(ctx)
+    with _database(st, db).write() as session:
+        found = _portal_job(session, job)
+        approved = catalog.approve(session, found, _worker(session, worker) if worker else None)
+    st.output.data({"job": job, "worker_id": worker, "approved": approved})
 
 
 @app.command("revoke")

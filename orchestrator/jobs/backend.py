@@ -68,7 +68,8 @@ class PollResult:
     `backend_state` holds whatever the backend must remember between polls (HIT ids, cursors); the
     job layer merges it into the job record. A backend that runs gold tasks puts each worker's
     `GoldScore.as_dict()` under `backend_state[GOLD_SCORES]`; finishing the job weights workers
-    and writes the workers report with them.
+    and writes the workers report with them. `dropped_workers` names workers whose answers the
+    backend took back since the last poll: the job layer removes them from the stored answers.
     """
 
     status: JobStatus
@@ -79,6 +80,7 @@ class PollResult:
     answers: list[ObjectAnswers] = field(default_factory=list)
     backend_state: dict = field(default_factory=dict)
     unlabeled_ids: list[str] = field(default_factory=list)
+    dropped_workers: list[str] = field(default_factory=list)
 
 
 OVERLAP = "overlap"

@@ -153,11 +153,12 @@ def poll_job(
         return record
     spec = record.job_spec
     result = backend.poll(spec, record)
-    if result.answers:
-        from orchestrator.outputs import write_worker_responses
+    if result.answers or result.dropped_workers:
+        from orchestrator.outputs import drop_worker_responses, write_worker_responses
 
         output_store = open_store(job_output_prefix(spec), boto3_session)
         write_worker_responses(output_store, result.answers)
+        drop_worker_responses(output_store, result.dropped_workers)
 
     ended_elsewhere = False
 

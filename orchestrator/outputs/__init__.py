@@ -31,6 +31,7 @@ _EXPORTS = {
         "WORKER_RESPONSE_PREFIX",
         "WORKERS_REPORT_KEY",
         "consolidation_entry",
+        "drop_worker_responses",
         "read_worker_responses",
         "worker_response_key",
         "write_consolidation_response",

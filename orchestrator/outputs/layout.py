@@ -154,14 +154,40 @@ def write_worker_responses(
             if list(merged.values()) == existing:
                 continue
             entries = merged
-        data = json.dumps({"answers": list(entries.values())}, ensure_ascii=False).encode()
-        store.put(key, data, "application/json")
+        _put_answers(store, key, list(entries.values()))
         written.append(key)
     return written
 
 
 def _natural(object_id: str) -> tuple[int, int, str]:
     return (0, int(object_id), "") if object_id.isdigit() else (1, 0, object_id)
+
+
+def _put_answers(store: ObjectStore, key: str, entries: list[dict]) -> None:
+    store.put(key, json.dumps({"answers": entries}, ensure_ascii=False).encode(), "application/json")
+
+
+def drop_worker_responses(store: ObjectStore, worker_ids: Iterable[str]) -> int:
+    """Remove these workers' answers from every worker-response file (a file left with none is
+    deleted); returns the answers removed. Reads every file, so it runs only when workers are named."""
+    dropped = set(worker_ids)
+    if not dropped:
+        return 0
+    removed = 0
+    for info in list_or_empty(store, WORKER_RESPONSE_PREFIX):
+        try:
+            answers = json.loads(store.get(info.key))["answers"]
+            kept = [entry for entry in answers if entry.get("workerId") not in dropped]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a torn or foreign file: read_worker_responses repairs or counts it
+        if len(kept) == len(answers):
+            continue
+        removed += len(answers) - len(kept)
+        if kept:
+            _put_answers(store, info.key, kept)
+        else:
+            store.delete(info.key)
+    return removed
 
 
 def read_worker_responses(

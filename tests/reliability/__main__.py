@@ -2,6 +2,7 @@
 
 .venv/bin/python -m tests.reliability                 # what `make reliability` runs
 .venv/bin/python -m tests.reliability --out /tmp/r.md --concurrent-runs 2
+.venv/bin/python -m tests.reliability --portal-abuse-only   # rewrites only the "Portal abuse" section
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.fakes.aws import moto_server
-from tests.reliability import concurrency
+from tests.reliability import abuse, concurrency
 from tests.reliability.scenarios import REPO, GroundTruthScenario, MTurkScenario, PortalScenario, environment
 from tests.reliability.sweep import COMMANDS, Outcome, Sweep, baseline, crash_sweep, transient_run
 from tests.reliability.timing import worst_cases
@@ -160,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability.md")
     parser.add_argument("--seeds", type=int, default=5, help="Transient-fault runs per backend and rate.")
     parser.add_argument("--concurrent-runs", type=int, default=10, help="Two-poller runs per backend.")
+    parser.add_argument(
+        "--portal-abuse-only",
+        action="store_true",
+        help="Run only the portal abuse probes and rewrite only that section of --out.",
+    )
     args = parser.parse_args(argv)
+    if args.portal_abuse_only:
+        return portal_abuse_only(args.out)
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="labeljob-reliability-"))
@@ -195,14 +203,24 @@ def main(argv: list[str] | None = None) -> int:
             ]
             print(f"concurrency {backend}: {len(concurrent[backend])} runs", file=sys.stderr)
     timings = worst_cases()
+    probes = abuse.run(work / "abuse")
     elapsed = time.perf_counter() - started
 
     text = render(sweeps, transient, concurrent, timings, elapsed, args)
+    text = abuse.replace_section(text, abuse.section(probes, "with the rest of this file"))
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} in {elapsed:.0f} s", file=sys.stderr)
     failed = any(s.problems for s in sweeps) or any(o.problems for outs in transient.values() for o in outs)
     failed = failed or any(o.problems for outs in concurrent.values() for o in outs)
-    return 1 if failed else 0
+    return 1 if failed or probes.problems else 0
+
+
+def portal_abuse_only(out: Path) -> int:
+    probes = abuse.run(Path(tempfile.mkdtemp(prefix="labeljob-abuse-")))
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on its own"
+    out.write_text(abuse.replace_section(out.read_text(encoding="utf-8"), abuse.section(probes, when)))
+    print(f"rewrote the portal abuse section of {out}", file=sys.stderr)
+    return 1 if probes.problems else 0
 
 
 def render(sweeps, transient, concurrent, timings, elapsed: float, args) -> str:

@@ -1007,7 +1007,8 @@ def create_app(
 
     @app.post("/admin/jobs/{name}/block")
     async def admin_block(request: Request, name: str) -> Response:
-        """Block or unblock (field `action`) the worker `worker` in this job."""
+        """Block, unblock or block and drop the answers of (field `action`: "block", "unblock" or
+        "drop") the worker `worker` in this job; docs/portal.md, "Managing workers"."""
         form = await _admin_form(request)
 
         def change() -> None:
@@ -1020,6 +1021,8 @@ def create_app(
                     portal_workers.unblock(session, worker, job)
                 else:
                     portal_workers.block(session, worker, job, portal.clock())
+                if form.get("action") == "drop":
+                    catalog.drop_answers(session, worker, job, portal.clock())
 
         await run_in_threadpool(change)
         return RedirectResponse(f"/admin/jobs/{quote(name)}", status_code=303)

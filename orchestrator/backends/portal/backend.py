@@ -24,13 +24,15 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.backends.portal import catalog
 from orchestrator.backends.portal.db import (
     Answer,
     Database,
+    Drop,
+    Provisional,
     Task,
     Worker,
     default_db_url,
@@ -214,6 +216,7 @@ class PortalBackend:
                     .where(Task.id.in_(ids[start : start + CHUNK]))
                     .values(reported_in=generation + 1)
                 )
+            dropped = self._dropped(session, job.id, generation)
             scores = public_gold_scores(session, job.id)
             unlabeled = []
             if stopped:
@@ -237,7 +240,24 @@ class PortalBackend:
             answers=answers,
             backend_state=state,
             unlabeled_ids=unlabeled,
+            dropped_workers=dropped,
         )
+
+    @staticmethod
+    def _dropped(session, job_id: int, generation: int) -> list[str]:
+        """The workers whose answers `portal block --drop-answers` deleted from the job since the job
+        layer last recorded a poll (so a poll that died before recording it names them again)."""
+        unreported = or_(Drop.reported_in.is_(None), Drop.reported_in > generation)
+        dropped = session.scalars(
+            select(Worker.public_id)
+            .join(Drop, Drop.worker_id == Worker.id)
+            .where(Drop.job_id == job_id, unreported)
+            .distinct()
+        ).all()
+        session.execute(
+            update(Drop).where(Drop.job_id == job_id, unreported).values(reported_in=generation + 1)
+        )
+        return sorted(dropped)
 
     def _decide(self, session, job_id: int, spec: JobSpec, now: float) -> None:
         """Settle, or ask one more answer for, every task that has the answers it asked for."""
@@ -278,7 +298,10 @@ class PortalBackend:
             rows = session.execute(
                 select(Answer, Worker.public_id)
                 .join(Worker, Worker.id == Answer.worker_id)
-                .where(Answer.task_id.in_(ids[start : start + CHUNK]))
+                .where(
+                    Answer.task_id.in_(ids[start : start + CHUNK]),
+                    ~exists().where(Provisional.answer_id == Answer.id),  # not approved yet
+                )
                 .order_by(Answer.task_id, Answer.slot)
             ).all()
             for answer, public_id in rows:

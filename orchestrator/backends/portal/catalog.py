@@ -12,11 +12,22 @@ import statistics
 from collections import defaultdict
 
 from markupsafe import Markup
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Setting, Task, Worker
+from orchestrator.backends.portal.db import (
+    Answer,
+    Database,
+    Drop,
+    Job,
+    Lease,
+    Provisional,
+    Report,
+    Setting,
+    Task,
+    Worker,
+)
 from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
@@ -145,14 +156,54 @@ def stop_job(session: Session, name: str, now: float) -> bool:
     return result.rowcount > 0 or job_by_name(session, name) is not None
 
 
+def drop_answers(session: Session, worker: Worker, job: Job | None, now: float) -> int:
+    """Delete the worker's answers to the tasks of `job` (None: every job) and give those tasks back
+    to the pool; the next poll of each job has the job layer drop them from its worker responses.
+    Gold answers stay: they are how the worker was scored. Returns the answers deleted."""
+    rows = session.execute(
+        select(Answer.id, Answer.slot, Task)
+        .join(Task, Task.id == Answer.task_id)
+        .where(Answer.worker_id == worker.id, not_gold(), *([Task.job_id == job.id] if job else []))
+        .with_for_update()
+    ).all()
+    for answer_id, slot, task in rows:
+        session.execute(delete(Provisional).where(Provisional.answer_id == answer_id))
+        session.execute(delete(Answer).where(Answer.id == answer_id))
+        # Slots stay 1..answered: a new answer takes slot answered + 1, so the last one fills the gap.
+        session.execute(
+            update(Answer).where(Answer.task_id == task.id, Answer.slot == task.answered).values(slot=slot)
+        )
+        # Not final any more: offered again, and handed to the job layer again once it is.
+        task.answered -= 1
+        task.settled_at = None
+        task.reported_in = None
+    for job_id in sorted({task.job_id for _, _, task in rows}):
+        session.add(Drop(worker_id=worker.id, job_id=job_id, created_at=now))
+    session.flush()
+    return len(rows)
+
+
 def task_final():
-    """A task whose answers are final: it has all it may want, or the stopping rule settled it."""
-    return or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None))
+    """A task whose answers are final: it has all it may want, or the stopping rule settled it, and
+    none of them waits for the lead's approval."""
+    return and_(
+        or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None)),
+        ~exists().where(Provisional.task_id == Task.id),
+    )
+
+
+def approve(session: Session, job: Job, worker: Worker | None = None) -> int:
+    """Approve the provisional answers in `job` (of one worker, or all); how many there were."""
+    answers = select(Answer.id).join(Task, Task.id == Answer.task_id).where(Task.job_id == job.id)
+    if worker is not None:
+        answers = answers.where(Answer.worker_id == worker.id)
+    return session.execute(delete(Provisional).where(Provisional.answer_id.in_(answers))).rowcount
 
 
 def progress(session: Session, job: Job, now: float) -> dict:
     """Status (open, completed or stopped) and counters of one job: objects, complete objects, answers,
-    answers asked for so far (all that are wanted in a fixed-overlap job), live leases, workers."""
+    answers asked for so far (all that are wanted in a fixed-overlap job), live leases, workers, and
+    marketplace answers awaiting the lead's approval."""
     objects, complete, answers, wanted = session.execute(
         select(
             func.count(Task.id),
@@ -171,6 +222,11 @@ def progress(session: Session, job: Job, now: float) -> dict:
         .join(Task, Task.id == Answer.task_id)
         .where(Task.job_id == job.id)
     )
+    provisional = session.scalar(
+        select(func.count(Provisional.answer_id))
+        .join(Task, Task.id == Provisional.task_id)
+        .where(Task.job_id == job.id)
+    )
     # The rule PortalBackend.poll applies, so the admin pages say what `labeljob status` says.
     completed = job.status == "open" and objects > 0 and complete == objects
     return {
@@ -182,6 +238,7 @@ def progress(session: Session, job: Job, now: float) -> dict:
         "wanted": int(wanted),
         "live_leases": live,
         "workers": workers,
+        "awaiting_approval": provisional,
     }
 
 

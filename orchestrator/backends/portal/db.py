@@ -177,6 +177,20 @@ class Block(Base):
     __table_args__ = (UniqueConstraint("worker_id", "job_id"),)
 
 
+class Drop(Base):
+    """A worker's answers dropped from a job (`portal block --drop-answers`): deleted from its tasks at
+    once, then named to the job layer by the next poll (`reported_in`, the poll generation, as for
+    tasks), which removes them from the stored worker responses."""
+
+    __tablename__ = "drops"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[float] = mapped_column(Double)
+    reported_in: Mapped[int | None] = mapped_column(Integer)
+
+
 class Invite(Base):
     """A one-time invite code (stored as its SHA-256), exchanged once for a worker token."""
 
@@ -231,6 +245,18 @@ class Answer(Base):
         UniqueConstraint("task_id", "slot", name="one_answer_per_slot"),
         CheckConstraint("slot >= 1 AND slot <= wanted", name="answer_slot_range"),
     )
+
+
+class Provisional(Base):
+    """An answer from a marketplace session, kept out of the outputs until the ML lead approves it
+    (`labeljob portal approve`): a marketplace does not sign its worker ids, so anyone with the link
+    can answer under one. Its task is not final while it has one (docs/portal.md, "Security model")."""
+
+    __tablename__ = "provisional_answers"
+
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
 
 
 class GoldTask(Base):

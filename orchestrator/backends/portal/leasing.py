@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal import gold
-from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Task, Worker
+from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Provisional, Report, Task, Worker
 from orchestrator.backends.portal.workers import blocked_in
 
 # Reports of a broken image, by different workers, that set a task aside for the ML lead.
@@ -347,6 +347,9 @@ def submit_answer(
             task.answered += 1
             session.execute(update(Lease).where(Lease.id == lease_id).values(submitted_at=now))
             session.flush()
+            if token_id is not None:  # a marketplace session's answer waits for the lead's approval
+                session.add(Provisional(answer_id=answer.id, task_id=task.id, worker_id=worker_id))
+                session.flush()
             return Submitted(answer.id, name, duplicate=False)
     except IntegrityError:
         # Only reachable if two submits raced past the checks; the constraints kept the data right.

@@ -140,7 +140,8 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
 
 
 def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
-    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers; and the invite form."""
+    """jobs: name, status, objects, complete, answers, wanted, live_leases, workers, awaiting_approval;
+    and the invite form."""
     rows = [
         [
             f'<a href="/admin/jobs/{esc(j["name"])}">{esc(j["name"])}</a>',
@@ -149,10 +150,12 @@ def admin_jobs_page(jobs: list[dict], csrf: str = "") -> str:
             _bar(j["answers"], j["wanted"]),
             esc(j["live_leases"]),
             esc(j["workers"]),
+            esc(j["awaiting_approval"]),
         ]
         for j in jobs
     ]
-    table = _table(["job", "status", "objects complete", "answers", "open leases", "workers"], rows)
+    headers = ["job", "status", "objects complete", "answers", "open leases", "workers", "awaiting approval"]
+    table = _table(headers, rows)
     return page(
         "labeljob portal",
         f"<h1>Jobs</h1>{table if jobs else '<p>No jobs yet.</p>'}{_invite_form(jobs, csrf)}",
@@ -206,8 +209,11 @@ def admin_job_page(job: dict, workers: list[dict], files: list[tuple[str, str]],
         if gold:
             row.append(esc(w.get("gold", "")))
         action = "unblock" if job["name"] in w["blocked"] else "block"
-        block = _post_button(
-            f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": action}, action
+        block = "".join(
+            _post_button(
+                f"/admin/jobs/{name}/block", {"csrf": csrf, "worker": w["worker_id"], "action": value}, label
+            )
+            for value, label in ((action, action), ("drop", "block and drop answers"))
         )
         revoke = _post_button("/admin/revoke", {"csrf": csrf, "worker": w["worker_id"]}, "revoke")
         reason = f" ({w['block_reason']})" if w.get("block_reason") else ""
