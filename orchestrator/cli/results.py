@@ -23,7 +23,7 @@ from orchestrator.storage import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.consolidation import AnswerReport, ObjectAnswers
+    from orchestrator.consolidation import AnswerColumns, AnswerReport, ObjectAnswers
 
 # Consolidation and outputs are imported inside the commands: `labeljob --help` loads this module.
 MAX_LISTED_BAD_LINES = 10
@@ -39,9 +39,14 @@ def _labels(uri: str, session) -> list[str]:
 
 def _read_answers(
     input: str, input_manifest: str | None, labels: list[str] | None, report: AnswerReport, session
-) -> tuple[list[ObjectAnswers], dict[str, dict]]:
+) -> tuple[AnswerColumns | list[ObjectAnswers], dict[str, dict]]:
     """Workers' raw answers from a payload file or a job folder, and the source lines by object id."""
-    from orchestrator.outputs import OUTPUT_MANIFEST_KEY, job_output_folder, read_answers, read_source_lines
+    from orchestrator.outputs import (
+        OUTPUT_MANIFEST_KEY,
+        job_output_folder,
+        read_answer_columns,
+        read_source_lines,
+    )
 
     source_lines: dict[str, dict] = {}
     if input_manifest:
@@ -55,7 +60,7 @@ def _read_answers(
             )
         source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
     source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-    return read_answers(input, source_refs, labels, report, session), source_lines
+    return read_answer_columns(input, source_refs, labels, report, session), source_lines
 
 
 def _params(**values) -> ConsolidationSpec:
