@@ -420,9 +420,9 @@ def _may_have_near_duplicates(
     answer: np.ndarray, xyxy: np.ndarray, labels: list[str], n_answers: int
 ) -> np.ndarray:
     """Answers holding two boxes of one label at IoU near or above NEAR_DUPLICATE_IOU; only those go
-    through `_near_duplicates`, which decides exactly (its corners are rounded differently)."""
-    index: dict[str, int] = {}
-    label = np.fromiter((index.setdefault(name, len(index)) for name in labels), np.int64, len(labels))
+    through `_near_duplicates`, which decides exactly."""
+    index = {name: i for i, name in enumerate(dict.fromkeys(labels))}
+    label = np.fromiter(map(index.__getitem__, labels), np.int64, len(labels))
     group = answer * max(len(index), 1) + label
     order = np.argsort(group, kind="stable")
     group = group[order]
