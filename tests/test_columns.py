@@ -15,6 +15,7 @@ from orchestrator.consolidation import (
     AnswerReport,
     IoUVote,
     ObjectAnswers,
+    labels_in_answers,
     parse_consolidation_columns,
     parse_consolidation_payload,
     parse_element_answer,
@@ -140,6 +141,7 @@ def test_the_pedestrian_payload_votes_the_same_from_columns_as_from_the_answer_m
 def test_answer_models_survive_the_trip_through_columns(objects):
     columns = AnswerColumns.from_objects(objects)
     assert exact(columns.objects()) == exact(objects)
+    assert labels_in_answers(columns) == labels_in_answers(objects)
     answered = columns.answered()
     assert exact(answered.objects()) == exact([obj for obj in objects if obj.answers])
     assert repr(IoUVote().fit_predict(answered, LABELS)) == repr(

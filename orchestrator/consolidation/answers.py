@@ -280,6 +280,7 @@ class AnswerColumns:
 
     @classmethod
     def from_objects(cls, objects: Sequence[ObjectAnswers]) -> AnswerColumns:
+        """The answer models as columns, objects and answers in the same order."""
         answers = [a for obj in objects for a in obj.answers]
         boxes = [b for a in answers for b in a.boxes]
         ltwh = np.fromiter(
@@ -676,8 +677,10 @@ def parse_consolidation_columns(
     return _answer_columns(pending, owner, list(objects), source_refs, labels, report)
 
 
-def labels_in_answers(objects: Iterable[ObjectAnswers]) -> list[str]:
+def labels_in_answers(objects: Iterable[ObjectAnswers] | AnswerColumns) -> list[str]:
     """Every label the answers use, in the order they first appear (object, worker, box)."""
+    if isinstance(objects, AnswerColumns):
+        return list(dict.fromkeys(objects.labels))
     return list(dict.fromkeys(box.label for obj in objects for answer in obj.answers for box in answer.boxes))
 
 
