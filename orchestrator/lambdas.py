@@ -72,7 +72,7 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
         IoUVote,
         ObjectResult,
         labels_in_answers,
-        parse_consolidation_payload,
+        parse_consolidation_columns,
     )
     from orchestrator.outputs import consolidation_entry, label_value
     from orchestrator.storage import open_object
@@ -93,26 +93,26 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
 
     report = AnswerReport()
     # Without a label list no box is an unknown label; the list is then read off the answers.
-    objects = parse_consolidation_payload(store.get(key), given or None, report, fetch=fetch)
-    labels = list(given) if given else labels_in_answers(objects)
+    answers = parse_consolidation_columns(store.get(key), given or None, report, fetch=fetch)
+    labels = list(given) if given else labels_in_answers(answers)
     params = consolidation_params()
-    answered = [obj for obj in objects if obj.answers]
     results = {
-        r.dataset_object_id: r for r in IoUVote(**params.model_dump()).fit_predict(answered, labels=labels)
+        r.dataset_object_id: r
+        for r in IoUVote(**params.model_dump()).fit_predict(answers.answered(), labels=labels)
     }
     response = []
-    for obj in objects:
-        result = results.get(obj.dataset_object_id) or ObjectResult(
-            obj.dataset_object_id, obj.source_ref, None, None, boxes=[], n_workers=0
+    for object_id, source_ref in zip(answers.object_ids, answers.source_refs, strict=True):
+        result = results.get(object_id) or ObjectResult(
+            object_id, source_ref, None, None, boxes=[], n_workers=0
         )
         label, _, _ = label_value(result, labels)
-        response.append(consolidation_entry(obj.dataset_object_id, {attr: label.model_dump(mode="json")}))
+        response.append(consolidation_entry(object_id, {attr: label.model_dump(mode="json")}))
     logger.info(
         json.dumps(
             {
                 "labelingJobArn": event.get("labelingJobArn"),
-                "objects": len(objects),
-                "answers": sum(len(obj.answers) for obj in objects),
+                "objects": len(answers),
+                "answers": len(answers.worker_ids),
                 "boxes": sum(len(r.boxes) for r in results.values()),
                 "repairs": dict(sorted(report.counts.items())),
                 "labels_from": "labelCategories" if given else "answers",

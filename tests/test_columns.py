@@ -11,12 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.consolidation import (
+    AnswerColumns,
     AnswerReport,
+    IoUVote,
+    ObjectAnswers,
+    labels_in_answers,
+    parse_consolidation_columns,
     parse_consolidation_payload,
     parse_element_answer,
     parse_worker_response,
 )
-from tests.test_fuzz import FUZZ, LABELS, element_answer, to_text
+from tests.test_fuzz import FEW, FUZZ, LABELS, crowd, element_answer, to_text
 
 PEDESTRIANS = Path(__file__).resolve().parent / "data" / "pedestrians-dev.jsonl"
 # Boxes near and past a 640 x 480 image's edges, drawn backwards, flat, and drawn twice.
@@ -103,3 +108,42 @@ def test_the_pedestrian_payloads_parse_the_same_in_columns():
     assert sum(len(c["boundingBox"]["boundingBoxes"]) for c in contents) > 3_000
     for labels in (["pedestrian"], None):
         assert_same(contents, labels)
+
+
+def test_the_pedestrian_payload_votes_the_same_from_columns_as_from_the_answer_models():
+    rows = [json.loads(line) for line in PEDESTRIANS.read_text().splitlines() if line.strip()]
+    items, objects = [], []
+    for n, row in enumerate(rows):
+        size = {"width": row["width"], "height": row["height"]}
+        contents = [
+            to_text({"boundingBoxes": w["boxes"], "inputImageProperties": size}) for w in row["workers"]
+        ]
+        answers = [
+            parse_element_answer(c, w["worker"], None, AnswerReport())
+            for c, w in zip(contents, row["workers"], strict=True)
+        ]
+        objects.append(ObjectAnswers(dataset_object_id=str(n), source_ref=row["image"], answers=answers))
+        annotations = [
+            {"workerId": w["worker"], "annotationData": {"content": c}}
+            for c, w in zip(contents, row["workers"], strict=True)
+        ]
+        items.append(
+            {"datasetObjectId": str(n), "dataObject": {"s3Uri": row["image"]}, "annotations": annotations}
+        )
+    columns = parse_consolidation_columns(to_text(items), None, AnswerReport())
+    assert exact(columns.objects()) == exact(objects)
+    for labels in (["pedestrian"], None):
+        assert repr(IoUVote().fit_predict(columns, labels)) == repr(IoUVote().fit_predict(objects, labels))
+
+
+@FEW
+@given(crowd())
+def test_answer_models_survive_the_trip_through_columns(objects):
+    columns = AnswerColumns.from_objects(objects)
+    assert exact(columns.objects()) == exact(objects)
+    assert labels_in_answers(columns) == labels_in_answers(objects)
+    answered = columns.answered()
+    assert exact(answered.objects()) == exact([obj for obj in objects if obj.answers])
+    assert repr(IoUVote().fit_predict(answered, LABELS)) == repr(
+        IoUVote().fit_predict([obj for obj in objects if obj.answers], LABELS)
+    )

@@ -9,11 +9,13 @@ _EXPORTS = {
     "answers": [
         "MAX_BOXES_PER_ANSWER",
         "MAX_XML_CHARS",
+        "AnswerColumns",
         "AnswerReport",
         "Box",
         "ObjectAnswers",
         "WorkerAnswer",
         "labels_in_answers",
+        "parse_consolidation_columns",
         "parse_consolidation_payload",
         "parse_element_answer",
         "parse_mturk_answer",

@@ -52,9 +52,10 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from itertools import chain
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain, compress
+from operator import attrgetter
 from typing import Annotated, Any
 
 import numpy as np
@@ -222,8 +223,7 @@ class _Pending:
     boxes: list[Any]
     width: int | None
     height: int | None
-    submitted_at: str | None
-    time_spent_seconds: float | None
+    fields: dict[str, Any]  # the other `WorkerAnswer` fields
 
 
 def _read_element(
@@ -241,7 +241,8 @@ def _read_element(
         return None
     width, height = _image_size(props, report, where)
     width, height = (width, height) if width and height else (image_width, image_height)
-    return _Pending(worker_id, where, boxes_json, width, height, submitted_at, time_spent_seconds)
+    fields = {"submitted_at": submitted_at, "time_spent_seconds": time_spent_seconds}
+    return _Pending(worker_id, where, boxes_json, width, height, fields)
 
 
 def _worker_answer(pending: _Pending, boxes: list[Box], report: AnswerReport) -> WorkerAnswer:
@@ -252,16 +253,106 @@ def _worker_answer(pending: _Pending, boxes: list[Box], report: AnswerReport) ->
         boxes=boxes,
         image_width=pending.width,
         image_height=pending.height,
-        submitted_at=pending.submitted_at,
-        time_spent_seconds=pending.time_spent_seconds,
+        **pending.fields,
     )
 
 
-def _parse_pending(
-    pending: list[_Pending], labels: list[str] | None, report: AnswerReport
-) -> list[WorkerAnswer | None]:
-    """`parse_element_answer`'s result for every pending answer, the boxes of all validated at once
-    (`columns.validate_boxes`): the same answers, boxes and counted reasons."""
+@dataclass
+class AnswerColumns:
+    """Parsed answers of many objects as columns: what `IoUVote` reads, without a pydantic model per box.
+
+    Objects keep their input order; answers are grouped by object (ascending `answer_object`), boxes
+    by answer (ascending `box_answer`) in drawing order. `objects()` gives the same answers as models.
+    """
+
+    object_ids: list[str]
+    source_refs: list[str]
+    answer_object: np.ndarray  # (A,) object of each answer
+    worker_ids: list[str]  # (A,)
+    image_sizes: list[tuple[int | None, int | None]]  # (A,)
+    answer_fields: list[dict[str, Any]]  # (A,) the other `WorkerAnswer` fields
+    box_answer: np.ndarray  # (N,) answer of each box
+    ltwh: np.ndarray  # (N, 4) left, top, width, height
+    labels: list[str]  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.object_ids)
+
+    @classmethod
+    def from_objects(cls, objects: Sequence[ObjectAnswers]) -> AnswerColumns:
+        """The answer models as columns, objects and answers in the same order."""
+        answers = [a for obj in objects for a in obj.answers]
+        boxes = [b for a in answers for b in a.boxes]
+        ltwh = np.fromiter(
+            chain.from_iterable(map(attrgetter("left", "top", "width", "height"), boxes)),
+            dtype=np.float64,
+            count=4 * len(boxes),
+        ).reshape(-1, 4)
+        return cls(
+            object_ids=[obj.dataset_object_id for obj in objects],
+            source_refs=[obj.source_ref for obj in objects],
+            answer_object=np.repeat(np.arange(len(objects)), [len(obj.answers) for obj in objects]),
+            worker_ids=[a.worker_id for a in answers],
+            image_sizes=[(a.image_width, a.image_height) for a in answers],
+            answer_fields=[a.model_dump(include=_ANSWER_FIELDS) for a in answers],
+            box_answer=np.repeat(np.arange(len(answers)), [len(a.boxes) for a in answers]),
+            ltwh=ltwh,
+            labels=[b.label for b in boxes],
+        )
+
+    def objects(self) -> list[ObjectAnswers]:
+        """The answers as `ObjectAnswers`, for the boundaries that hand single objects on."""
+        boxes = [
+            Box(label=name, left=left, top=top, width=width, height=height)
+            for name, (left, top, width, height) in zip(self.labels, self.ltwh.tolist(), strict=True)
+        ]
+        box_bounds = np.searchsorted(self.box_answer, np.arange(len(self.worker_ids) + 1)).tolist()
+        answers = [
+            WorkerAnswer(
+                worker_id=worker_id, boxes=boxes[start:stop], image_width=width, image_height=height, **fields
+            )
+            for worker_id, (width, height), fields, start, stop in zip(
+                self.worker_ids,
+                self.image_sizes,
+                self.answer_fields,
+                box_bounds[:-1],
+                box_bounds[1:],
+                strict=True,
+            )
+        ]
+        bounds = np.searchsorted(self.answer_object, np.arange(len(self) + 1)).tolist()
+        return [
+            ObjectAnswers(dataset_object_id=object_id, source_ref=ref, answers=answers[start:stop])
+            for object_id, ref, start, stop in zip(
+                self.object_ids, self.source_refs, bounds[:-1], bounds[1:], strict=True
+            )
+        ]
+
+    def answered(self) -> AnswerColumns:
+        """Only the objects with at least one answer."""
+        has = np.bincount(self.answer_object, minlength=len(self)) > 0
+        return replace(
+            self,
+            object_ids=list(compress(self.object_ids, has)),
+            source_refs=list(compress(self.source_refs, has)),
+            answer_object=(np.cumsum(has) - 1)[self.answer_object],
+        )
+
+
+_ANSWER_FIELDS = {"submitted_at", "time_spent_seconds", "accepted_at", "worker_metadata"}
+
+
+def _answer_columns(
+    pending: list[_Pending],
+    owner: list[int],
+    object_ids: list[str],
+    source_refs: list[str],
+    labels: list[str] | None,
+    report: AnswerReport,
+) -> AnswerColumns:
+    """The pending answers (`owner`: the object of each) validated as `parse_element_answer` would, the
+    boxes of all at once (`columns.validate_boxes`), then one answer per worker and object, as columns:
+    the same answers, boxes and counted reasons."""
     for p in pending:
         if len(p.boxes) > MAX_BOXES_PER_ANSWER:
             report.add("too_many_boxes", p.where, f"{len(p.boxes)} boxes, kept {MAX_BOXES_PER_ANSWER}")
@@ -279,41 +370,60 @@ def _parse_pending(
         report.add(code, f"{pending[a].where}, box {i - starts[a]}", detail)
     kept = np.flatnonzero(columns.keep)
     x1, y1, x2, y2 = columns.xyxy[kept].T
-    boxes = [
-        Box(label=name, left=left, top=top, width=width, height=height)
-        for name, left, top, width, height in zip(
-            [columns.label[i] for i in kept.tolist()],
-            x1.tolist(),
-            y1.tolist(),
-            (x2 - x1).tolist(),
-            (y2 - y1).tolist(),
-            strict=True,
-        )
-    ]
-    bounds = np.searchsorted(answer[kept], np.arange(len(pending) + 1)).tolist()
-    suspect = _may_have_near_duplicates(
-        answer[kept], columns.xyxy[kept], [b.label for b in boxes], len(pending)
-    )
-    results: list[WorkerAnswer | None] = []
+    # A `Box` holds left, top, width and height: its right edge is left + width, which can differ from
+    # x2 in the last bit; every later step reads the edges that way.
+    ltwh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
+    xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
+    box_labels = [columns.label[i] for i in kept.tolist()]
+    box_answer = answer[kept]
+    bounds = np.searchsorted(box_answer, np.arange(len(pending) + 1)).tolist()
+    suspect = _may_have_near_duplicates(box_answer, xyxy, box_labels, len(pending))
+    box_kept = np.ones(len(kept), dtype=bool)
+    readable = np.zeros(len(pending), dtype=bool)
     for a, p in enumerate(pending):
-        own = boxes[bounds[a] : bounds[a + 1]]
-        if counts[a] and not own:
+        start, stop = bounds[a], bounds[a + 1]
+        if counts[a] and start == stop:
             report.add("all_boxes_dropped", p.where, f"{counts[a]} boxes")
-            results.append(None)
             continue
+        readable[a] = True
         if suspect[a]:
-            own = _collapse_near_duplicates(own, report, p.where)
-        results.append(_worker_answer(p, own, report))
-    return results
+            own = _near_duplicates(xyxy[start:stop], box_labels[start:stop], report, p.where)
+            box_kept[start:stop] = np.isin(np.arange(stop - start), own)
+        if start == stop:
+            report.add("empty_answer", p.where)
+    by_object: list[list[int]] = [[] for _ in object_ids]
+    for a in np.flatnonzero(readable).tolist():
+        by_object[owner[a]].append(a)
+    final = [
+        own[i]
+        for object_id, own in zip(object_ids, by_object, strict=True)
+        for i in _last_per_worker([pending[a].worker_id for a in own], report, f"object {object_id}")
+    ]
+    position = np.full(len(pending), -1)
+    position[final] = np.arange(len(final))
+    box_position = position[box_answer]
+    chosen = np.flatnonzero(box_kept & (box_position >= 0))
+    chosen = chosen[np.argsort(box_position[chosen], kind="stable")]
+    return AnswerColumns(
+        object_ids=object_ids,
+        source_refs=source_refs,
+        answer_object=np.array([owner[a] for a in final], dtype=np.int64),
+        worker_ids=[pending[a].worker_id for a in final],
+        image_sizes=[(pending[a].width, pending[a].height) for a in final],
+        answer_fields=[pending[a].fields for a in final],
+        box_answer=box_position[chosen],
+        ltwh=ltwh[chosen],
+        labels=[box_labels[i] for i in chosen.tolist()],
+    )
 
 
 def _may_have_near_duplicates(
     answer: np.ndarray, xyxy: np.ndarray, labels: list[str], n_answers: int
 ) -> np.ndarray:
     """Answers holding two boxes of one label at IoU near or above NEAR_DUPLICATE_IOU; only those go
-    through `_collapse_near_duplicates`, which decides exactly (its corners are rounded differently)."""
-    index: dict[str, int] = {}
-    label = np.fromiter((index.setdefault(name, len(index)) for name in labels), np.int64, len(labels))
+    through `_near_duplicates`, which decides exactly."""
+    index = {name: i for i, name in enumerate(dict.fromkeys(labels))}
+    label = np.fromiter(map(index.__getitem__, labels), np.int64, len(labels))
     group = answer * max(len(index), 1) + label
     order = np.argsort(group, kind="stable")
     group = group[order]
@@ -369,7 +479,8 @@ def _parse_boxes(
     if raw and not boxes:
         report.add("all_boxes_dropped", where, f"{len(raw)} boxes")
         return None
-    return _collapse_near_duplicates(boxes, report, where)
+    xyxy = np.array([(b.left, b.top, b.left + b.width, b.top + b.height) for b in boxes]).reshape(-1, 4)
+    return [boxes[i] for i in _near_duplicates(xyxy, [b.label for b in boxes], report, where)]
 
 
 def _parse_box(
@@ -435,31 +546,32 @@ def _parse_box(
     return Box(label=label, left=x1, top=y1, width=x2 - x1, height=y2 - y1)
 
 
-def _collapse_near_duplicates(boxes: list[Box], report: AnswerReport, where: str) -> list[Box]:
-    """Drop a box repeating (same label, IoU >= 0.9) one earlier in coordinate order; keep drawing order."""
-    if len(boxes) < 2:
-        return boxes
-    xyxy = np.array([(b.left, b.top, b.left + b.width, b.top + b.height) for b in boxes])
-    labels = np.array([b.label for b in boxes])
-    duplicate = (box_iou(xyxy, xyxy) >= NEAR_DUPLICATE_IOU) & (labels[:, None] == labels[None, :])
-    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].label, *xyxy[i]))
+def _near_duplicates(xyxy: np.ndarray, labels: list[str], report: AnswerReport, where: str) -> list[int]:
+    """Indexes of one answer's boxes (`xyxy`, `labels`) left after dropping each box that repeats (same
+    label, IoU >= 0.9) one earlier in coordinate order; in drawing order."""
+    if len(labels) < 2:
+        return list(range(len(labels)))
+    names = np.array(labels)
+    duplicate = (box_iou(xyxy, xyxy) >= NEAR_DUPLICATE_IOU) & (names[:, None] == names[None, :])
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], *xyxy[i]))
     kept: list[int] = []
     for i in order:
         if duplicate[i, kept].any():
             report.add("near_duplicate_collapsed", where, f"box {i}")
         else:
             kept.append(i)
-    return [boxes[i] for i in sorted(kept)]
+    return sorted(kept)
 
 
-def _dedupe_workers(answers: Iterable[WorkerAnswer], report: AnswerReport, where: str) -> list[WorkerAnswer]:
-    """One answer per worker: a later answer replaces an earlier one (a resubmission is the final word)."""
-    by_worker: dict[str, WorkerAnswer] = {}
-    for answer in answers:
-        if answer.worker_id in by_worker:
-            report.add("duplicate_worker_answer", f"{where}, worker {answer.worker_id}", "kept the last")
-            del by_worker[answer.worker_id]
-        by_worker[answer.worker_id] = answer
+def _last_per_worker(worker_ids: list[str], report: AnswerReport, where: str) -> list[int]:
+    """Indexes of one answer per worker: a later answer replaces an earlier one (a resubmission is the
+    final word); in the order of the answers kept."""
+    by_worker: dict[str, int] = {}
+    for i, worker_id in enumerate(worker_ids):
+        if worker_id in by_worker:
+            report.add("duplicate_worker_answer", f"{where}, worker {worker_id}", "kept the last")
+            del by_worker[worker_id]
+        by_worker[worker_id] = i
     return list(by_worker.values())
 
 
@@ -525,9 +637,21 @@ def parse_consolidation_payload(
     "annotations": [{"workerId": "w1", "annotationData": {"content": "<answer JSON string>"}}]}`.
     `fetch`, if given, reads an `annotationData.s3Uri` that Ground Truth used instead of inline content.
     """
-    objects: dict[str, ObjectAnswers] = {}
+    return parse_consolidation_columns(data, labels, report, fetch=fetch).objects()
+
+
+def parse_consolidation_columns(
+    data: bytes | str,
+    labels: list[str] | None,
+    report: AnswerReport,
+    *,
+    fetch: Callable[[str], bytes | str] | None = None,
+) -> AnswerColumns:
+    """`parse_consolidation_payload`'s answers as columns, for `IoUVote`: no model per box or answer."""
+    objects: dict[str, int] = {}  # object id -> its index
+    source_refs: list[str] = []
     pending: list[_Pending] = []
-    owner: list[ObjectAnswers] = []  # the object of each pending answer
+    owner: list[int] = []  # the object of each pending answer
     for index, item in enumerate(_load_items(data)):
         where = f"item {index}"
         if not isinstance(item, dict):
@@ -546,23 +670,17 @@ def parse_consolidation_payload(
         if object_id in objects:
             report.add("duplicate_object", where, "annotations merged")
         else:
-            objects[object_id] = ObjectAnswers(
-                dataset_object_id=object_id,
-                source_ref=_source_ref(item.get("dataObject"), report, where),
-                answers=[],
-            )
+            objects[object_id] = len(source_refs)
+            source_refs.append(_source_ref(item.get("dataObject"), report, where))
         pending.extend(answers)
         owner.extend([objects[object_id]] * len(answers))
-    for obj, answer in zip(owner, _parse_pending(pending, labels, report), strict=True):
-        if answer is not None:
-            obj.answers.append(answer)
-    for obj in objects.values():
-        obj.answers = _dedupe_workers(obj.answers, report, f"object {obj.dataset_object_id}")
-    return list(objects.values())
+    return _answer_columns(pending, owner, list(objects), source_refs, labels, report)
 
 
-def labels_in_answers(objects: Iterable[ObjectAnswers]) -> list[str]:
+def labels_in_answers(objects: Iterable[ObjectAnswers] | AnswerColumns) -> list[str]:
     """Every label the answers use, in the order they first appear (object, worker, box)."""
+    if isinstance(objects, AnswerColumns):
+        return list(dict.fromkeys(objects.labels))
     return list(dict.fromkeys(box.label for obj in objects for answer in obj.answers for box in answer.boxes))
 
 
@@ -637,7 +755,6 @@ def parse_worker_response(
     else:
         entries = _as_list(data.get("answers"), report, where)
     pending: list[_Pending] = []
-    extras: list[dict[str, Any]] = []
     for n, entry in enumerate(entries):
         entry_where = f"{where}, answer {n}"
         if not isinstance(entry, dict):
@@ -657,23 +774,13 @@ def parse_worker_response(
         )
         if answer is not None:
             metadata = entry.get("workerMetadata")
+            answer.fields["accepted_at"] = _optional_str(entry.get("acceptanceTime"))
+            answer.fields["worker_metadata"] = metadata if isinstance(metadata, dict) else None
             pending.append(answer)
-            extras.append(
-                {
-                    "accepted_at": _optional_str(entry.get("acceptanceTime")),
-                    "worker_metadata": metadata if isinstance(metadata, dict) else None,
-                }
-            )
-    answers = [
-        answer.model_copy(update=extra)
-        for answer, extra in zip(_parse_pending(pending, labels, report), extras, strict=True)
-        if answer is not None
-    ]
-    return ObjectAnswers(
-        dataset_object_id=dataset_object_id,
-        source_ref=source_ref,
-        answers=_dedupe_workers(answers, report, where),
-    )
+    [obj] = _answer_columns(
+        pending, [0] * len(pending), [dataset_object_id], [source_ref], labels, report
+    ).objects()
+    return obj
 
 
 def parse_mturk_answer(

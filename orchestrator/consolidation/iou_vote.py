@@ -36,13 +36,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import attrgetter
 from typing import Literal
 
 import numpy as np
 
-from orchestrator.consolidation.answers import MAX_COORDINATE, ObjectAnswers, WorkerAnswer
+from orchestrator.consolidation.answers import MAX_COORDINATE, AnswerColumns, ObjectAnswers, WorkerAnswer
 from orchestrator.consolidation.gold import GoldScore, gold_weights
 from orchestrator.consolidation.iou import iou as paired_iou
 
@@ -172,7 +170,7 @@ class IoUVote:
 
     def fit(
         self,
-        objects: Sequence[ObjectAnswers],
+        objects: Sequence[ObjectAnswers] | AnswerColumns,
         labels: list[str] | None = None,
         gold: Mapping[str, GoldScore] | None = None,
     ) -> IoUVote:
@@ -193,11 +191,11 @@ class IoUVote:
             vote = self._vote(job, weights)
         self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
         self.workers_ = vote.worker_quality(weights, self.low_quality_f1)
-        self.results_ = vote.results(objects)
+        self.results_ = vote.results()
         return self
 
     def fit_predict(
-        self, objects: Sequence[ObjectAnswers], labels: list[str] | None = None
+        self, objects: Sequence[ObjectAnswers] | AnswerColumns, labels: list[str] | None = None
     ) -> list[ObjectResult]:
         """`fit`, then return `results_`."""
         return self.fit(objects, labels).results_
@@ -256,7 +254,7 @@ def consolidate_objects(
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("worker weights must be finite and >= 0")
     w = np.maximum(w, MIN_WEIGHT)
-    return _Vote(job, w, iou_threshold, min_support, coordinates).results(objects)
+    return _Vote(job, w, iou_threshold, min_support, coordinates).results()
 
 
 @dataclass
@@ -264,6 +262,8 @@ class _Job:
     """A job as flat arrays. Answers are sorted by (image, worker id); boxes are x1, y1, x2, y2, sorted
     by (image, x1, y1, x2, y2, label)."""
 
+    object_ids: list[str]
+    source_refs: list[str]
     worker_ids: list[str]  # sorted; a worker's index is its rank here
     label_names: list[str]  # tie-break order
     n_images: int
@@ -275,16 +275,15 @@ class _Job:
     box_label: np.ndarray  # (N,)
 
     @classmethod
-    def build(cls, objects: Sequence[ObjectAnswers], labels: list[str] | None) -> _Job:
-        answers = [a for obj in objects for a in obj.answers]
-        boxes = [b for a in answers for b in a.boxes]
-        worker_ids = sorted({a.worker_id for a in answers})
+    def build(cls, objects: Sequence[ObjectAnswers] | AnswerColumns, labels: list[str] | None) -> _Job:
+        answers = objects if isinstance(objects, AnswerColumns) else AnswerColumns.from_objects(objects)
+        worker_ids = sorted(set(answers.worker_ids))
         worker_index = {w: i for i, w in enumerate(worker_ids)}
         if labels is None:
-            labels = sorted({b.label for b in boxes})
+            labels = sorted(set(answers.labels))
         label_index = {label: i for i, label in enumerate(labels)}
-        ans_image = np.repeat(np.arange(len(objects)), [len(obj.answers) for obj in objects])
-        ans_worker = np.array([worker_index[a.worker_id] for a in answers], dtype=np.int64)
+        ans_image = answers.answer_object
+        ans_worker = np.array([worker_index[w] for w in answers.worker_ids], dtype=np.int64)
         order = np.lexsort((ans_worker, ans_image))
         # Equal neighbours after the sort: one worker answered one image twice (the later answer in
         # input order comes second, lexsort being stable); report the first such answer of the input.
@@ -292,25 +291,23 @@ class _Job:
         if twice.any():
             later = int(order[1:][twice].min())
             raise ValueError(
-                f"object {objects[ans_image[later]].dataset_object_id!r}: worker "
-                f"{answers[later].worker_id!r} answered twice; "
+                f"object {answers.object_ids[ans_image[later]]!r}: worker "
+                f"{answers.worker_ids[later]!r} answered twice; "
                 "parse answers with orchestrator.consolidation.answers, which keeps one answer per worker"
             )
         # An image's size is the one given by the first worker id (by sort order) that gives one.
-        sizes = []
-        for obj in objects:
-            given = [(a.worker_id, a.image_width, a.image_height) for a in obj.answers]
-            given = [g for g in given if g[1] and g[2]]
-            sizes.append(min(given)[1:] if given else (None, None))
+        given: dict[int, tuple[str, int, int]] = {}
+        for image, worker, (width, height) in zip(
+            ans_image.tolist(), answers.worker_ids, answers.image_sizes, strict=True
+        ):
+            if width and height and (image not in given or (worker, width, height) < given[image]):
+                given[image] = (worker, width, height)
+        sizes = [given[i][1:] if i in given else (None, None) for i in range(len(answers))]
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
-        box_answer = position[np.repeat(np.arange(len(answers)), [len(a.boxes) for a in answers])]
-        box_label = np.array([label_index.get(b.label, -1) for b in boxes], dtype=np.int64)
-        ltwh = np.fromiter(
-            chain.from_iterable(map(attrgetter("left", "top", "width", "height"), boxes)),
-            dtype=np.float64,
-            count=4 * len(boxes),
-        ).reshape(-1, 4)
+        box_answer = position[answers.box_answer]
+        box_label = np.array([label_index.get(label, -1) for label in answers.labels], dtype=np.int64)
+        ltwh = answers.ltwh
         xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
         ans_image, ans_worker = ans_image[order], ans_worker[order]
         xyxy, keep = _validate(xyxy, sizes, ans_image[box_answer])
@@ -320,9 +317,11 @@ class _Job:
         # worker ranks to get its processing order (rank, image, coordinates, label).
         by_image = _sort_boxes(ans_image[box_answer], xyxy, box_label)
         return cls(
+            object_ids=answers.object_ids,
+            source_refs=answers.source_refs,
             worker_ids=worker_ids,
             label_names=list(labels),
-            n_images=len(objects),
+            n_images=len(answers),
             image_size=sizes,
             ans_image=ans_image,
             ans_worker=ans_worker,
@@ -476,7 +475,7 @@ class _Vote:
             )
         return quality
 
-    def results(self, objects: Sequence[ObjectAnswers]) -> list[ObjectResult]:
+    def results(self) -> list[ObjectResult]:
         job = self.job
         # Kept boxes grouped by image, in coordinate order inside an image. Columns become Python lists
         # once (tolist), not one numpy scalar at a time: this loop runs once per box of the job.
@@ -511,8 +510,8 @@ class _Vote:
             strict=True,
         )
         results = []
-        for i, (obj, (n_workers, low, rejected, disagreement)) in enumerate(
-            zip(objects, image_flags, strict=True)
+        for i, (object_id, source_ref, (n_workers, low, rejected, disagreement)) in enumerate(
+            zip(job.object_ids, job.source_refs, image_flags, strict=True)
         ):
             flags = [
                 flag
@@ -528,8 +527,8 @@ class _Vote:
             width_px, height_px = job.image_size[i]
             results.append(
                 ObjectResult(
-                    dataset_object_id=obj.dataset_object_id,
-                    source_ref=obj.source_ref,
+                    dataset_object_id=object_id,
+                    source_ref=source_ref,
                     image_width=width_px,
                     image_height=height_px,
                     boxes=boxes[bounds[i] : bounds[i + 1]],

@@ -38,6 +38,7 @@ _EXPORTS = {
         "write_worker_responses",
         "job_output_folder",
         "read_answers",
+        "read_answer_columns",
         "read_object",
     ],
 }

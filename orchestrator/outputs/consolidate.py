@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from orchestrator.consolidation import (
+    AnswerColumns,
     AnswerReport,
     GoldScore,
     IoUVote,
@@ -139,7 +140,7 @@ def decide(
 
 
 def consolidate_and_write(
-    objects: list[ObjectAnswers],
+    objects: list[ObjectAnswers] | AnswerColumns,
     source_lines: Mapping[str, dict],
     labels: list[str],
     *,
@@ -168,14 +169,15 @@ def consolidate_and_write(
     """
     params = params or ConsolidationSpec()
     created = created or datetime.now(UTC)
-    answered = [obj for obj in objects if obj.answers]
+    answers = objects if isinstance(objects, AnswerColumns) else AnswerColumns.from_objects(objects)
+    answered = answers.answered()
     model = IoUVote(**params.model_dump()).fit(answered, labels=labels, gold=gold)
     order = _order(source_lines)
     results = sorted(model.results_, key=lambda r: order(r.dataset_object_id))
     paths: dict[str, str] = {}
     folder = targets.job_folder
     if folder is not None and targets.write_worker_responses:
-        write_worker_responses(folder, answered, now=created)
+        write_worker_responses(folder, answered.objects(), now=created)
         paths["worker_responses"] = folder.uri(WORKER_RESPONSE_PREFIX)
 
     lines = [
@@ -203,7 +205,7 @@ def consolidate_and_write(
 
     decisions = []
     if stopping is not None:
-        decisions = decide(objects, source_lines, labels, stopping, model.skills_)
+        decisions = decide(answers.objects(), source_lines, labels, stopping, model.skills_)
         if targets.needs_more is not None:
             rows = [
                 {"datasetObjectId": d.dataset_object_id, "answers": d.answers, "reason": d.reason}
@@ -215,7 +217,7 @@ def consolidate_and_write(
             paths["needs_more"] = store.uri(key)
 
     answered_ids = {r.dataset_object_id for r in results}
-    unanswered = len({obj.dataset_object_id for obj in objects} | set(source_lines)) - len(answered_ids)
+    unanswered = len(set(answers.object_ids) | set(source_lines)) - len(answered_ids)
     summary = {
         "job": job_name,
         "objects": len(results),
@@ -228,7 +230,7 @@ def consolidate_and_write(
         "repairs": dict(sorted(report.counts.items())) if report else {},
         **(
             {
-                "answers": sum(len(obj.answers) for obj in objects),
+                "answers": len(answers.worker_ids),
                 "settled": sum(not d.needs_more for d in decisions),
                 "needs_more": sum(d.needs_more for d in decisions),
             }

@@ -30,10 +30,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator.consolidation import (
+    AnswerColumns,
     AnswerReport,
     ObjectAnswers,
     WorkerAnswer,
-    parse_consolidation_payload,
+    parse_consolidation_columns,
     parse_worker_response,
 )
 from orchestrator.errors import InputError, NotFound
@@ -271,9 +272,21 @@ def read_answers(
 
     `source_refs` maps object ids (input line indexes) to source-refs; only a folder needs it.
     """
+    answers = read_answer_columns(uri, source_refs, labels, report, boto3_session)
+    return answers if isinstance(answers, list) else answers.objects()
+
+
+def read_answer_columns(
+    uri: str,
+    source_refs: Mapping[str, str],
+    labels: list[str],
+    report: AnswerReport,
+    boto3_session=None,
+) -> AnswerColumns | list[ObjectAnswers]:
+    """`read_answers`, a payload's answers left as columns for `consolidate_and_write` (no model per box)."""
     folder = job_output_folder(uri, boto3_session)
     if folder is None:
-        return parse_consolidation_payload(
+        return parse_consolidation_columns(
             read_object(uri, boto3_session), labels, report, fetch=lambda ref: read_object(ref, boto3_session)
         )
     return read_worker_responses(folder, source_refs, labels, report)
