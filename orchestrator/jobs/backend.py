@@ -78,6 +78,9 @@ class PollResult:
     failure_reason: str | None = None
     answers: list[ObjectAnswers] = field(default_factory=list)
     backend_state: dict = field(default_factory=dict)
+    # The labeling round of an object answered again after a reject (docs/review.md), by object id:
+    # its answers go to that worker-response iteration, and only the latest iteration counts.
+    iterations: dict[str, int] = field(default_factory=dict)
     unlabeled_ids: list[str] = field(default_factory=list)
 
 

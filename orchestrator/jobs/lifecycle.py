@@ -157,7 +157,11 @@ def poll_job(
         from orchestrator.outputs import write_worker_responses
 
         output_store = open_store(job_output_prefix(spec), boto3_session)
-        write_worker_responses(output_store, result.answers)
+        by_iteration: dict[int, list] = {}
+        for obj in result.answers:
+            by_iteration.setdefault(result.iterations.get(obj.dataset_object_id, 1), []).append(obj)
+        for iteration, objects in by_iteration.items():
+            write_worker_responses(output_store, objects, iteration=iteration)
 
     ended_elsewhere = False
 

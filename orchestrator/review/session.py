@@ -123,6 +123,7 @@ class Review:
         *,
         attr: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         store, key = manifest
         self.manifest_uri = store.uri(key)
@@ -135,6 +136,9 @@ class Review:
         self.rejected_key = posixpath.join(folder, REJECTED_NAME)
         self.log_key = posixpath.join(folder, DECISIONS_NAME)
         self.clock = clock
+        # Called with a rejected line's source-ref once the reject is logged (the portal sends the
+        # image back to the crowd); without it a reject only writes rejected.manifest.
+        self.on_reject = on_reject
         self.attr = attr or _latest_attr(store, key)
         self.items = [
             Item(line_no - 1, line) for line_no, line in read_augmented_manifest(store, key, self.attr)
@@ -267,6 +271,8 @@ class Review:
             self._log = log
             self._apply(item, entry)
             self._write_outputs()
+            if decision.action == "reject" and self.on_reject is not None:
+                self.on_reject(item.line.source_ref)
             return self.describe(item)
 
     def _after_boxes(self, item: Item, decision: DecisionIn) -> list[dict] | None:

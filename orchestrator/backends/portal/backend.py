@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import catalog, rounds
 from orchestrator.backends.portal.db import (
     Answer,
     Database,
@@ -193,7 +193,7 @@ class PortalBackend:
                     func.count(Task.id),
                     func.count(Task.id).filter(final),
                     func.coalesce(func.sum(Task.answered).filter(final), 0),
-                ).where(Task.job_id == job.id, not_gold())
+                ).where(Task.job_id == job.id, not_gold(), rounds.current())
             ).one()
             ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
@@ -201,12 +201,14 @@ class PortalBackend:
                 .where(
                     Task.job_id == job.id,
                     not_gold(),
+                    rounds.current(),
                     ready,
                     or_(Task.reported_in.is_(None), Task.reported_in > generation),
                 )
                 .order_by(Task.position)
             ).all()
             answers = self._answers(session, tasks, labels)
+            iterations = rounds.round_numbers(session, list(tasks))
             ids = [task.id for task in tasks]
             for start in range(0, len(ids), CHUNK):
                 session.execute(
@@ -220,7 +222,7 @@ class PortalBackend:
                 unlabeled = list(
                     session.scalars(
                         select(Task.object_id)
-                        .where(Task.job_id == job.id, ~final, not_gold())
+                        .where(Task.job_id == job.id, ~final, not_gold(), rounds.current())
                         .order_by(Task.position)
                     )
                 )
@@ -237,6 +239,7 @@ class PortalBackend:
             answers=answers,
             backend_state=state,
             unlabeled_ids=unlabeled,
+            iterations=iterations,
         )
 
     def _decide(self, session, job_id: int, spec: JobSpec, now: float) -> None:

@@ -20,6 +20,7 @@ from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report
 from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
+from orchestrator.backends.portal.rounds import current
 from orchestrator.backends.portal.verify import add_start_boxes
 from orchestrator.backends.portal.workers import blocks
 from orchestrator.errors import BackendError, NotFound
@@ -106,9 +107,7 @@ def load_job(
         session.add(job)
         session.flush()
     existing = set(session.scalars(select(Task.object_id).where(Task.job_id == job.id)))
-    adaptive = spec.task.adaptive
-    wanted = adaptive.max_workers if adaptive else spec.task.workers_per_object
-    asked = adaptive.min_workers if adaptive else wanted
+    wanted, asked = answers_per_task(spec)
     rows = [
         {
             "job_id": job.id,
@@ -145,6 +144,14 @@ def stop_job(session: Session, name: str, now: float) -> bool:
     return result.rowcount > 0 or job_by_name(session, name) is not None
 
 
+def answers_per_task(spec: JobSpec) -> tuple[int, int]:
+    """The answers a task of the job wants, and those it asks for at first (fewer when adaptive)."""
+    adaptive = spec.task.adaptive
+    if adaptive is None:
+        return spec.task.workers_per_object, spec.task.workers_per_object
+    return adaptive.max_workers, adaptive.min_workers
+
+
 def task_final():
     """A task whose answers are final: it has all it may want, or the stopping rule settled it."""
     return or_(Task.answered >= Task.wanted, Task.settled_at.is_not(None))
@@ -159,7 +166,7 @@ def progress(session: Session, job: Job, now: float) -> dict:
             func.coalesce(func.sum(case((task_final(), 1), else_=0)), 0),
             func.coalesce(func.sum(Task.answered), 0),
             func.coalesce(func.sum(Task.asked), 0),
-        ).where(Task.job_id == job.id, not_gold())
+        ).where(Task.job_id == job.id, not_gold(), current())
     ).one()
     live = session.scalar(
         select(func.count(Lease.id))
