@@ -196,8 +196,8 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _gold_on_the_portal(self) -> JobSpec:
-        if self.quality is not None and self.quality.gold is not None and self.backend != "portal":
-            raise ValueError("quality.gold: gold tasks run on the portal backend only")
+        if self.quality is not None and self.quality.gold is not None and self.backend == "groundtruth":
+            raise ValueError("quality.gold: gold tasks run on the portal and mturk backends only")
         return self
 
     @field_validator("name")

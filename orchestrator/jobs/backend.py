@@ -59,6 +59,8 @@ class LaunchPlan:
 
 
 GOLD_SCORES = "gold_scores"
+# Worker id -> why gold removed it from the workforce, for `labeljob status` (docs/mturk.md, "Gold tasks").
+GOLD_REMOVED = "gold_revoked"
 
 
 @dataclass

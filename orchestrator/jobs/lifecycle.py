@@ -23,7 +23,7 @@ from orchestrator.errors import (
     SpecError,
     WaitTimedOut,
 )
-from orchestrator.jobs.backend import OVERLAP, PollResult
+from orchestrator.jobs.backend import GOLD_REMOVED, OVERLAP, PollResult
 from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
 from orchestrator.jobs.store import JobStore
 from orchestrator.spec import JobSpec
@@ -266,5 +266,7 @@ def status_row(record: JobRecord, now: datetime | None = None) -> dict:
         "hint": stuck_hint(record, now),
     }
     row.update(record.backend_state.get(OVERLAP, {}))
+    if record.backend_state.get(GOLD_REMOVED):
+        row["gold_removed"] = record.backend_state[GOLD_REMOVED]
     row.update({f"output_{k}": v for k, v in record.outputs.items()})
     return row

@@ -37,7 +37,7 @@ from orchestrator.backends.portal.db import (
     open_database,
     redacted,
 )
-from orchestrator.backends.portal.gold import not_gold, public_gold_scores, read_gold
+from orchestrator.backends.portal.gold import not_gold, public_gold_scores
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.consolidation import (
     AnswerReport,
@@ -48,7 +48,7 @@ from orchestrator.consolidation import (
 )
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import GOLD_SCORES, CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
-from orchestrator.outputs import stopping_rule
+from orchestrator.outputs import read_gold, stopping_rule
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem

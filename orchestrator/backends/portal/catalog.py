@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Report, Setting, Task, Worker
-from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
+from orchestrator.backends.portal.gold import add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.backends.portal.rounds import current
@@ -25,7 +25,7 @@ from orchestrator.backends.portal.verify import add_start_boxes
 from orchestrator.backends.portal.workers import blocks
 from orchestrator.errors import BackendError, NotFound
 from orchestrator.jobs import JobStore, ManifestItem, job_output_prefix
-from orchestrator.outputs import WORKERS_REPORT_KEY
+from orchestrator.outputs import WORKERS_REPORT_KEY, GoldItem
 from orchestrator.spec import JobSpec
 from orchestrator.storage import ObjectStore, open_store
 from orchestrator.templates import TaskText
