@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, MAX_COORDINATE, Box, ObjectAnswers, score_gold
+from orchestrator.consolidation import (
+    MAX_BOXES_PER_ANSWER,
+    MAX_COORDINATE,
+    Box,
+    ObjectAnswers,
+    box_iou,
+    score_gold,
+)
 from orchestrator.errors import InputError, NotFound, UsageError
 from orchestrator.manifest import read_lines
 from orchestrator.outputs import (
@@ -48,7 +56,8 @@ Size = Annotated[float, Field(gt=0, le=MAX_COORDINATE, allow_inf_nan=False)]
 
 
 class BoxIn(BaseModel):
-    """A box a reviewer (or a script) sends with `fix`; `confidence`, if echoed back, is ignored."""
+    """A box a reviewer (or a script) sends with `fix`; `confidence` and `votes`, as `GET` returns them,
+    are ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +67,7 @@ class BoxIn(BaseModel):
     width: Size
     height: Size
     confidence: float | None = None
+    votes: int | None = None
 
 
 class DecisionIn(BaseModel):
@@ -204,6 +214,8 @@ class Review:
     def describe(self, item: Item) -> dict:
         """The item as `GET /api/items` lists it."""
         consensus = item.line.boxes()
+        for box in consensus if item.workers else []:
+            box["votes"] = _votes(box, item.workers)
         disagreement = _disagreement(consensus, item.workers)
         size = item.line.label.image_size[0] if item.line.label.image_size else None
         decision = item.decision
@@ -383,6 +395,20 @@ def _disagreement(consensus: list[dict], workers: Mapping[str, list[dict]]) -> f
         return 0.0
     scores = [_f1(boxes, consensus) for boxes in workers.values()]
     return 1.0 - sum(scores) / len(scores)
+
+
+def _votes(box: dict, workers: Mapping[str, list[dict]]) -> int:
+    """How many workers drew a box of the consensus box's label at IoU >= MATCH_IOU with it."""
+    drawn = [[b for b in boxes if b["label"] == box["label"]] for boxes in workers.values()]
+    return sum(
+        1 for boxes in drawn if boxes and float(box_iou(_xyxy([box]), _xyxy(boxes)).max()) >= MATCH_IOU
+    )
+
+
+def _xyxy(boxes: list[dict]) -> np.ndarray:
+    return np.array(
+        [[b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]] for b in boxes], float
+    )
 
 
 def _f1(boxes: list[dict], reference: list[dict]) -> float:
