@@ -176,6 +176,8 @@ class VerifySpec(_Model):
     from_job: str
     attribute: str
     below: float | None = Field(None, gt=0, le=1)
+    # The review's decisions that select the lines (`--verify-decision`, docs/review.md).
+    decisions: list[Literal["undecided", "accept", "fix", "reject"]] | None = None
 
 
 class JobSpec(_Model):
@@ -247,7 +249,13 @@ class JobSpec(_Model):
 
 # Keys added after jobs were launched, left out of the fingerprint while unset: a spec without them
 # hashes as it did before they existed, so those jobs are still recognised when launched again.
-ADDED_LATER = (("task", "adaptive"), ("quality",), ("verify",), ("portal", "image_folder"))
+ADDED_LATER = (
+    ("task", "adaptive"),
+    ("quality",),
+    ("verify",),
+    ("verify", "decisions"),
+    ("portal", "image_folder"),
+)
 
 MTURK_CLOSED = "Amazon Mechanical Turk closed permanently on 2026-09-30, as its API reference says"
 PORTAL_INSTEAD = (

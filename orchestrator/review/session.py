@@ -38,6 +38,8 @@ from orchestrator.outputs import (
 from orchestrator.storage import ObjectStore
 
 Target = tuple[ObjectStore, str]
+# Where a portal job's review writes REVIEWED, beside the job record (docs/review.md).
+JOB_REVIEWED_KEY = "review/reviewed.manifest"
 REJECTED_NAME = "rejected.manifest"
 DECISIONS_NAME = "decisions.jsonl"
 ADJUSTMENT_STATUS = "adjustment-status"

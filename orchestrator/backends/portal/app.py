@@ -90,7 +90,7 @@ from orchestrator.outputs import (
     read_source_lines,
     read_worker_responses,
 )
-from orchestrator.review import Refused, Review, build_review_app
+from orchestrator.review import JOB_REVIEWED_KEY, Refused, Review, build_review_app
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
@@ -111,8 +111,6 @@ BODY_SECONDS = 30
 MAX_FORM_FIELDS = 16
 MAX_FIELD_CHARS = 4096
 IMAGE_URL_SECONDS = 3600
-# Where the portal's review of a job writes REVIEWED, beside the job record.
-REVIEWED_KEY = "review/reviewed.manifest"
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may send a worker back to; anything else in turkSubmitTo is refused.
 MTURK_HOSTS = ("www.mturk.com", "workersandbox.mturk.com", "worker.mturk.com")
@@ -479,7 +477,7 @@ class Portal:
                         html=True,
                     )
                 spec = record.job_spec
-                out = (self.workspace, JobStore.key(name, REVIEWED_KEY))
+                out = (self.workspace, JobStore.key(name, JOB_REVIEWED_KEY))
                 refs = {
                     object_id: line["source-ref"]
                     for object_id, line in read_source_lines(
