@@ -178,6 +178,8 @@ class VerifySpec(_Model):
     from_job: str
     attribute: str
     below: float | None = Field(None, gt=0, le=1)
+    # The review's decisions that select the lines (`--verify-decision`, docs/review.md).
+    decisions: list[Literal["undecided", "accept", "fix", "reject"]] | None = None
 
 
 class JobSpec(_Model):
@@ -198,8 +200,8 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _gold_on_the_portal(self) -> JobSpec:
-        if self.quality is not None and self.quality.gold is not None and self.backend != "portal":
-            raise ValueError("quality.gold: gold tasks run on the portal backend only")
+        if self.quality is not None and self.quality.gold is not None and self.backend == "groundtruth":
+            raise ValueError("quality.gold: gold tasks run on the portal and mturk backends only")
         return self
 
     @field_validator("name")
@@ -253,6 +255,7 @@ ADDED_LATER = (
     ("task", "adaptive"),
     ("quality",),
     ("verify",),
+    ("verify", "decisions"),
     ("portal", "image_folder"),
     ("groundtruth", "more_from"),
 )

@@ -68,8 +68,8 @@ def gold_job(tmp_path, portal_spec):
 
 def test_gold_needs_the_portal_and_min_f1_needs_gold(tmp_path):
     base = {"name": "g", "labels": ["car"], "input_manifest": "in.manifest", "output": "out"}
-    with pytest.raises(SpecError, match="portal backend only"):
-        parse_spec({**base, "backend": "mturk", "quality": {"gold": "gold.manifest"}})
+    with pytest.raises(SpecError, match="portal and mturk backends only"):
+        parse_spec({**base, "backend": "groundtruth", "quality": {"gold": "gold.manifest"}})
     with pytest.raises(SpecError, match="gold_min_f1 needs gold"):
         parse_spec({**base, "quality": {"gold_min_f1": 0.5}})
     with pytest.raises(SpecError, match="gold_rate"):

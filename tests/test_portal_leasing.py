@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import catalog, rounds
 from orchestrator.backends.portal.app import create_app
 from orchestrator.backends.portal.db import Answer, Lease, Task, Worker, open_database
 from orchestrator.backends.portal.leasing import take_task
@@ -270,6 +270,36 @@ def test_a_worker_never_gets_one_object_twice(tmp_path, db_url):
         seen.append(task.json()["object_id"])
         client.post(task.json()["submit_url"], json=ANSWER)
     assert sorted(seen) == ["0", "1", "2"]
+
+
+def test_a_new_round_refuses_a_lease_of_the_retired_one_and_earlier_workers(tmp_path, db_url):
+    """docs/review.md, "On the portal": a reject retires the task and opens the next round."""
+    db = open_database(db_url)
+    job = _job(db, tmp_path, "rounds", objects=1, wanted=2)
+    answered, drawing, fresh = _workers(db, 3)
+    client = TestClient(create_app(db_url, None))
+    auth = {
+        name: {"Authorization": f"Bearer {t}"} for name, t in [("a", answered), ("d", drawing), ("f", fresh)]
+    }
+    first = client.post("/api/tasks/next", headers=auth["a"]).json()
+    assert client.post(first["submit_url"], json=ANSWER, headers=auth["a"]).json()["status"] == "accepted"
+    stale = client.post("/api/tasks/next", headers=auth["d"]).json()
+    with db.write() as session:
+        assert rounds.reopen(session, "rounds", "0", 2, time.time()) == 2
+
+    # The lease on the retired task ended; its worker may answer the new round, the earlier one not.
+    late = client.post(stale["submit_url"], json=ANSWER, headers=auth["d"])
+    assert late.status_code == 409 and late.json()["error"] == "expired"
+    assert client.post("/api/tasks/next", headers=auth["a"]).status_code == 204
+    for name in ("d", "f"):
+        task = client.post("/api/tasks/next", headers=auth[name]).json()
+        assert task["object_id"] == "0" and task["lease_id"] != stale["lease_id"]
+        assert client.post(task["submit_url"], json=ANSWER, headers=auth[name]).json()["status"] == "accepted"
+    tasks, _ = _counts(db, job.id)
+    assert sorted(tasks) == [(1, 2, 1), (2, 2, 2)]  # each round within its own slots
+    with db.write() as session:
+        session.execute(text("UPDATE jobs SET status = 'stopped'"))
+        assert rounds.reopen(session, "rounds", "0", 2, time.time()) is None  # a stopped job stays as is
 
 
 def test_someone_elses_lease_and_closed_jobs_are_refused(tmp_path, db_url):

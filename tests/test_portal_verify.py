@@ -19,7 +19,9 @@ from orchestrator.backends.portal.simulate import load_truth, simulate, simulate
 from orchestrator.backends.portal.verify import verify_spec
 from orchestrator.cli.app import app as cli
 from orchestrator.errors import SpecError
-from orchestrator.jobs import finish_job, launch_job, poll_job, read_items
+from orchestrator.jobs import JobStore, finish_job, launch_job, poll_job, read_items
+from orchestrator.review import JOB_REVIEWED_KEY, DecisionIn, Review
+from orchestrator.storage import open_object
 
 SAMPLE_BUCKET = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "bucket"
 LABELS = ["car", "pedestrian", "sign"]
@@ -58,7 +60,38 @@ def test_a_verification_job_needs_an_ended_job_a_new_attribute_and_the_portal(fi
     with pytest.raises(SpecError, match="runs on the portal"):
         verify_spec(mturk, record, jobs)
     alone = runner.invoke(cli, ["launch", "spec.toml", "--verify-below", "0.5"])
-    assert alone.exit_code == 2 and "--verify-below goes with --verify-from" in alone.stderr
+    assert alone.exit_code == 2 and "--verify-decision go with --verify-from" in alone.stderr
+
+
+def test_a_verification_job_on_the_items_the_review_selects(finished, portal_spec):
+    spec, jobs, _, record = finished
+    check = portal_spec("check-3", ["images/img_0001.jpg"], label_attribute="verified")[0]
+    with pytest.raises(SpecError, match="has no review: decide items at /review/street-1/"):
+        verify_spec(check, record, jobs, decisions=["undecided"])
+    review = Review(
+        open_object(record.outputs["manifest"]),
+        (jobs.workspace, JobStore.key(spec.name, JOB_REVIEWED_KEY)),
+        attr=spec.label_attribute,
+    )
+    review.decide(0, DecisionIn(action="accept"), "ada")
+    review.decide(1, DecisionIn(action="fix", boxes=[]), "ada")
+    lines = [
+        json.loads(x)
+        for x in Path(record.outputs["manifest"].removeprefix("file://")).read_text().splitlines()
+    ]
+
+    def selected(decisions: list[str]) -> list[str]:
+        made = verify_spec(check, record, jobs, decisions=decisions)
+        assert made.verify.decisions == decisions
+        text = Path(made.input_manifest.removeprefix("file://")).read_text()
+        return [json.loads(x)["source-ref"] for x in text.splitlines()]
+
+    assert selected(["undecided"]) == [line["source-ref"] for line in lines[2:]]
+    assert selected(["fix", "accept"]) == [line["source-ref"] for line in lines[:2]]
+    with pytest.raises(SpecError, match="no line of street-1 has the review decision reject"):
+        verify_spec(check, record, jobs, decisions=["reject"])
+    unknown = runner.invoke(cli, ["launch", "spec.toml", "--verify-from", "x", "--verify-decision", "maybe"])
+    assert unknown.exit_code == 2 and "give undecided, accept, fix or reject" in unknown.stderr
 
 
 def test_verification_tasks_start_from_the_earlier_boxes_and_keep_them(finished, tmp_path):
@@ -98,7 +131,12 @@ def test_verification_tasks_start_from_the_earlier_boxes_and_keep_them(finished,
     )
     assert launched.exit_code == 0, launched.output
     check = jobs.load("street-1-check")[0].job_spec
-    assert check.verify.model_dump() == {"from_job": "street-1", "attribute": "bbox", "below": below}
+    assert check.verify.model_dump() == {
+        "from_job": "street-1",
+        "attribute": "bbox",
+        "below": below,
+        "decisions": None,
+    }
     selected = [item.source_ref for item in read_items(check)]
     assert (
         sorted(selected) == sorted(ref for ref, value in lowest.items() if value < below)

@@ -324,6 +324,16 @@ def test_workers_boxes_beside_the_consensus_put_disagreement_first(review):
         },
         {"worker_id": "w3", "boxes": []},
     ]
+    # Votes per consensus box: the workers who drew its label at IoU >= 0.5 (w1 only); none without answers.
+    assert [box["votes"] for box in items[0]["boxes"]] == [1]
+    assert all("votes" not in box for box in items[1]["boxes"])
+    echoed = client.post(
+        "/api/items/1", json={"action": "fix", "boxes": items[0]["boxes"]}, headers=_bearer()
+    )
+    assert echoed.json()["fixed_boxes"] == [
+        {k: v for k, v in items[0]["boxes"][0].items() if k not in ("confidence", "votes")}
+    ]
+    client.post("/api/items/1", json={"action": "undo"}, headers=_bearer())
     assert client.get("/api/summary", headers=_bearer()).json()["workers"] == [EVIL, "w1", "w3"]
     by_worker = client.get("/api/items", params={"worker": EVIL}, headers=_bearer()).json()
     assert [item["index"] for item in by_worker] == [1]

@@ -109,19 +109,30 @@ def launch(
             min=0.0, max=1.0, help="With --verify-from: only images with a box less confident than this."
         ),
     ] = None,
+    verify_decision: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DECISION",
+            help="With --verify-from: only images the job's review decided so "
+            "(undecided, accept, fix or reject; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Launch a labeling job; running it again with the same spec reports the existing job."""
     if sum(map(bool, (adjust_from, verify_from, more_from))) > 1:
         raise UsageError("give one of --adjust-from, --verify-from and --more-from")
-    if verify_below is not None and not verify_from:
-        raise UsageError("--verify-below goes with --verify-from")
+    if (verify_below is not None or verify_decision) and not verify_from:
+        raise UsageError("--verify-below and --verify-decision go with --verify-from")
+    unknown = sorted(set(verify_decision or []) - {"undecided", "accept", "fix", "reject"})
+    if unknown:
+        raise UsageError(f"--verify-decision {unknown[0]}: give undecided, accept, fix or reject")
     st = state(ctx)
     spec = load_spec(spec_path)
     if verify_from and spec.backend == "portal":
         from orchestrator.backends.portal.verify import verify_spec
 
         jobs = _job_store(st)
-        spec = verify_spec(spec, jobs.load(verify_from)[0], jobs, verify_below, st.session)
+        spec = verify_spec(spec, jobs.load(verify_from)[0], jobs, verify_below, st.session, verify_decision)
     elif adjust_from or verify_from:
         from orchestrator.backends.groundtruth.chaining import chain_spec
 

@@ -22,7 +22,7 @@ _EXPORTS = {
         "parse_worker_response",
         "MAX_COORDINATE",
     ],
-    "gold": ["GoldScore", "gold_weight", "score_gold"],
+    "gold": ["GoldScore", "gold_weight", "score_gold", "too_low"],
     "iou": ["box_iou"],
     "iou_vote": [
         "ConsolidatedBox",

@@ -57,6 +57,17 @@ class GoldScore:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "f1": round(self.f1, 4)}
 
 
+def too_low(score: GoldScore, min_f1: float | None, min_seen: int) -> str | None:
+    """Why a worker is removed by `gold_min_f1` (docs/portal.md, "Gold tasks"), or None if it stays."""
+    if min_f1 is None or score.tasks < min_seen or score.f1 >= min_f1:
+        return None
+    return (
+        f"gold F1 {score.f1:.2f} below {min_f1} after {score.tasks} gold tasks "
+        f"(missed {score.missed}, false {score.false}, mislocated {score.mislocated}, "
+        f"wrong label {score.wrong_label})"
+    )
+
+
 def score_gold(drawn: Sequence[Box], truth: Sequence[Box], iou_threshold: float = 0.5) -> GoldScore:
     """One gold task: the worker's boxes `drawn` against the known boxes `truth`."""
     overlap = box_iou(_xyxy(drawn), _xyxy(truth))

@@ -14,6 +14,7 @@ _EXPORTS = {
         "LaunchPlan",
         "PollResult",
         "overlap_state",
+        "GOLD_REMOVED",
         "GOLD_SCORES",
     ],
     "finish": ["FOLLOWUP_ID_KEY", "FOLLOWUP_MANIFEST", "finish_job"],

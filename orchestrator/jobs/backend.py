@@ -59,6 +59,8 @@ class LaunchPlan:
 
 
 GOLD_SCORES = "gold_scores"
+# Worker id -> why gold removed it from the workforce, for `labeljob status` (docs/mturk.md, "Gold tasks").
+GOLD_REMOVED = "gold_revoked"
 
 
 @dataclass
@@ -79,6 +81,9 @@ class PollResult:
     failure_reason: str | None = None
     answers: list[ObjectAnswers] = field(default_factory=list)
     backend_state: dict = field(default_factory=dict)
+    # The labeling round of an object answered again after a reject (docs/review.md), by object id:
+    # its answers go to that worker-response iteration, and only the latest iteration counts.
+    iterations: dict[str, int] = field(default_factory=dict)
     unlabeled_ids: list[str] = field(default_factory=list)
     dropped_workers: list[str] = field(default_factory=list)
 

@@ -23,7 +23,7 @@ from orchestrator.errors import (
     SpecError,
     WaitTimedOut,
 )
-from orchestrator.jobs.backend import OVERLAP, PollResult
+from orchestrator.jobs.backend import GOLD_REMOVED, OVERLAP, PollResult
 from orchestrator.jobs.record import Counters, JobRecord, ManifestItem, utcnow
 from orchestrator.jobs.store import JobStore
 from orchestrator.spec import JobSpec
@@ -157,7 +157,11 @@ def poll_job(
         from orchestrator.outputs import drop_worker_responses, write_worker_responses
 
         output_store = open_store(job_output_prefix(spec), boto3_session)
-        write_worker_responses(output_store, result.answers)
+        by_iteration: dict[int, list] = {}
+        for obj in result.answers:
+            by_iteration.setdefault(result.iterations.get(obj.dataset_object_id, 1), []).append(obj)
+        for iteration, objects in by_iteration.items():
+            write_worker_responses(output_store, objects, iteration=iteration)
         drop_worker_responses(output_store, result.dropped_workers)
 
     ended_elsewhere = False
@@ -263,5 +267,7 @@ def status_row(record: JobRecord, now: datetime | None = None) -> dict:
         "hint": stuck_hint(record, now),
     }
     row.update(record.backend_state.get(OVERLAP, {}))
+    if record.backend_state.get(GOLD_REMOVED):
+        row["gold_removed"] = record.backend_state[GOLD_REMOVED]
     row.update({f"output_{k}": v for k, v in record.outputs.items()})
     return row

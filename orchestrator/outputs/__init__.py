@@ -25,6 +25,7 @@ _EXPORTS = {
         "read_source_lines",
         "stopping_rule",
     ],
+    "gold": ["GOLD_ID_PREFIX", "GoldItem", "read_gold"],
     "exports": ["FORMATS", "export_lines", "export_splits", "load_label_map", "parse_label_map"],
     "layout": [
         "OUTPUT_MANIFEST_KEY",

@@ -336,8 +336,12 @@ def workers_report_rows(
         row = asdict(workers[worker_id])
         if gold:
             score = gold.get(worker_id)
-            values = [score.tasks, score.f1, score.missed, score.false, score.mislocated, score.wrong_label]
-            row.update(zip(GOLD_REPORT_COLUMNS, values if score else [""] * len(values), strict=True))
+            values = (
+                [score.tasks, score.f1, score.missed, score.false, score.mislocated, score.wrong_label]
+                if score
+                else [""] * len(GOLD_REPORT_COLUMNS)
+            )
+            row.update(zip(GOLD_REPORT_COLUMNS, values, strict=True))
         rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     return rows
 

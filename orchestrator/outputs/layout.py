@@ -194,9 +194,11 @@ def drop_worker_responses(store: ObjectStore, worker_ids: Iterable[str]) -> int:
 def read_worker_responses(
     store: ObjectStore, source_refs: Mapping[str, str], labels: list[str] | None, report: AnswerReport
 ) -> list[ObjectAnswers]:
-    """Every object's answers from `annotations/worker-response/`, all iterations, in id order.
+    """Every object's answers from `annotations/worker-response/`, in id order.
 
-    A worker's answer in a later file replaces the same worker's earlier one. `source_refs` maps
+    Only an object's latest iteration counts: a later one is a new labeling round of the object (a
+    reviewer rejected the earlier answers, docs/review.md). Within it, a worker's answer in a later
+    file replaces the same worker's earlier one. `source_refs` maps
     each dataset object id (the input manifest line index) to its source-ref; an object without
     one is an InputError, because the manifest given does not belong to this job. Malformed
     answers, and files that are not JSON, are repaired or dropped and counted in `report`.
@@ -213,6 +215,9 @@ def read_worker_responses(
             f"in the manifest ({len(source_refs)} lines)",
             hint="give the job's own input manifest (--input-manifest); object ids are its line indexes",
         )
+    for object_id, found in files.items():
+        latest = max(iteration for iteration, _, _ in found)
+        files[object_id] = [entry for entry in found if entry[0] == latest]
     ids = sorted(files, key=_natural)
     keys = [key for object_id in ids for _, _, key in sorted(files[object_id])]
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:

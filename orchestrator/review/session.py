@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.consolidation import MAX_BOXES_PER_ANSWER, MAX_COORDINATE, Box, ObjectAnswers, score_gold
+from orchestrator.consolidation import (
+    MAX_BOXES_PER_ANSWER,
+    MAX_COORDINATE,
+    Box,
+    ObjectAnswers,
+    box_iou,
+    score_gold,
+)
 from orchestrator.errors import InputError, NotFound, UsageError
 from orchestrator.manifest import read_lines
 from orchestrator.outputs import (
@@ -30,6 +38,8 @@ from orchestrator.outputs import (
 from orchestrator.storage import ObjectStore
 
 Target = tuple[ObjectStore, str]
+# Where a portal job's review writes REVIEWED, beside the job record (docs/review.md).
+JOB_REVIEWED_KEY = "review/reviewed.manifest"
 REJECTED_NAME = "rejected.manifest"
 DECISIONS_NAME = "decisions.jsonl"
 ADJUSTMENT_STATUS = "adjustment-status"
@@ -48,7 +58,8 @@ Size = Annotated[float, Field(gt=0, le=MAX_COORDINATE, allow_inf_nan=False)]
 
 
 class BoxIn(BaseModel):
-    """A box a reviewer (or a script) sends with `fix`; `confidence`, if echoed back, is ignored."""
+    """A box a reviewer (or a script) sends with `fix`; `confidence` and `votes`, as `GET` returns them,
+    are ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +69,7 @@ class BoxIn(BaseModel):
     width: Size
     height: Size
     confidence: float | None = None
+    votes: int | None = None
 
 
 class DecisionIn(BaseModel):
@@ -123,6 +135,7 @@ class Review:
         *,
         attr: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         store, key = manifest
         self.manifest_uri = store.uri(key)
@@ -135,6 +148,9 @@ class Review:
         self.rejected_key = posixpath.join(folder, REJECTED_NAME)
         self.log_key = posixpath.join(folder, DECISIONS_NAME)
         self.clock = clock
+        # Called with a rejected line's source-ref once the reject is logged (the portal sends the
+        # image back to the crowd); without it a reject only writes rejected.manifest.
+        self.on_reject = on_reject
         self.attr = attr or _latest_attr(store, key)
         self.items = [
             Item(line_no - 1, line) for line_no, line in read_augmented_manifest(store, key, self.attr)
@@ -200,6 +216,8 @@ class Review:
     def describe(self, item: Item) -> dict:
         """The item as `GET /api/items` lists it."""
         consensus = item.line.boxes()
+        for box in consensus if item.workers else []:
+            box["votes"] = _votes(box, item.workers)
         disagreement = _disagreement(consensus, item.workers)
         size = item.line.label.image_size[0] if item.line.label.image_size else None
         decision = item.decision
@@ -267,6 +285,8 @@ class Review:
             self._log = log
             self._apply(item, entry)
             self._write_outputs()
+            if decision.action == "reject" and self.on_reject is not None:
+                self.on_reject(item.line.source_ref)
             return self.describe(item)
 
     def _after_boxes(self, item: Item, decision: DecisionIn) -> list[dict] | None:
@@ -377,6 +397,20 @@ def _disagreement(consensus: list[dict], workers: Mapping[str, list[dict]]) -> f
         return 0.0
     scores = [_f1(boxes, consensus) for boxes in workers.values()]
     return 1.0 - sum(scores) / len(scores)
+
+
+def _votes(box: dict, workers: Mapping[str, list[dict]]) -> int:
+    """How many workers drew a box of the consensus box's label at IoU >= MATCH_IOU with it."""
+    drawn = [[b for b in boxes if b["label"] == box["label"]] for boxes in workers.values()]
+    return sum(
+        1 for boxes in drawn if boxes and float(box_iou(_xyxy([box]), _xyxy(boxes)).max()) >= MATCH_IOU
+    )
+
+
+def _xyxy(boxes: list[dict]) -> np.ndarray:
+    return np.array(
+        [[b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]] for b in boxes], float
+    )
 
 
 def _f1(boxes: list[dict], reference: list[dict]) -> float:

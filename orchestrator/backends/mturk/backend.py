@@ -27,6 +27,10 @@ Backend state in the job record:
     rejected             assignment id -> worker id, for every assignment this job rejected
     flagged              assignment id -> {"object", "worker", "problem"}: unreadable answers
     blocked              worker ids blocked with CreateWorkerBlock
+    gold_hits            gold object id -> {"hit", "source_ref", "expired"} (docs/mturk.md, "Gold tasks")
+    gold_scored          gold assignment id -> [worker id, its GoldScore]: each scored once
+    gold_revoked         worker id -> why `gold_min_f1` took its pool qualification away
+    gold_scores          worker id -> its summed GoldScore, for consolidation and the workers report
     stop_requested_at    set by `labeljob stop`
 """
 
@@ -49,6 +53,15 @@ from orchestrator.backends.mturk.client import (
     paginate,
 )
 from orchestrator.backends.mturk.fees import LARGE_HIT_ASSIGNMENTS, assignment_fee, job_cost
+from orchestrator.backends.mturk.gold import (
+    GOLD_HITS,
+    GOLD_SCORED,
+    below_the_bar,
+    gold_assignments,
+    gold_object_id,
+    score,
+    worker_scores,
+)
 from orchestrator.backends.mturk.hits import (
     annotation,
     assignment_cap,
@@ -74,6 +87,8 @@ from orchestrator.consolidation import (
 )
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import (
+    GOLD_REMOVED,
+    GOLD_SCORES,
     CostEstimate,
     CostLine,
     JobRecord,
@@ -84,7 +99,7 @@ from orchestrator.jobs import (
     overlap_state,
     utcnow,
 )
-from orchestrator.outputs import stopping_rule
+from orchestrator.outputs import GOLD_ID_PREFIX, read_gold, stopping_rule
 from orchestrator.spec import MTURK_CLOSED
 
 if TYPE_CHECKING:
@@ -289,7 +304,18 @@ class MTurkBackend:
             hits[item.object_id] = {"hit": hit_id, "source_ref": item.source_ref}
             if count % SAVE_EVERY == 0:
                 self._save_hits(jobs, spec.name, hits)
-        return {**intent, "hits": hits}
+        gold_items = read_gold(spec, self.boto3_session)
+        if not gold_items:
+            return {**intent, "hits": hits}
+        gold_hits = {k: dict(v) for k, v in record.backend_state.get(GOLD_HITS, {}).items()}
+        per_hit = gold_assignments(spec, len(items), len(gold_items))
+        for n, found in enumerate(gold_items):
+            object_id = gold_object_id(n)
+            if object_id not in gold_hits:
+                item = ManifestItem(object_id, found.source_ref, {})
+                hit_id = self._create_hit(mturk, spec, hit_type_id, item, questions, per_hit)
+                gold_hits[object_id] = {"hit": hit_id, "source_ref": found.source_ref}
+        return {**intent, "hits": hits, GOLD_HITS: gold_hits}
 
     def _check_balance(self, mturk, spec: JobSpec, n_hits: int) -> None:
         m = settings(spec)
@@ -317,13 +343,18 @@ class MTurkBackend:
         return pool_id
 
     def _create_hit(
-        self, mturk, spec: JobSpec, hit_type_id: str, item: ManifestItem, questions: Questions
+        self,
+        mturk,
+        spec: JobSpec,
+        hit_type_id: str,
+        item: ManifestItem,
+        questions: Questions,
+        assignments: int | None = None,
     ) -> str:
         question = questions.question(item.object_id, item.source_ref)
+        request = hit_request(spec, hit_type_id, item.object_id, question, assignments)
         try:
-            return call(
-                mturk, "CreateHITWithHITType", **hit_request(spec, hit_type_id, item.object_id, question)
-            )["HIT"]["HITId"]
+            return call(mturk, "CreateHITWithHITType", **request)["HIT"]["HITId"]
         except MTurkError as exc:
             if exc.turk_code != HIT_ALREADY_EXISTS:
                 raise
@@ -393,6 +424,7 @@ class MTurkBackend:
         if complete:
             self._decide(mturk, spec, hits, complete)
         self._block_repeat_offenders(mturk, spec, ledger)
+        gold_state = self._poll_gold(spec, state, ledger) if state.get(GOLD_HITS) else {}
         final = [entry for entry in hits.values() if entry.get("final")]
         labeled = sum(1 for entry in final if entry.get("answers", 0) > 0)
         status, reason = "in_progress", None
@@ -402,11 +434,14 @@ class MTurkBackend:
             status = "stopped" if stopping else "completed"
             if not labeled and not stopping:
                 status, reason = "failed", "no worker answered any HIT before it expired"
+        if gold_state and status != "in_progress":
+            self._expire_gold(spec, gold_state[GOLD_HITS])
         kept = {
             "hits": hits,
             "rejected": ledger.rejected,
             "flagged": ledger.flagged,
             "blocked": ledger.blocked,
+            **gold_state,
         }
         if spec.task.adaptive is not None:
             answered = sum(entry.get("answers", 0) for entry in final)
@@ -515,6 +550,52 @@ class MTurkBackend:
             return None
         entry["answers"] = len(approved)
         return ObjectAnswers(dataset_object_id=object_id, source_ref=entry["source_ref"], answers=approved)
+
+    def _poll_gold(self, spec: JobSpec, state: dict, ledger: _Ledger) -> dict:
+        """Approve and score every gold assignment once; remove the workers `gold_min_f1` removes from
+        the private pool. The gold part of the backend state, with GOLD_SCORES for finishing."""
+        mturk = self.client(spec)
+        items = read_gold(spec, self.boto3_session)
+        gold_hits = state[GOLD_HITS]
+        scored = dict(state.get(GOLD_SCORED, {}))
+        revoked = dict(state.get(GOLD_REMOVED, {}))
+        for object_id, entry in gold_hits.items():
+            item = items[int(object_id.removeprefix(GOLD_ID_PREFIX))]
+            for a in paginate(
+                mturk,
+                "ListAssignmentsForHIT",
+                "Assignments",
+                HITId=entry["hit"],
+                AssignmentStatuses=["Submitted", "Approved"],
+            ):
+                if a["AssignmentStatus"] == "Submitted":
+                    self._settle(mturk, a["AssignmentId"], Verdict(approve=True))
+                if a["AssignmentId"] in scored:
+                    continue
+                answer = self._parse(spec, object_id, a, ledger)  # an unreadable one is flagged
+                if answer is not None:
+                    scored[a["AssignmentId"]] = [a["WorkerId"], score(answer, item).as_dict()]
+        scores = worker_scores(scored)
+        removed = below_the_bar(spec, scores, revoked)
+        if removed:
+            from orchestrator.backends.mturk.pool import revoke
+
+            revoke(mturk, spec.workforce.team or "", sorted(removed))
+            revoked.update(removed)
+        return {
+            GOLD_HITS: gold_hits,
+            GOLD_SCORED: scored,
+            GOLD_REMOVED: revoked,
+            GOLD_SCORES: {worker: s.as_dict() for worker, s in scores.items()},
+        }
+
+    def _expire_gold(self, spec: JobSpec, gold_hits: dict[str, dict]) -> None:
+        """The job has ended: its gold HITs take no more workers."""
+        mturk = self.client(spec)
+        for entry in gold_hits.values():
+            if not entry.get("expired"):
+                self._set_expiration(mturk, entry["hit"], PAST)
+                entry["expired"] = True
 
     def _decide(self, mturk, spec: JobSpec, hits: dict[str, dict], complete: dict[str, _Complete]) -> None:
         """The stopping rule on every complete adaptive HIT: settle it, or add one assignment."""

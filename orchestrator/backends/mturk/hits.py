@@ -119,10 +119,12 @@ def most_assignments(spec: JobSpec) -> int:
     return adaptive.max_workers if adaptive else spec.task.workers_per_object
 
 
-def hit_request(spec: JobSpec, hit_type_id: str, object_id: str, question: str) -> dict:
+def hit_request(
+    spec: JobSpec, hit_type_id: str, object_id: str, question: str, assignments: int | None = None
+) -> dict:
     return {
         "HITTypeId": hit_type_id,
-        "MaxAssignments": first_assignments(spec),
+        "MaxAssignments": assignments or first_assignments(spec),
         "LifetimeInSeconds": spec.task.lifetime,
         "Question": question,
         "RequesterAnnotation": annotation(spec, object_id),
@@ -156,6 +158,15 @@ def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
                 "task.adaptive.max_workers",
                 f"{task.adaptive.max_workers}: a HIT created with fewer than 10 assignments cannot be "
                 f"extended past {LARGE_HIT_ASSIGNMENTS - 1}",
+            )
+        )
+    quality = spec.quality
+    if quality is not None and quality.gold_min_f1 is not None and spec.workforce.type != "private":
+        problems.append(
+            (
+                "quality.gold_min_f1",
+                "on MTurk a worker below it loses the private pool's qualification: "
+                "needs workforce.type private",
             )
         )
     if float(m.reward_usd) <= 0:

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount
 
-from orchestrator.backends.portal import catalog, gold, marketplace, pages
+from orchestrator.backends.portal import catalog, gold, marketplace, pages, rounds
 from orchestrator.backends.portal import workers as portal_workers
 from orchestrator.backends.portal.db import (
     Answer,
@@ -90,7 +90,7 @@ from orchestrator.outputs import (
     read_source_lines,
     read_worker_responses,
 )
-from orchestrator.review import Refused, Review, build_review_app
+from orchestrator.review import JOB_REVIEWED_KEY, Refused, Review, build_review_app
 from orchestrator.storage import LocalStore, ObjectStore, is_s3_uri, open_object, open_store
 from orchestrator.templates import TaskText, render_task, template_file
 
@@ -111,8 +111,6 @@ BODY_SECONDS = 30
 MAX_FORM_FIELDS = 16
 MAX_FIELD_CHARS = 4096
 IMAGE_URL_SECONDS = 3600
-# Where the portal's review of a job writes REVIEWED, beside the job record.
-REVIEWED_KEY = "review/reviewed.manifest"
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Where MTurk may send a worker back to; anything else in turkSubmitTo is refused.
 MTURK_HOSTS = ("www.mturk.com", "workersandbox.mturk.com", "worker.mturk.com")
@@ -174,6 +172,9 @@ class Portal:
         self._texts: dict[int, TaskText] = {}
         self._stores: dict[str, ObjectStore] = {}
         self._reviews: dict[str, FastAPI] = {}
+        # Jobs whose review sent an image back to the crowd: their review is built again from the
+        # new outputs once the job is finished again.
+        self._reworked: set[str] = set()
         self._review_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ identity
@@ -459,6 +460,11 @@ class Portal:
         """The review app over the finished job's output manifest, with each worker's boxes; built
         once per job and process. Decisions go beside the job record (`review/reviewed.manifest`)."""
         with self._review_lock:
+            if name in self._reworked:
+                record = self.job_record(name)
+                if record is not None and record.outputs.get("manifest"):
+                    self._reworked.discard(name)
+                    self._reviews.pop(name, None)
             if name not in self._reviews:
                 record = self.job_record(name)
                 if record is None:
@@ -471,18 +477,44 @@ class Portal:
                         html=True,
                     )
                 spec = record.job_spec
-                out = (self.workspace, JobStore.key(name, REVIEWED_KEY))
-                review = Review(open_object(manifest, self.boto3_session), out, attr=spec.label_attribute)
+                out = (self.workspace, JobStore.key(name, JOB_REVIEWED_KEY))
                 refs = {
                     object_id: line["source-ref"]
                     for object_id, line in read_source_lines(
                         *open_object(spec.input_manifest, self.boto3_session)
                     ).items()
                 }
+                objects = {ref: object_id for object_id, ref in refs.items()}
+                review = Review(
+                    open_object(manifest, self.boto3_session),
+                    out,
+                    attr=spec.label_attribute,
+                    on_reject=lambda ref: self.send_back(name, objects[ref]),
+                )
                 folder = open_store(job_output_prefix(spec), self.boto3_session)
                 review.add_answers(read_worker_responses(folder, refs, list(spec.labels), AnswerReport()))
                 self._reviews[name] = build_review_app(review, "admin", authorize, self.boto3_session)
             return self._reviews[name]
+
+    def send_back(self, name: str, object_id: str) -> None:
+        """A rejected image goes back to the job's pool as a new round for new workers, and the job
+        back to in progress with no outputs, so the next poll that completes it writes them again
+        (docs/review.md, "On the portal"). Nothing changes when the portal job is stopped."""
+        spec = self.job_record(name).job_spec
+        with self.db.write() as session:
+            reopened = rounds.reopen(
+                session, name, object_id, catalog.answers_per_task(spec)[1], self.clock()
+            )
+        if reopened is None:
+            return
+
+        def in_progress(record) -> None:
+            record.status = "in_progress"
+            record.outputs = {}
+
+        JobStore(self.workspace).update(name, in_progress)
+        with self._review_lock:
+            self._reworked.add(name)
 
 
 class SecurityHeaders:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.backends.portal import catalog
+from orchestrator.backends.portal import catalog, rounds
 from orchestrator.backends.portal.db import (
     Answer,
     Database,
@@ -39,7 +39,7 @@ from orchestrator.backends.portal.db import (
     open_database,
     redacted,
 )
-from orchestrator.backends.portal.gold import not_gold, public_gold_scores, read_gold
+from orchestrator.backends.portal.gold import not_gold, public_gold_scores
 from orchestrator.backends.portal.media import split_image_root
 from orchestrator.consolidation import (
     AnswerReport,
@@ -50,7 +50,7 @@ from orchestrator.consolidation import (
 )
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.jobs import GOLD_SCORES, CostEstimate, CostLine, LaunchPlan, PollResult, overlap_state
-from orchestrator.outputs import stopping_rule
+from orchestrator.outputs import read_gold, stopping_rule
 
 if TYPE_CHECKING:
     from orchestrator.jobs import JobRecord, ManifestItem
@@ -195,7 +195,7 @@ class PortalBackend:
                     func.count(Task.id),
                     func.count(Task.id).filter(final),
                     func.coalesce(func.sum(Task.answered).filter(final), 0),
-                ).where(Task.job_id == job.id, not_gold())
+                ).where(Task.job_id == job.id, not_gold(), rounds.current())
             ).one()
             ready = Task.answered > 0 if stopped else final
             tasks = session.scalars(
@@ -203,12 +203,14 @@ class PortalBackend:
                 .where(
                     Task.job_id == job.id,
                     not_gold(),
+                    rounds.current(),
                     ready,
                     or_(Task.reported_in.is_(None), Task.reported_in > generation),
                 )
                 .order_by(Task.position)
             ).all()
             answers = self._answers(session, tasks, labels)
+            iterations = rounds.round_numbers(session, list(tasks))
             ids = [task.id for task in tasks]
             for start in range(0, len(ids), CHUNK):
                 session.execute(
@@ -223,7 +225,7 @@ class PortalBackend:
                 unlabeled = list(
                     session.scalars(
                         select(Task.object_id)
-                        .where(Task.job_id == job.id, ~final, not_gold())
+                        .where(Task.job_id == job.id, ~final, not_gold(), rounds.current())
                         .order_by(Task.position)
                     )
                 )
@@ -241,6 +243,7 @@ class PortalBackend:
             backend_state=state,
             unlabeled_ids=unlabeled,
             dropped_workers=dropped,
+            iterations=iterations,
         )
 
     @staticmethod

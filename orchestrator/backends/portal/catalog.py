@@ -28,14 +28,15 @@ from orchestrator.backends.portal.db import (
     Task,
     Worker,
 )
-from orchestrator.backends.portal.gold import GoldItem, add_gold_boxes, gold_rows, not_gold
+from orchestrator.backends.portal.gold import add_gold_boxes, gold_rows, not_gold
 from orchestrator.backends.portal.leasing import SET_ASIDE_AFTER
 from orchestrator.backends.portal.media import split_image_root
+from orchestrator.backends.portal.rounds import current
 from orchestrator.backends.portal.verify import add_start_boxes
 from orchestrator.backends.portal.workers import blocks
 from orchestrator.errors import BackendError, NotFound
 from orchestrator.jobs import JobStore, ManifestItem, job_output_prefix
-from orchestrator.outputs import WORKERS_REPORT_KEY
+from orchestrator.outputs import WORKERS_REPORT_KEY, GoldItem
 from orchestrator.spec import JobSpec
 from orchestrator.storage import ObjectStore, open_store
 from orchestrator.templates import TaskText
@@ -117,9 +118,7 @@ def load_job(
         session.add(job)
         session.flush()
     existing = set(session.scalars(select(Task.object_id).where(Task.job_id == job.id)))
-    adaptive = spec.task.adaptive
-    wanted = adaptive.max_workers if adaptive else spec.task.workers_per_object
-    asked = adaptive.min_workers if adaptive else wanted
+    wanted, asked = answers_per_task(spec)
     rows = [
         {
             "job_id": job.id,
@@ -181,6 +180,12 @@ def drop_answers(session: Session, worker: Worker, job: Job | None, now: float) 
         session.add(Drop(worker_id=worker.id, job_id=job_id, created_at=now))
     session.flush()
     return len(rows)
+def answers_per_task(spec: JobSpec) -> tuple[int, int]:
+    """The answers a task of the job wants, and those it asks for at first (fewer when adaptive)."""
+    adaptive = spec.task.adaptive
+    if adaptive is None:
+        return spec.task.workers_per_object, spec.task.workers_per_object
+    return adaptive.max_workers, adaptive.min_workers
 
 
 def task_final():
@@ -210,7 +215,7 @@ def progress(session: Session, job: Job, now: float) -> dict:
             func.coalesce(func.sum(case((task_final(), 1), else_=0)), 0),
             func.coalesce(func.sum(Task.answered), 0),
             func.coalesce(func.sum(Task.asked), 0),
-        ).where(Task.job_id == job.id, not_gold())
+        ).where(Task.job_id == job.id, not_gold(), current())
     ).one()
     live = session.scalar(
         select(func.count(Lease.id))

@@ -270,6 +270,23 @@ class GoldTask(Base):
     boxes: Mapped[str] = mapped_column(Text)
 
 
+class RetiredTask(Base):
+    """A task a reviewer's reject replaced by a new round of the same object (rounds.py): its answers
+    stay, but it is leased, counted and reported no more. Renamed (object id `<id>~<round>`,
+    position `-<task id>`) so the new round's task takes the object's id and place."""
+
+    __tablename__ = "retired_tasks"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    object_id: Mapped[str] = mapped_column(String(64))
+    # 1 for the launch's task, 2 for the first re-opened one, ...
+    round: Mapped[int] = mapped_column(Integer)
+    retired_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (UniqueConstraint("job_id", "object_id", "round"),)
+
+
 class TaskStart(Base):
     """The boxes a verification task shows the worker to start from (JSON, like GoldTask's)."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -20,31 +19,12 @@ from sqlalchemy.orm import Session
 
 from orchestrator.backends.portal.db import Answer, Block, Database, GoldTask, Job, Lease, Task, Worker
 from orchestrator.backends.portal.workers import blocked_in
-from orchestrator.consolidation import AnswerReport, Box, GoldScore, parse_element_answer, score_gold
-from orchestrator.outputs import read_augmented_manifest
-from orchestrator.spec import JobSpec, QualitySpec
-from orchestrator.storage import open_object
+from orchestrator.consolidation import AnswerReport, Box, GoldScore, parse_element_answer, score_gold, too_low
+from orchestrator.outputs import GOLD_ID_PREFIX, GoldItem
+from orchestrator.spec import QualitySpec
 
 # Every worker may answer a gold task once; its answer slots must never run out.
 GOLD_WANTED = 1_000_000
-GOLD_ID_PREFIX = "gold-"
-
-
-@dataclass(frozen=True)
-class GoldItem:
-    """One gold image: its source-ref and known boxes (label, left, top, width, height)."""
-
-    source_ref: str
-    boxes: list[dict]
-
-
-def read_gold(spec: JobSpec, boto3_session=None) -> list[GoldItem]:
-    """The gold manifest of `spec` (an augmented manifest; InputError names a bad line), or []."""
-    if spec.quality is None or spec.quality.gold is None:
-        return []
-    lines = read_augmented_manifest(*open_object(spec.quality.gold, boto3_session))
-    keys = ("label", "left", "top", "width", "height")
-    return [GoldItem(line.source_ref, [{k: b[k] for k in keys} for b in line.boxes()]) for _, line in lines]
 
 
 def gold_rows(job_id: int, gold: list[GoldItem], keys: list[str], time_limit: int) -> list[dict]:
@@ -166,15 +146,9 @@ def after_answer(db: Database, worker_id: int, lease_id: int, now: float) -> Non
             if rules is None or rules.gold_min_f1 is None:
                 return
             score = worker_gold_scores(session, job_id, worker_id).get(worker_id, GoldScore())
-            if score.tasks < rules.gold_min_seen or score.f1 >= rules.gold_min_f1:
+            reason = too_low(score, rules.gold_min_f1, rules.gold_min_seen)
+            if reason is None or session.scalar(select(blocked_in(worker_id, job_id))):
                 return
-            if session.scalar(select(blocked_in(worker_id, job_id))):
-                return
-            reason = (
-                f"gold F1 {score.f1:.2f} below {rules.gold_min_f1} after {score.tasks} gold tasks "
-                f"(missed {score.missed}, false {score.false}, mislocated {score.mislocated}, "
-                f"wrong label {score.wrong_label})"
-            )
             session.add(Block(job_id=job_id, worker_id=worker_id, reason=reason, created_at=now))
     except IntegrityError:
         pass  # another portal process blocked the worker at the same moment

@@ -22,7 +22,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.backends.portal import gold
+from orchestrator.backends.portal import gold, rounds
 from orchestrator.backends.portal.db import Answer, Database, Job, Lease, Provisional, Report, Task, Worker
 from orchestrator.backends.portal.workers import blocked_in
 
@@ -159,6 +159,8 @@ def take_task(
                     Task.answered < Task.asked,
                     Task.answered + live < Task.asked,
                     ~answered_by_me,
+                    ~rounds.answered_earlier_round(worker_id),
+                    rounds.current(),
                     gold.not_gold(),
                     ~set_down_by_me,
                     broken_reports(Task.id) < SET_ASIDE_AFTER,
@@ -228,16 +230,17 @@ def _room(session: Session, task_id: int, worker_id: int, now: float) -> tuple[b
     live = select(func.count(Lease.id)).where(_live_leases(task_id, now))
     mine = select(func.count(Answer.id)).where(Answer.task_id == task_id, Answer.worker_id == worker_id)
     own_lease = select(Lease.id).where(Lease.task_id == task_id, Lease.worker_id == worker_id)
-    answered, asked, leased, answered_by_me, lease_id = session.execute(
+    answered, asked, leased, answered_by_me, answered_before, lease_id = session.execute(
         select(
             Task.answered,
             Task.asked,
             live.scalar_subquery(),
             mine.scalar_subquery(),
+            rounds.answered_earlier_round(worker_id),
             own_lease.scalar_subquery(),
         ).where(Task.id == task_id)
     ).one()
-    return answered_by_me == 0 and answered + leased < asked, lease_id
+    return answered_by_me == 0 and not answered_before and answered + leased < asked, lease_id
 
 
 def live_lease_token(session: Session, worker_id: int, job_id: int, now: float) -> int | None:

@@ -10,6 +10,7 @@ JOB's attribute passes through.
 from __future__ import annotations
 
 import json
+import posixpath
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from orchestrator.backends.portal.db import Lease, Task, TaskStart
 from orchestrator.errors import SpecError
 from orchestrator.jobs import JobRecord, JobStore, ManifestItem
 from orchestrator.outputs import dump_lines, read_augmented_manifest
+from orchestrator.review import DECISIONS_NAME, JOB_REVIEWED_KEY, Review
 from orchestrator.spec import JobSpec, parse_spec
 from orchestrator.storage import open_object
 
@@ -26,10 +28,16 @@ BOX_KEYS = ("left", "top", "width", "height")
 
 
 def verify_spec(
-    spec: JobSpec, previous: JobRecord, jobs: JobStore, below: float | None = None, boto3_session=None
+    spec: JobSpec,
+    previous: JobRecord,
+    jobs: JobStore,
+    below: float | None = None,
+    boto3_session=None,
+    decisions: list[str] | None = None,
 ) -> JobSpec:
     """`spec` as a verification job on `previous`'s output; its input manifest, the selected lines,
-    is written beside the new job's record."""
+    is written beside the new job's record. `decisions` selects the lines whose decision in
+    `previous`'s review (`/review/<job>/`) is one of them (`undecided` for none)."""
     problems = []
     if spec.backend != "portal":
         problems.append(("backend", "a verification job runs on the portal: backend = 'portal'"))
@@ -45,21 +53,40 @@ def verify_spec(
                 f"must differ from {previous.name}'s {earlier!r}: verified boxes get a new one",
             )
         )
+    log = JobStore.key(previous.name, posixpath.join(posixpath.dirname(JOB_REVIEWED_KEY), DECISIONS_NAME))
+    if decisions and not jobs.workspace.exists(log):
+        problems.append(
+            (
+                "--verify-decision",
+                f"job {previous.name} has no review: decide items at /review/{previous.name}/",
+            )
+        )
     if problems:
         raise SpecError(problems, source=f"job spec {spec.name}")
-    lines = read_augmented_manifest(*open_object(previous.output_manifest(), boto3_session), earlier)
+    manifest = open_object(previous.output_manifest(), boto3_session)
+    reviewed = None
+    if decisions:
+        review = Review(
+            manifest, (jobs.workspace, JobStore.key(previous.name, JOB_REVIEWED_KEY)), attr=earlier
+        )
+        reviewed = {
+            row["index"] for row in review.list_items() if (row["decision"] or "undecided") in decisions
+        }
     chosen = [
         line.to_json()
-        for _, line in lines
-        if below is None or min((o.confidence for o in line.metadata.objects), default=0.0) < below
+        for number, line in read_augmented_manifest(*manifest, earlier)
+        if (below is None or min((o.confidence for o in line.metadata.objects), default=0.0) < below)
+        and (reviewed is None or number - 1 in reviewed)
     ]
     if not chosen:
-        raise SpecError([("--verify-below", f"no line of {previous.name} has a box below {below}")])
+        wanted = [f"a box below {below}"] if below is not None else []
+        wanted += [f"the review decision {' or '.join(decisions)}"] if decisions else []
+        raise SpecError([("--verify-from", f"no line of {previous.name} has {' and '.join(wanted)}")])
     key = JobStore.key(spec.name, VERIFY_MANIFEST)
     jobs.workspace.put(key, dump_lines(chosen), "application/jsonlines")
     data = spec.model_dump(mode="json")
     data["input_manifest"] = jobs.workspace.uri(key)
-    data["verify"] = {"from_job": previous.name, "attribute": earlier, "below": below}
+    data["verify"] = {"from_job": previous.name, "attribute": earlier, "below": below, "decisions": decisions}
     return parse_spec(data, source=f"job spec {spec.name}")
 
 

@@ -97,7 +97,7 @@
     box.setAttribute("src", `api/items/${item.index}/image`);
     box.setAttribute("header", fileName(item["source-ref"]));
     box.setAttribute("labels", JSON.stringify(state.summary.labels));
-    box.setAttribute("initial-value", JSON.stringify(start.map(({ confidence, ...b }) => b)));
+    box.setAttribute("initial-value", JSON.stringify(start.map(({ confidence, votes, ...b }) => b)));
     editor.replaceChildren(box);
     $("title").textContent = fileName(item["source-ref"]);
     $("title").title = item["source-ref"];
@@ -107,7 +107,8 @@
     $("decision").textContent = `Decision: ${decided}`;
     $("decision").className = item.decision ? `decision-${item.decision}` : "";
     $("consensus").replaceChildren(...item.boxes.map((b) =>
-      el("li", {}, `${b.label} ${b.confidence.toFixed(2)} (${b.left}, ${b.top}, ${b.width}×${b.height})`)));
+      el("li", {}, `${b.label} ${b.confidence.toFixed(2)} (${b.left}, ${b.top}, ${b.width}×${b.height})`
+        + (b.votes === undefined ? "" : ` · ${b.votes} of ${item.workers.length} workers`))));
     showWorkers(item, box);
   }
 
