@@ -40,13 +40,21 @@ def _labels(uri: str, session) -> list[str]:
 
 
 def _read_answers(
-    input: str, input_manifest: str | None, labels: list[str] | None, report: AnswerReport, session
+    input: str,
+    input_manifest: str | None,
+    labels: list[str] | None,
+    report: AnswerReport,
+    session,
+    *,
+    columns: bool = False,
 ) -> tuple[AnswerColumns | list[ObjectAnswers], dict[str, dict]]:
-    """Workers' raw answers from a payload file or a job folder, and the source lines by object id."""
+    """Workers' raw answers from a payload file or a job folder, and the source lines by object id;
+    with `columns`, a payload's answers stay columns (consolidation takes them without models)."""
     from orchestrator.outputs import (
         OUTPUT_MANIFEST_KEY,
         job_output_folder,
         read_answer_columns,
+        read_answers,
         read_source_lines,
     )
 
@@ -62,7 +70,8 @@ def _read_answers(
             )
         source_lines = read_source_lines(folder, OUTPUT_MANIFEST_KEY)
     source_refs = {object_id: line["source-ref"] for object_id, line in source_lines.items()}
-    return read_answer_columns(input, source_refs, labels, report, session), source_lines
+    read = read_answer_columns if columns else read_answers
+    return read(input, source_refs, labels, report, session), source_lines
 
 
 @contextmanager
@@ -178,7 +187,9 @@ def consolidate(
     label_list = _labels(labels, session)
     report = AnswerReport()
     with st.output.progress("reading answers") as bar, _without_cyclic_gc():
-        objects, source_lines = _read_answers(input, input_manifest, label_list, report, session)
+        objects, source_lines = _read_answers(
+            input, input_manifest, label_list, report, session, columns=True
+        )
         attr = attr or next(filter(None, map(detect_attr, source_lines.values())), None) or DEFAULT_ATTR
         name = job_name or Path(input.rstrip("/")).stem
         targets = OutputTargets(
