@@ -57,10 +57,11 @@ class DemoResult:
     workspace: Path
 
 
-def train_command(workspace: Path) -> str:
-    """The `labeljob train --dry-run` of the demo job, with a bucket and a role to fill in."""
+def train_command(workspace: Path, program: str = "labeljob") -> str:
+    """The `labeljob train --dry-run` of the demo job, with a bucket and a role to fill in; `program` is
+    how to call labeljob."""
     return (
-        f"labeljob --workspace {shlex.quote(str(workspace))} --region {TRAINING_REGION} train {JOB_NAME} "
+        f"{program} --workspace {shlex.quote(str(workspace))} --region {TRAINING_REGION} train {JOB_NAME} "
         f"--algorithm {ALGORITHM} "
         f"--instance-type {DEFAULT_INSTANCE_TYPE} --output {TRAINING_OUTPUT} --role {TRAINING_ROLE} --dry-run"
     )

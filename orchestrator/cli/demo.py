@@ -54,7 +54,7 @@ def demo(
         "serve_portal": serve,
         "admin_url": review,
         "review_url": f"http://127.0.0.1:8080/admin/jobs/{JOB_NAME}/review",
-        "train_dry_run": train_command(result.workspace),
+        "train_dry_run": train_command(result.workspace, program()),
     }
     if out.json:
         out.data(summary)
