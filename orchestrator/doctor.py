@@ -1,7 +1,8 @@
 """Preflight checks before launching a job: each one a small function returning a `Check`.
 
-`run_checks` dispatches on the spec's backend through `BACKEND_CHECKS`; a backend adds its
-checks by adding an entry there. A check never raises for what it checks: an AWS error becomes
+`run_checks` dispatches on the spec's backend: the AWS backends through `BACKEND_CHECKS` (a
+backend adds its checks by adding an entry there), the portal to `portal_checks`, which also reads
+the workspace's portal database. A check never raises for what it checks: an AWS error becomes
 a `fail` with a hint.
 """
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import boto3
 
     from orchestrator.spec import JobSpec
+    from orchestrator.storage import ObjectStore
     from orchestrator.training import TrainingPlan
 
 Status = Literal["ok", "warn", "fail"]
@@ -430,14 +432,102 @@ def mturk_checks(spec: JobSpec, session: boto3.Session, fix_cors: bool = False) 
     return checks
 
 
+def portal_checks(spec: JobSpec, session: boto3.Session, workspace: ObjectStore | None) -> list[Check]:
+    """The spec, the manifest, its sampled images (one bucket or the image folder, a served type, read
+    from their first bytes where local), the portal's public URL, and the job's marketplace entry."""
+    from orchestrator.backends.portal.backend import PortalBackend
+
+    backend = PortalBackend(workspace=workspace, boto3_session=session)
+    problems = backend.validate(spec)
+    checks = [
+        Check("spec", "fail", "; ".join(f"{key}: {message}" for key, message in problems), "fix these keys")
+        if problems
+        else Check("spec", "ok", "the portal backend's rules accept the spec")
+    ]
+    manifest, lines = sample_manifest(spec, session if is_s3_uri(spec.input_manifest) else None)
+    checks.append(manifest)
+    if lines:
+        checks.append(check_portal_images(spec, [line["source-ref"] for line in lines]))
+    checks.append(check_public_url(spec.portal.public_url))
+    if workspace is not None:
+        checks.append(check_marketplace_entry(backend, spec.name))
+    return checks
+
+
+def check_portal_images(spec: JobSpec, source_refs: list[str]) -> Check:
+    """The images lie where the portal serves them from and are of a type it serves."""
+    from orchestrator.backends.portal.media import served_type, split_image_root
+
+    try:
+        root, keys = split_image_root(source_refs, spec.portal.image_folder)
+    except LabeljobError as exc:
+        return Check("images", "fail", exc.message, exc.hint or "see docs/portal.md, image_folder")
+    for ref in source_refs:
+        if is_s3_uri(ref):
+            continue  # served by redirect: the name decided, and split_image_root checked it
+        store, key = open_object(ref)
+        try:
+            head = store.get_range(key, 0, 32)
+        except LabeljobError as exc:
+            return Check("images", "fail", f"{ref}: {exc.message}", "rebuild the manifest")
+        if served_type(key, head) is None:
+            return Check(
+                "images", "fail", f"{ref}: not a JPEG, PNG, BMP, GIF or WebP image", "rebuild the manifest"
+            )
+    return Check("images", "ok", f"{len(keys)} sampled image(s) served from {root}")
+
+
+def check_public_url(url: str | None) -> Check:
+    """The address workers reach the portal at answers its health check."""
+    import httpx
+
+    if not url:
+        return Check(
+            "public url",
+            "warn",
+            "portal.public_url is not set: links use the address `labeljob portal serve` listens on",
+            "set [portal] public_url to the address workers reach",
+        )
+    try:
+        httpx.get(url.rstrip("/") + "/healthz", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        hint = "start `labeljob portal serve` there"
+        return Check("public url", "fail", f"no portal answers at {url}: {exc}", hint)
+    return Check("public url", "ok", f"the portal answers at {url}")
+
+
+def check_marketplace_entry(backend, job: str) -> Check:
+    """Whether workers can come from a marketplace link (`labeljob portal link`)."""
+    from orchestrator.backends.portal import catalog
+    from orchestrator.backends.portal.db import MarketplaceLink
+
+    with backend.database().read() as session:
+        found = catalog.job_by_name(session, job)
+        link = session.get(MarketplaceLink, found.id) if found is not None else None
+    if found is None:
+        return Check("marketplace", "ok", "the job is not launched; entry stays off until `portal link`")
+    if link is None:
+        detail = f"entry off: only invited workers (`labeljob portal link {job}` opens it)"
+        return Check("marketplace", "ok", detail)
+    return Check(
+        "marketplace",
+        "ok",
+        f"entry on from {link.marketplace}, at most {link.new_workers_per_minute} new workers a minute",
+    )
+
+
 BACKEND_CHECKS: dict[str, Callable[[JobSpec, boto3.Session, bool], list[Check]]] = {
     "groundtruth": groundtruth_checks,
     "mturk": mturk_checks,
 }
 
 
-def run_checks(spec: JobSpec, boto3_session: boto3.Session, fix_cors: bool = False) -> list[Check]:
-    """Every preflight check of the spec's backend, in order."""
+def run_checks(
+    spec: JobSpec, boto3_session: boto3.Session, fix_cors: bool = False, workspace: ObjectStore | None = None
+) -> list[Check]:
+    """Every preflight check of the spec's backend, in order; the portal's read `workspace`'s database."""
+    if spec.backend == "portal":
+        return portal_checks(spec, boto3_session, workspace)
     checks = BACKEND_CHECKS.get(spec.backend)
     if checks is None:
         return [

@@ -10,6 +10,7 @@ from orchestrator.cli._options import SpecPath, TrainingOutput, TrainingRole
 from orchestrator.cli._state import State, state
 from orchestrator.errors import LabeljobError
 from orchestrator.spec import load_spec
+from orchestrator.storage import open_store
 
 if TYPE_CHECKING:
     from orchestrator.cli._output import Output
@@ -34,7 +35,8 @@ def doctor(
 
     st = state(ctx)
     spec = load_spec(spec_path)
-    checks = run_checks(spec, st.session, fix_cors=fix_cors)
+    workspace = open_store(st.settings.workspace, st.session_for(st.settings.workspace))
+    checks = run_checks(spec, st.session, fix_cors=fix_cors, workspace=workspace)
     if train:
         checks += _training_checks(st, spec, role, output)
     if st.output.json:
@@ -48,7 +50,6 @@ def doctor(
 def _training_checks(st: State, spec: JobSpec, role: str | None, output: str | None) -> list[Check]:
     from orchestrator.doctor import Check, training_checks
     from orchestrator.jobs import JobStore
-    from orchestrator.storage import open_store
     from orchestrator.training import prepare_training
 
     if role is None and spec.groundtruth is not None:
