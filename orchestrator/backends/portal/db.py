@@ -377,8 +377,11 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        """Create the tables and columns a database lacks. On SQLite this runs as a writer: two
+        processes opening an older database at once would otherwise both read its schema, both try to
+        add to it, and one would fail with "database is locked"."""
+        Base.metadata.create_all(self._writer)
+        _add_missing_columns(self._writer)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
