@@ -149,7 +149,7 @@ def take_task(
         answered_by_me = exists().where(Answer.task_id == Task.id, Answer.worker_id == worker_id)
         set_down_by_me = exists().where(Report.task_id == Task.id, Report.worker_id == worker_id)
         skipped: list[int] = []
-        wait = False
+        waits = 0
         for _ in range(MAX_CANDIDATES):
             query = (
                 select(Task, Job.name)
@@ -167,18 +167,25 @@ def take_task(
                 )
                 .order_by(Task.job_id, Task.position)
                 .limit(1)
-                .with_for_update(skip_locked=not wait, of=Task)
+                .with_for_update(skip_locked=not waits, of=Task)
             )
             if skipped:
                 query = query.where(Task.id.not_in(skipped))
+            # On PostgreSQL each candidate is locked inside a savepoint, so one without room for this
+            # worker is let go at once: this transaction then holds no task lock while it waits.
+            candidate = None if db.is_sqlite else session.begin_nested()
             found = session.execute(query).first()
             if found is None:
-                if wait or skipped or db.is_sqlite:
+                if candidate is not None:
+                    candidate.rollback()
+                if db.is_sqlite or waits == 2:
                     return None
-                # Every task left may only be locked by a lease or submit in flight: wait for the
-                # first rather than tell the worker there is nothing. Waiting while this
-                # transaction holds no task lock cannot deadlock.
-                wait = True
+                # Every task left (skipped ones aside) may only be locked by a lease or submit in
+                # flight: wait for the first rather than tell the worker there is nothing. Waiting
+                # while this transaction holds no task lock cannot deadlock. After a wait, PostgreSQL
+                # checks the row the other transaction wrote against this statement's older view of
+                # the leases, which can drop a task that has room: one more statement sees both anew.
+                waits += 1
                 continue
             task, name = found
             # Gold is mixed in only while the job has work for the worker, never served alone.
@@ -186,7 +193,11 @@ def take_task(
             room, own_lease = _room(session, task.id, worker_id, now)
             if not room:
                 skipped.append(task.id)
+                if candidate is not None:
+                    candidate.rollback()
                 continue
+            if candidate is not None:
+                candidate.commit()
             expires = now + task.time_limit
             if own_lease is None:
                 lease = Lease(
