@@ -28,6 +28,7 @@ from orchestrator.storage import bucket_name, is_s3_uri, open_object, split_s3_u
 if TYPE_CHECKING:
     import boto3
 
+    from orchestrator.jobs import Backend
     from orchestrator.spec import JobSpec
     from orchestrator.storage import ObjectStore
     from orchestrator.training import TrainingPlan
@@ -66,14 +67,15 @@ def _error(exc: Exception) -> tuple[str, str]:
 # ------------------------------------------------------------------------------- the checks
 
 
-def check_spec(spec: JobSpec, backend: GroundTruthBackend) -> Check:
+def check_spec(spec: JobSpec, backend: Backend) -> Check:
+    """The backend's rules (for Ground Truth, the service model too) accept the spec."""
     problems = backend.validate(spec)
     if problems:
         detail = "; ".join(f"{key}: {message}" for key, message in problems)
         return Check(
             "spec", "fail", f"{len(problems)} problem(s): {detail}", "fix these keys in the job spec"
         )
-    return Check("spec", "ok", "every Ground Truth rule and the service model accept the request")
+    return Check("spec", "ok", f"every rule of the {spec.backend} backend accepts the spec")
 
 
 def check_identity(session: boto3.Session, region: str | None) -> Check:
@@ -438,12 +440,7 @@ def portal_checks(spec: JobSpec, session: boto3.Session, workspace: ObjectStore 
     from orchestrator.backends.portal.backend import PortalBackend
 
     backend = PortalBackend(workspace=workspace, boto3_session=session)
-    problems = backend.validate(spec)
-    checks = [
-        Check("spec", "fail", "; ".join(f"{key}: {message}" for key, message in problems), "fix these keys")
-        if problems
-        else Check("spec", "ok", "the portal backend's rules accept the spec")
-    ]
+    checks = [check_spec(spec, backend)]
     manifest, lines = sample_manifest(spec, session if is_s3_uri(spec.input_manifest) else None)
     checks.append(manifest)
     if lines:

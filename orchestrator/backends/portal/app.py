@@ -999,7 +999,7 @@ def create_app(
             summary = catalog.progress(session, job, portal.clock())
             workers = catalog.worker_stats(session, job)
             scores = gold.public_gold_scores(session, job.id)
-            blocked = gold.blocks(session, job.id)
+            blocked = portal_workers.block_reasons(session, job.id)
             summary["set_aside"] = catalog.set_aside(session, job)
         agreement = portal.agreement(name)
         for row in workers:

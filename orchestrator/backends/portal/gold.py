@@ -120,16 +120,6 @@ def public_gold_scores(session: Session, job_id: int) -> dict[str, GoldScore]:
     return {ids[worker]: score for worker, score in scores.items()}
 
 
-def blocks(session: Session, job_id: int) -> dict[str, str]:
-    """Worker id -> why it was blocked from the job."""
-    rows = session.execute(
-        select(Worker.public_id, Block.reason)
-        .join(Block, Block.worker_id == Worker.id)
-        .where(Block.job_id == job_id, Block.reason.is_not(None))
-    )
-    return dict(rows.all())
-
-
 def after_answer(db: Database, worker_id: int, lease_id: int, now: float) -> None:
     """Score a gold answer as soon as it is stored, and block the worker when `gold_min_f1` says so."""
     try:

@@ -14,6 +14,7 @@ from orchestrator.backends.portal.tokens import issue_invite
 
 __all__ = [
     "block",
+    "block_reasons",
     "blocked_in",
     "blocks",
     "invite_worker",
@@ -83,6 +84,16 @@ def revoke(session: Session, worker: Worker, now: float) -> int:
         update(Invite).where(Invite.worker_id == worker.id, Invite.used_at.is_(None)).values(used_at=now)
     ).rowcount
     return tokens + invites
+
+
+def block_reasons(session: Session, job_id: int) -> dict[str, str]:
+    """Worker id -> why labeljob blocked it from the job (gold), for blocks that carry a reason."""
+    rows = session.execute(
+        select(Worker.public_id, Block.reason)
+        .join(Block, Block.worker_id == Worker.id)
+        .where(Block.job_id == job_id, Block.reason.is_not(None))
+    )
+    return dict(rows.all())
 
 
 def blocks(session: Session) -> dict[int, list[str]]:
