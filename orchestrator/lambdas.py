@@ -106,7 +106,7 @@ def consolidation_handler(event: dict, context: Any) -> list[dict]:
             object_id, source_ref, None, None, boxes=[], n_workers=0
         )
         label, _, _ = label_value(result, labels)
-        response.append(consolidation_entry(object_id, {attr: label.model_dump(mode="json")}))
+        response.append(consolidation_entry(object_id, {attr: label}))
     logger.info(
         json.dumps(
             {

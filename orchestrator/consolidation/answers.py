@@ -48,7 +48,6 @@ Only a payload that is not JSON at all raises `InputError` (naming the line for 
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -65,6 +64,7 @@ from orchestrator.consolidation.columns import BOX_KEYS as _BOX_KEYS
 from orchestrator.consolidation.columns import MAX_COORDINATE, validate_boxes
 from orchestrator.consolidation.iou import box_iou, iou
 from orchestrator.errors import InputError
+from orchestrator.fastjson import loads
 
 # A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
 # validator call per box), so building many boxes stays cheap.
@@ -152,7 +152,7 @@ def parse_answer_content(
     report = report if report is not None else AnswerReport()
     if isinstance(content, str | bytes):
         try:
-            content = json.loads(content)
+            content = loads(content)
         except (ValueError, RecursionError) as exc:
             report.add("bad_json", where, str(exc)[:80])
             return None, {}
@@ -602,7 +602,7 @@ def _load_items(data: bytes | str) -> list[Any]:
             raise InputError(f"consolidation payload is not UTF-8 text: {exc}") from None
     data = data.lstrip("\ufeff")
     try:
-        whole = json.loads(data)
+        whole = loads(data)
     except (ValueError, RecursionError):
         pass
     else:
@@ -618,7 +618,7 @@ def _load_items(data: bytes | str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line))
+            items.append(loads(line))
         except (ValueError, RecursionError) as exc:
             raise InputError(f"consolidation payload line {number} is not JSON: {exc}") from None
     return items
@@ -746,7 +746,7 @@ def parse_worker_response(
     where = f"object {dataset_object_id}"
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = loads(data)
         except (ValueError, RecursionError) as exc:
             raise InputError(f"worker response for {where} is not JSON: {exc}") from None
     entries: list[Any] = []
@@ -822,7 +822,7 @@ def parse_mturk_answer(
         report.add("missing_task_answers", where)
         return None
     try:
-        fields = json.loads(free_text)
+        fields = loads(free_text)
     except (ValueError, RecursionError) as exc:
         report.add("bad_json", where, str(exc)[:80])
         return None

@@ -10,7 +10,7 @@ One voting pass over a job, with a weight w_j per worker (1 for everyone unless 
    not depend on the order of workers or boxes in the input.
 3. Clustering, class-agnostic, at most one box per worker per cluster: the first-ranked worker's
    boxes start the clusters; each next worker's boxes are matched one-to-one to the clusters by
-   maximum total IoU (Hungarian, `scipy.optimize.linear_sum_assignment`) over pairs with IoU >=
+   maximum total IoU (Hungarian, scipy's `linear_sum_assignment`) over pairs with IoU >=
    `iou_threshold` against the cluster's running weighted mean box; unmatched boxes start new
    clusters. All images advance one worker per round, vectorized.
 4. Merge: two clusters of an image that share no worker and whose weighted mean boxes overlap at
@@ -41,7 +41,9 @@ from typing import Literal
 import numpy as np
 
 from orchestrator.consolidation.answers import MAX_COORDINATE, AnswerColumns, ObjectAnswers, WorkerAnswer
+from orchestrator.consolidation.assignment import linear_sum_assignment
 from orchestrator.consolidation.gold import GoldScore, gold_weights
+from orchestrator.consolidation.iou import area, edge_iou
 from orchestrator.consolidation.iou import iou as paired_iou
 
 Coordinates = Literal["median", "mean"]
@@ -566,34 +568,36 @@ def _cluster(
     n = len(image)
     cluster = np.empty(n, dtype=np.int64)
     cluster_image = np.empty(n, dtype=np.int64)
-    mean = np.empty((n, 4))
-    weighted_sum = np.empty((n, 4))
+    # Edges first (4, n), as `edge_iou` reads them: a round gathers each edge from one contiguous row.
+    edges = np.ascontiguousarray(xyxy.T)
+    mean = np.empty((4, n))
+    weighted_sum = np.empty((4, n))
     weight_sum = np.empty(n)
     n_clusters = 0
     bounds = np.searchsorted(rank, np.arange(int(rank.max(initial=-1)) + 2))
     for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
-        boxes, w = xyxy[start:stop], weight[start:stop]
+        boxes, w = edges[:, start:stop], weight[start:stop]
         fresh = np.ones(stop - start, dtype=bool)
         if n_clusters:
             c, b = _match_round(
                 cluster_image[:n_clusters],
-                mean[:n_clusters],
+                mean[:, :n_clusters],
                 image[start:stop],
                 boxes,
                 iou_threshold,
                 n_images,
             )
             cluster[start + b] = c
-            weighted_sum[c] += w[b, None] * boxes[b]
+            weighted_sum[:, c] += w[b] * boxes[:, b]
             weight_sum[c] += w[b]
-            mean[c] = weighted_sum[c] / weight_sum[c, None]
+            mean[:, c] = weighted_sum[:, c] / weight_sum[c]
             fresh[b] = False
         new = np.flatnonzero(fresh)
         ids = np.arange(n_clusters, n_clusters + len(new))
         cluster[start + new] = ids
         cluster_image[ids] = image[start + new]
-        mean[ids] = boxes[new]
-        weighted_sum[ids] = w[new, None] * boxes[new]
+        mean[:, ids] = boxes[:, new]
+        weighted_sum[:, ids] = w[new] * boxes[:, new]
         weight_sum[ids] = w[new]
         n_clusters += len(new)
     return cluster, cluster_image[:n_clusters]
@@ -607,9 +611,10 @@ def _match_round(
     iou_threshold: float,
     n_images: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters."""
+    """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters;
+    `cluster_box` and `boxes` are edges first (4, n)."""
     c, b = _cross_pairs(cluster_image, box_image, n_images)
-    iou = paired_iou(cluster_box[c], boxes[b])
+    iou = edge_iou(cluster_box[:, c], boxes[:, b], area(cluster_box)[c], area(boxes)[b])
     ok = iou >= iou_threshold
     c, b, iou = c[ok], b[ok], iou[ok]
     # Where some cluster or box has two candidates the Hungarian algorithm decides; elsewhere every
@@ -619,9 +624,6 @@ def _match_round(
     )
     if not crowded.any():
         return c, b
-    # scipy.optimize takes longer to import than a small job takes to vote: only contested images pay.
-    from scipy.optimize import linear_sum_assignment
-
     pair_image = box_image[b]
     contested = np.zeros(n_images, dtype=bool)
     contested[pair_image[crowded]] = True
@@ -702,14 +704,13 @@ def _merge_split(
     while len(cluster):
         n = len(cluster_image)
         weight_sum = np.bincount(cluster, weights=weight, minlength=n)
-        mean = np.stack(
-            [np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)], axis=1
-        )
-        mean /= weight_sum[:, None]
+        mean = np.stack([np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)])
+        mean /= weight_sum
+        mean_area = area(mean)
         live = np.flatnonzero(active[cluster_image])
         a, b = _cross_pairs(cluster_image[live], cluster_image[live], n_images)
         a, b = live[a[a < b]], live[b[a < b]]
-        iou = paired_iou(mean[a], mean[b])
+        iou = edge_iou(mean[:, a], mean[:, b], mean_area[a], mean_area[b])
         ok = iou >= iou_threshold
         a, b, iou = a[ok], b[ok], iou[ok]
         if len(a):

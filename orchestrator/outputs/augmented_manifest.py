@@ -172,10 +172,14 @@ def creation_date(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-def label_value(result: ObjectResult, labels: list[str]) -> tuple[BoundingBoxLabel, list[float], dict]:
-    """The `<attr>` value of one consolidated object, its confidences and its class-map.
+def label_value(result: ObjectResult, labels: list[str]) -> tuple[dict, list[float], dict]:
+    """The `<attr>` value of one consolidated object as JSON (`BoundingBoxLabel`'s form), its
+    confidences and its class-map.
 
-    Edges are rounded (not width and height), so two boxes that touch still touch.
+    Edges are rounded (not width and height), so two boxes that touch still touch. Written as plain
+    dicts, not models: this runs once per object of a job, and each value holds by construction
+    (class ids from `labels`, rounding keeps right >= left); tests read every line back through the
+    models.
     """
     annotations, confidences, class_map = [], [], {}
     for box in result.boxes:
@@ -186,15 +190,15 @@ def label_value(result: ObjectResult, labels: list[str]) -> tuple[BoundingBoxLab
         left, top = round(box.left), round(box.top)
         right, bottom = round(box.left + box.width), round(box.top + box.height)
         annotations.append(
-            Annotation(class_id=class_id, left=left, top=top, width=right - left, height=bottom - top)
+            {"class_id": class_id, "left": left, "top": top, "width": right - left, "height": bottom - top}
         )
         confidences.append(round(box.confidence, CONFIDENCE_DIGITS))
         class_map[str(class_id)] = box.label
     sizes = []
     if result.image_width is not None and result.image_height is not None:
-        sizes.append(ImageSize(width=result.image_width, height=result.image_height))
+        sizes.append({"width": result.image_width, "height": result.image_height, "depth": IMAGE_DEPTH})
     class_map = dict(sorted(class_map.items(), key=lambda item: int(item[0])))
-    return BoundingBoxLabel(image_size=sizes, annotations=annotations), confidences, class_map
+    return {"image_size": sizes, "annotations": annotations}, confidences, class_map
 
 
 def augmented_line(
@@ -203,31 +207,30 @@ def augmented_line(
     labels: list[str],
     attr: str,
     job_name: str,
-    created: datetime,
+    created: datetime | str,
 ) -> dict:
     """The output manifest line for one object: its input line plus `<attr>` and `<attr>-metadata`.
 
     An existing `<attr>`/`<attr>-metadata` in the input (a re-consolidated job's own output) is
-    replaced; every other input key passes through untouched, in order.
+    replaced; every other input key passes through untouched, in order. `created` may be given as
+    its `creation_date` already (it is the same for every line of a job).
     """
     label, confidences, class_map = label_value(result, labels)
-    metadata = BoundingBoxMetadata(
-        objects=[ObjectConfidence(confidence=c) for c in confidences],
-        class_map=class_map,
-        type=OBJECT_DETECTION,
-        human_annotated="yes",
-        creation_date=creation_date(created),
-        job_name=job_name if job_name.startswith(JOB_NAME_PREFIX) else JOB_NAME_PREFIX + job_name,
-    )
+    metadata = {
+        "objects": [{"confidence": c} for c in confidences],
+        "class-map": class_map,
+        "type": OBJECT_DETECTION,
+        "human-annotated": "yes",
+        "creation-date": created if isinstance(created, str) else creation_date(created),
+        "job-name": job_name if job_name.startswith(JOB_NAME_PREFIX) else JOB_NAME_PREFIX + job_name,
+    }
     other = {k: v for k, v in source_line.items() if k not in ("source-ref", attr, f"{attr}-metadata")}
-    line = AugmentedLine(
-        attr=attr,
-        source_ref=source_line.get("source-ref", result.source_ref),
-        label=label,
-        metadata=metadata,
-        other=other,
-    )
-    return line.to_json()
+    return {
+        "source-ref": source_line.get("source-ref", result.source_ref),
+        **other,
+        attr: label,
+        f"{attr}-metadata": metadata,
+    }
 
 
 def dump_lines(lines: Iterable[Mapping]) -> bytes:

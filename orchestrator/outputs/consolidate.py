@@ -38,6 +38,7 @@ from orchestrator.errors import InputError
 from orchestrator.manifest import read_manifest, write_jsonl
 from orchestrator.outputs.augmented_manifest import (
     augmented_line,
+    creation_date,
     write_augmented_manifest,
     write_workers_report,
 )
@@ -180,6 +181,7 @@ def consolidate_and_write(
         write_worker_responses(folder, answered.objects(), now=created)
         paths["worker_responses"] = folder.uri(WORKER_RESPONSE_PREFIX)
 
+    stamp = creation_date(created)
     lines = [
         augmented_line(
             source_lines.get(r.dataset_object_id, {"source-ref": r.source_ref}),
@@ -187,7 +189,7 @@ def consolidate_and_write(
             labels,
             attr,
             job_name,
-            created,
+            stamp,
         )
         for r in results
     ]
