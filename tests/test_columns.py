@@ -147,3 +147,43 @@ def test_answer_models_survive_the_trip_through_columns(objects):
     assert repr(IoUVote().fit_predict(answered, LABELS)) == repr(
         IoUVote().fit_predict([obj for obj in objects if obj.answers], LABELS)
     )
+
+
+def test_a_payload_read_a_few_answers_at_a_time_gives_the_same_columns(monkeypatch):
+    """Chunks end inside objects, a worker's second answer to an object and an object listed twice
+    fall in later chunks than the first: the same answers, boxes and counts as one chunk."""
+    import orchestrator.consolidation.answers as answers_module
+
+    rows = [json.loads(line) for line in PEDESTRIANS.read_text().splitlines() if line.strip()][:40]
+    items = []
+    for n, row in enumerate(rows):
+        annotations = [
+            {
+                "workerId": worker["worker_id"] if "worker_id" in worker else f"w{k}",
+                "annotationData": {
+                    "content": json.dumps(
+                        {
+                            "boundingBox": {
+                                "boundingBoxes": worker["boxes"],
+                                "inputImageProperties": {"width": row["width"], "height": row["height"]},
+                            }
+                        }
+                    )
+                },
+            }
+            for k, worker in enumerate(row["workers"])
+        ]
+        annotations.append({**annotations[0], "annotationData": {"content": '{"x": {"boundingBoxes": []}}'}})
+        item = {"datasetObjectId": str(n % 30), "dataObject": {"s3Uri": f"s3://b/{n}.jpg"}}
+        items.append({**item, "annotations": annotations})
+    data = json.dumps(items)
+
+    def read() -> tuple[str, dict]:
+        report = AnswerReport()
+        answers = parse_consolidation_columns(data, ["pedestrian"], report)
+        return exact([a for obj in answers.objects() for a in obj.answers]), dict(report.counts)
+
+    whole = read()
+    monkeypatch.setattr(answers_module, "CHUNK_ANSWERS", 3)
+    assert read() == whole
+    assert whole[1]["duplicate_object"] == 10 and whole[1]["duplicate_worker_answer"] > 40

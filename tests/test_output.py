@@ -352,3 +352,55 @@ def test_manifest_on_s3(s3):
     assert write_augmented_manifest(store, "o.manifest", [line]) == "s3://out-bucket/jobs/o.manifest"
     [(_, read)] = read_augmented_manifest(store, "o.manifest")
     assert isinstance(read, AugmentedLine) and read.to_json() == line
+
+
+def test_a_job_folder_reads_into_columns_as_its_files_read_one_by_one(tmp_path):
+    """Several files per object, a worker twice in one file and again in a later file, a torn file, a
+    file of an earlier iteration: the columns hold what `parse_worker_response`, file by file with a
+    later file's answer in the earlier one's place, gives."""
+    from orchestrator.consolidation import parse_worker_response
+    from orchestrator.outputs import read_worker_response_columns
+
+    def entry(worker: str, left: float, label: str = "car") -> dict:
+        box = {"label": label, "left": left, "top": 2, "width": 30, "height": 20}
+        size = {"width": 640, "height": 480}
+        content = {"b": {"boundingBoxes": [box], "inputImageProperties": size}}
+        return {"workerId": worker, "answerContent": content}
+
+    first, later = "2026-11-23_12:00:00.json", "2026-11-23_12:00:05.json"
+    files = {
+        f"iteration-1/0/{first}": {"answers": [entry("w9", 1)]},  # an earlier round, replaced
+        f"iteration-2/0/{first}": {"answers": [entry("w1", 1), entry("w2", 5), entry("w1", 9)]},
+        f"iteration-2/0/{later}": {"answers": [entry("w3", 4), entry("w2", 7), entry("w5", 1, "x")]},
+        f"iteration-1/1/{first}": {"answers": [entry("w1", 3), {"workerId": ""}]},
+        f"iteration-1/1/{later}": "{torn",
+        f"iteration-1/10/{first}": {"answers": [entry("w4", 3, "dog")]},
+    }
+    for key, doc in files.items():
+        path = tmp_path / "annotations/worker-response" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    refs = {str(i): f"s3://b/{i}.jpg" for i in range(11)}
+
+    expected, expected_report = [], AnswerReport()
+    for object_id, keys in [("0", list(files)[1:3]), ("1", list(files)[3:5]), ("10", list(files)[5:])]:
+        chosen: dict = {}
+        for key in keys:
+            raw = (tmp_path / "annotations/worker-response" / key).read_text()
+            try:
+                parsed = parse_worker_response(raw, object_id, refs[object_id], ["car"], expected_report)
+            except InputError:
+                expected_report.add("bad_json", "torn")
+                continue
+            chosen.update((a.worker_id, a) for a in parsed.answers)
+        expected.append((object_id, [a.model_dump() for a in chosen.values()]))
+
+    report = AnswerReport()
+    columns = read_worker_response_columns(LocalStore(tmp_path), refs, ["car"], report)
+    got = [(o.dataset_object_id, [a.model_dump() for a in o.answers]) for o in columns.objects()]
+    assert got == expected
+    assert report.counts == expected_report.counts
+    # In the first file w1's second answer is the last word; the later file's w2 takes w2's place.
+    assert [(a["worker_id"], a["boxes"][0]["left"]) for a in got[0][1]] == [("w2", 7), ("w1", 9), ("w3", 4)]
+    assert report.counts["duplicate_worker_answer"] == 1 and report.counts["bad_json"] == 1
+    assert report.counts["all_boxes_dropped"] == 2  # w5 and w4: labels not in the job

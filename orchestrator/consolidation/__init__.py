@@ -20,6 +20,7 @@ _EXPORTS = {
         "parse_element_answer",
         "parse_mturk_answer",
         "parse_worker_response",
+        "parse_worker_responses",
         "MAX_COORDINATE",
     ],
     "gold": ["GoldScore", "gold_weight", "score_gold", "too_low"],

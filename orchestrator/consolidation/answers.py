@@ -53,7 +53,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain, compress
+from itertools import chain, compress, groupby
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -61,7 +61,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.consolidation.columns import BOX_KEYS as _BOX_KEYS
-from orchestrator.consolidation.columns import MAX_COORDINATE, validate_boxes
+from orchestrator.consolidation.columns import MAX_COORDINATE, read_typical_answer, validate_boxes
 from orchestrator.consolidation.iou import box_iou, iou
 from orchestrator.errors import InputError
 from orchestrator.fastjson import loads
@@ -73,6 +73,9 @@ _Size = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 NEAR_DUPLICATE_IOU = 0.9
 MAX_BOXES_PER_ANSWER = 1000
+# Answers whose boxes are validated together: numpy's per-call cost is spread over many boxes, and a
+# chunk's raw JSON is let go before the next is read.
+CHUNK_ANSWERS = 10_000
 MAX_XML_CHARS = 2_000_000
 MAX_EXAMPLES = 50
 _MTURK_NS = (
@@ -350,71 +353,131 @@ def _answer_columns(
     labels: list[str] | None,
     report: AnswerReport,
 ) -> AnswerColumns:
-    """The pending answers (`owner`: the object of each) validated as `parse_element_answer` would, the
-    boxes of all at once (`columns.validate_boxes`), then one answer per worker and object, as columns:
-    the same answers, boxes and counted reasons."""
-    for p in pending:
-        if len(p.boxes) > MAX_BOXES_PER_ANSWER:
-            report.add("too_many_boxes", p.where, f"{len(p.boxes)} boxes, kept {MAX_BOXES_PER_ANSWER}")
-            p.boxes = p.boxes[:MAX_BOXES_PER_ANSWER]
-    counts = np.array([len(p.boxes) for p in pending], dtype=np.int64)
-    starts = (np.cumsum(counts) - counts).tolist()
-    answer = np.repeat(np.arange(len(pending)), counts)
-    raw = list(chain.from_iterable(p.boxes for p in pending))
-    sizes = np.array(
-        [(p.width, p.height) if p.width and p.height else (np.nan, np.nan) for p in pending], dtype=np.float64
-    ).reshape(-1, 2)
-    columns = validate_boxes(raw, sizes[answer], set(labels) if labels is not None else None)
-    for i, code, detail in columns.events(raw):
-        a = int(answer[i])
-        report.add(code, f"{pending[a].where}, box {i - starts[a]}", detail)
-    kept = np.flatnonzero(columns.keep)
-    x1, y1, x2, y2 = columns.xyxy[kept].T
-    # A `Box` holds left, top, width and height: its right edge is left + width, which can differ from
-    # x2 in the last bit; every later step reads the edges that way.
-    ltwh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
-    xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
-    box_labels = [columns.label[i] for i in kept.tolist()]
-    box_answer = answer[kept]
-    bounds = np.searchsorted(box_answer, np.arange(len(pending) + 1)).tolist()
-    suspect = _may_have_near_duplicates(box_answer, xyxy, box_labels, len(pending))
-    box_kept = np.ones(len(kept), dtype=bool)
-    readable = np.zeros(len(pending), dtype=bool)
-    for a, p in enumerate(pending):
-        start, stop = bounds[a], bounds[a + 1]
-        if counts[a] and start == stop:
-            report.add("all_boxes_dropped", p.where, f"{counts[a]} boxes")
-            continue
-        readable[a] = True
-        if suspect[a]:
-            own = _near_duplicates(xyxy[start:stop], box_labels[start:stop], report, p.where)
-            box_kept[start:stop] = np.isin(np.arange(stop - start), own)
-        if start == stop:
-            report.add("empty_answer", p.where)
-    by_object: list[list[int]] = [[] for _ in object_ids]
-    for a in np.flatnonzero(readable).tolist():
-        by_object[owner[a]].append(a)
-    final = [
-        own[i]
-        for object_id, own in zip(object_ids, by_object, strict=True)
-        for i in _last_per_worker([pending[a].worker_id for a in own], report, f"object {object_id}")
-    ]
-    position = np.full(len(pending), -1)
-    position[final] = np.arange(len(final))
-    box_position = position[box_answer]
-    chosen = np.flatnonzero(box_kept & (box_position >= 0))
-    chosen = chosen[np.argsort(box_position[chosen], kind="stable")]
-    return AnswerColumns(
-        object_ids=object_ids,
-        source_refs=source_refs,
-        answer_object=np.array([owner[a] for a in final], dtype=np.int64),
-        worker_ids=[pending[a].worker_id for a in final],
-        image_sizes=[(pending[a].width, pending[a].height) for a in final],
-        answer_fields=[pending[a].fields for a in final],
-        box_answer=box_position[chosen],
-        ltwh=ltwh[chosen],
-        labels=[box_labels[i] for i in chosen.tolist()],
-    )
+    """The pending answers (`owner`: the object of each) as `_ColumnBuilder` makes them."""
+    builder = _ColumnBuilder(labels, report)
+    for answer, obj in zip(pending, owner, strict=True):
+        builder.add(answer, obj)
+    return builder.finish(object_ids, source_refs)
+
+
+class _ColumnBuilder:
+    """Answers validated as `parse_element_answer` would, a chunk of `CHUNK_ANSWERS` at a time (`add`;
+    the boxes of a chunk at once, by `columns.validate_boxes`), then one answer per worker and object
+    over them all (`finish`): the same answers, boxes and counted reasons, as columns. A chunk's raw
+    boxes are let go once validated, so a large payload's parsed JSON never lives whole.
+    """
+
+    def __init__(self, labels: list[str] | None, report: AnswerReport) -> None:
+        self.allowed = set(labels) if labels is not None else None
+        self.report = report
+        self.chunk: list[_Pending] = []
+        self.answers: list[_Pending] = []  # validated answers, in input order, their boxes let go
+        self.owner: list[int] = []  # the object of every answer added
+        self.file: list[int] = []  # and the file it came in: a later file's answer replaces an earlier one
+        self.files = 0
+        self.readable: list[np.ndarray] = []
+        self.box_answer: list[np.ndarray] = []
+        self.ltwh: list[np.ndarray] = []
+        self.labels: list[str] = []
+        self.box_kept: list[np.ndarray] = []
+
+    def next_file(self) -> None:
+        """The answers added from now on come in a later file than those before."""
+        self.files += 1
+
+    def add(self, answer: _Pending, owner: int) -> None:
+        self.chunk.append(answer)
+        self.owner.append(owner)
+        self.file.append(self.files)
+        if len(self.chunk) >= CHUNK_ANSWERS:
+            self._validate()
+
+    def _validate(self) -> None:
+        pending, report, first = self.chunk, self.report, len(self.answers)
+        for p in pending:
+            if len(p.boxes) > MAX_BOXES_PER_ANSWER:
+                report.add("too_many_boxes", p.where, f"{len(p.boxes)} boxes, kept {MAX_BOXES_PER_ANSWER}")
+                p.boxes = p.boxes[:MAX_BOXES_PER_ANSWER]
+        counts = np.array([len(p.boxes) for p in pending], dtype=np.int64)
+        starts = (np.cumsum(counts) - counts).tolist()
+        answer = np.repeat(np.arange(len(pending)), counts)
+        raw = list(chain.from_iterable(p.boxes for p in pending))
+        sizes = np.array(
+            [(p.width, p.height) if p.width and p.height else (np.nan, np.nan) for p in pending],
+            dtype=np.float64,
+        ).reshape(-1, 2)
+        columns = validate_boxes(raw, sizes[answer], self.allowed)
+        for i, code, detail in columns.events(raw):
+            a = int(answer[i])
+            report.add(code, f"{pending[a].where}, box {i - starts[a]}", detail)
+        del raw
+        kept = np.flatnonzero(columns.keep)
+        x1, y1, x2, y2 = columns.xyxy[kept].T
+        # A `Box` holds left, top, width and height: its right edge is left + width, which can differ
+        # from x2 in the last bit; every later step reads the edges that way.
+        ltwh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
+        xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
+        box_labels = [columns.label[i] for i in kept.tolist()]
+        box_answer = answer[kept]
+        bounds = np.searchsorted(box_answer, np.arange(len(pending) + 1)).tolist()
+        suspect = _may_have_near_duplicates(box_answer, xyxy, box_labels, len(pending))
+        box_kept = np.ones(len(kept), dtype=bool)
+        readable = np.zeros(len(pending), dtype=bool)
+        for a, p in enumerate(pending):
+            start, stop = bounds[a], bounds[a + 1]
+            p.boxes = []
+            if counts[a] and start == stop:
+                report.add("all_boxes_dropped", p.where, f"{counts[a]} boxes")
+                continue
+            readable[a] = True
+            if suspect[a]:
+                own = _near_duplicates(xyxy[start:stop], box_labels[start:stop], report, p.where)
+                box_kept[start:stop] = np.isin(np.arange(stop - start), own)
+            if start == stop:
+                report.add("empty_answer", p.where)
+        self.readable.append(readable)
+        self.box_answer.append(box_answer + first)
+        self.ltwh.append(ltwh)
+        self.labels.extend(box_labels)
+        self.box_kept.append(box_kept)
+        self.answers.extend(pending)
+        self.chunk = []
+
+    def finish(self, object_ids: list[str], source_refs: list[str]) -> AnswerColumns:
+        """The columns of every answer added, `object_ids` and `source_refs` naming the owners."""
+        self._validate()
+        answers, report = self.answers, self.report
+        readable = np.concatenate(self.readable)
+        box_answer = np.concatenate(self.box_answer)
+        ltwh = np.concatenate(self.ltwh)
+        box_kept = np.concatenate(self.box_kept)
+        by_object: list[list[int]] = [[] for _ in object_ids]
+        for a in np.flatnonzero(readable).tolist():
+            by_object[self.owner[a]].append(a)
+        final = []
+        for object_id, own in zip(object_ids, by_object, strict=True):
+            chosen: dict[str, int] = {}  # worker id -> its answer; a later file's takes an earlier's place
+            for _, run in groupby(own, key=self.file.__getitem__):
+                run = list(run)
+                for i in _last_per_worker([answers[a].worker_id for a in run], report, f"object {object_id}"):
+                    chosen[answers[run[i]].worker_id] = run[i]
+            final.extend(chosen.values())
+        position = np.full(len(answers), -1)
+        position[final] = np.arange(len(final))
+        box_position = position[box_answer]
+        chosen = np.flatnonzero(box_kept & (box_position >= 0))
+        chosen = chosen[np.argsort(box_position[chosen], kind="stable")]
+        return AnswerColumns(
+            object_ids=object_ids,
+            source_refs=source_refs,
+            answer_object=np.array([self.owner[a] for a in final], dtype=np.int64),
+            worker_ids=[answers[a].worker_id for a in final],
+            image_sizes=[(answers[a].width, answers[a].height) for a in final],
+            answer_fields=[answers[a].fields for a in final],
+            box_answer=box_position[chosen],
+            ltwh=ltwh[chosen],
+            labels=[self.labels[i] for i in chosen.tolist()],
+        )
 
 
 def _may_have_near_duplicates(
@@ -650,9 +713,11 @@ def parse_consolidation_columns(
     """`parse_consolidation_payload`'s answers as columns, for `IoUVote`: no model per box or answer."""
     objects: dict[str, int] = {}  # object id -> its index
     source_refs: list[str] = []
-    pending: list[_Pending] = []
-    owner: list[int] = []  # the object of each pending answer
-    for index, item in enumerate(_load_items(data)):
+    builder = _ColumnBuilder(labels, report)
+    items = _load_items(data)
+    for index in range(len(items)):
+        # Each item is let go once read: its answers' text is then held only until its chunk is validated.
+        item, items[index] = items[index], None
         where = f"item {index}"
         if not isinstance(item, dict):
             report.add("not_an_object", where, f"item is {type(item).__name__}")
@@ -672,9 +737,9 @@ def parse_consolidation_columns(
         else:
             objects[object_id] = len(source_refs)
             source_refs.append(_source_ref(item.get("dataObject"), report, where))
-        pending.extend(answers)
-        owner.extend([objects[object_id]] * len(answers))
-    return _answer_columns(pending, owner, list(objects), source_refs, labels, report)
+        for answer in answers:
+            builder.add(answer, objects[object_id])
+    return builder.finish(list(objects), source_refs)
 
 
 def labels_in_answers(objects: Iterable[ObjectAnswers] | AnswerColumns) -> list[str]:
@@ -726,6 +791,9 @@ def _read_annotation(
     if not isinstance(content, str | bytes | dict):
         report.add("missing_content", where)
         return None
+    typical = read_typical_answer(content) if isinstance(content, str | bytes) else None
+    if typical is not None:
+        return _Pending(worker_id, where, *typical, {"submitted_at": None, "time_spent_seconds": None})
     return _read_element(content, worker_id, report, where)
 
 
@@ -743,7 +811,47 @@ def parse_worker_response(
     `answerContent` may be missing (files labeljob wrote before it wrote them all) or null.
     Raises InputError only when `data` is not JSON at all.
     """
-    where = f"object {dataset_object_id}"
+    pending = _read_worker_response(data, dataset_object_id, report)
+    [obj] = _answer_columns(
+        pending, [0] * len(pending), [dataset_object_id], [source_ref], labels, report
+    ).objects()
+    return obj
+
+
+def parse_worker_responses(
+    responses: Iterable[tuple[str, str, Iterable[tuple[str, bytes | str]]]],
+    labels: list[str] | None,
+    report: AnswerReport,
+) -> AnswerColumns:
+    """Many objects' worker-response files as columns, for `IoUVote`: `responses` gives each object's
+    id, source-ref and files as (URI, content), in the order they were written.
+
+    Each file reads as in `parse_worker_response`; a worker's answer in a later file of the object
+    replaces its earlier one (in the earlier one's place). A file that is not JSON at all is counted as
+    `bad_json` under its URI and skipped: one torn file must not lose the whole job.
+    """
+    builder = _ColumnBuilder(labels, report)
+    object_ids: list[str] = []
+    source_refs: list[str] = []
+    for object_id, source_ref, files in responses:
+        object_ids.append(object_id)
+        source_refs.append(source_ref)
+        for uri, data in files:
+            try:
+                pending = _read_worker_response(data, object_id, report)
+            except InputError:
+                report.add("bad_json", uri)
+                continue
+            builder.next_file()
+            for answer in pending:
+                builder.add(answer, len(object_ids) - 1)
+    return builder.finish(object_ids, source_refs)
+
+
+def _read_worker_response(
+    data: bytes | str | dict[str, Any], object_id: str, report: AnswerReport
+) -> list[_Pending]:
+    where = f"object {object_id}"
     if isinstance(data, bytes | str):
         try:
             data = loads(data)
@@ -777,10 +885,7 @@ def parse_worker_response(
             answer.fields["accepted_at"] = _optional_str(entry.get("acceptanceTime"))
             answer.fields["worker_metadata"] = metadata if isinstance(metadata, dict) else None
             pending.append(answer)
-    [obj] = _answer_columns(
-        pending, [0] * len(pending), [dataset_object_id], [source_ref], labels, report
-    ).objects()
-    return obj
+    return pending
 
 
 def parse_mturk_answer(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 from itertools import compress, repeat
+from operator import attrgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 
 MAX_COORDINATE = 1e6  # pixels; far beyond any image, and small enough that areas and sums stay finite
@@ -31,6 +33,51 @@ EARLY_DROPS = (
 )
 FIXES = ("", "negative_size_fixed", "swapped_corners_fixed")
 LATE_DROPS = ("", "outside_image_dropped", "zero_area")
+
+
+class TypedBox(msgspec.Struct, gc=False):
+    """A box of a typical answer as msgspec reads it: every field present and of its JSON type."""
+
+    label: str
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+class _TypedSize(msgspec.Struct, gc=False):
+    width: int
+    height: int
+
+
+class _TypedElement(msgspec.Struct):
+    boundingBoxes: list[TypedBox]  # noqa: N815 - the element's own key
+    inputImageProperties: _TypedSize  # noqa: N815
+
+
+_read_typical = msgspec.json.Decoder(dict[str, _TypedElement]).decode
+
+
+def read_typical_answer(content: str | bytes) -> tuple[list[TypedBox], int, int] | None:
+    """The boxes and image size of an answer in the form nearly every answer has, read without a dict
+    per box: `{"<element>": {"boundingBoxes": [<box with its five fields typed>], "inputImageProperties":
+    {"width": <int>, "height": <int>}}}`, one element, a size in (0, MAX_COORDINATE]. None for anything
+    else (a wrong type, NaN, a missing key, text that is not JSON), which the general reader then reads,
+    counting what it repairs: this reader decides nothing, it only finds the answers with nothing to say.
+    """
+    try:
+        answer = _read_typical(content)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        return None
+    if len(answer) != 1:
+        return None
+    [(name, element)] = answer.items()
+    size = element.inputImageProperties
+    if name in ("boundingBoxes", "inputImageProperties") or not (
+        0 < size.width <= MAX_COORDINATE and 0 < size.height <= MAX_COORDINATE
+    ):
+        return None
+    return element.boundingBoxes, size.width, size.height
 
 
 @dataclass
@@ -64,6 +111,8 @@ class BoxColumns:
 
 
 def _detail(code: str, item: Any) -> str:
+    if isinstance(item, TypedBox):
+        item = msgspec.structs.asdict(item)
     if code == "not_an_object":
         return f"box is {type(item).__name__}"
     if code == "missing_field":
@@ -106,16 +155,38 @@ def _floats(column: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def validate_boxes(raw: list[Any], size: np.ndarray, allowed: set[str] | None) -> BoxColumns:
-    """Validate `raw` boxes (answer JSON values); `size` (N, 2) is each box's image width and height,
-    NaN where unknown (then nothing is clipped); `allowed` the job's labels, None for any."""
+    """Validate `raw` boxes (answer JSON values, or `TypedBox`es); `size` (N, 2) is each box's image
+    width and height, NaN where unknown (then nothing is clipped); `allowed` the job's labels, None for
+    any."""
     n = len(raw)
     early = np.zeros(n, dtype=np.int8)
-    fix = np.zeros(n, dtype=np.int8)
-    late = np.zeros(n, dtype=np.int8)
-    clipped = np.zeros(n, dtype=bool)
-    xyxy = np.zeros((n, 4))
-    label: list[Any] = [None] * n
+    kinds = set(map(type, raw))
+    if kinds == {TypedBox}:
+        # Every field is present and of its JSON type: `_typed`'s checks would pass them all.
+        rows = np.arange(n)
+        labels = list(map(attrgetter("label"), raw))
+        edges = np.array([np.fromiter(map(attrgetter(key), raw), np.float64, n) for key in _EDGES])
+        overflow = np.zeros(n, dtype=bool)
+    else:
+        if TypedBox in kinds:
+            raw = [msgspec.structs.asdict(item) if type(item) is TypedBox else item for item in raw]
+        rows, labels, columns = _typed(raw, early)
+        converted = [_floats(column) for column in columns]
+        edges = np.array([c[0] for c in converted]).reshape(4, -1)
+        overflow = np.any([c[1] for c in converted], axis=0)
+    if allowed is not None:
+        known = _flags(map(allowed.__contains__, labels), len(labels))
+        if not known.all():
+            early[rows[~known]] = EARLY_DROPS.index("unknown_label")
+            rows, labels = rows[known], list(compress(labels, known))
+            edges, overflow = edges[:, known], overflow[known]
+    return _checked(n, rows, labels, edges, overflow, size, early)
 
+
+def _typed(raw: list[Any], early: np.ndarray) -> tuple[np.ndarray, list[Any], list[list[Any]]]:
+    """Rows of the boxes that are objects with every field of its JSON type, their labels and edge
+    columns; the others get their early reason code."""
+    n = len(raw)
     is_dict = _flags(map(isinstance, raw, repeat(dict)), n)
     early[~is_dict] = EARLY_DROPS.index("not_an_object")
     rows = np.flatnonzero(is_dict)
@@ -130,19 +201,26 @@ def validate_boxes(raw: list[Any], size: np.ndarray, allowed: set[str] | None) -
     for column in columns:
         typed &= _of_type(column, int | float, (int, float))
     early[rows[~typed]] = EARLY_DROPS.index("wrong_type")
-    rows, labels = rows[typed], list(compress(labels, typed))
-    columns = [list(compress(column, typed)) for column in columns]
-    if allowed is not None:
-        known = _flags(map(allowed.__contains__, labels), len(labels))
-        early[rows[~known]] = EARLY_DROPS.index("unknown_label")
-        rows, labels = rows[known], list(compress(labels, known))
-        columns = [list(compress(column, known)) for column in columns]
+    return rows[typed], list(compress(labels, typed)), [list(compress(column, typed)) for column in columns]
 
-    converted = [_floats(column) for column in columns]
-    (left, top, width, height), overflow = (
-        [c[0] for c in converted],
-        np.any([c[1] for c in converted], axis=0),
-    )
+
+def _checked(
+    n: int,
+    rows: np.ndarray,
+    labels: list[Any],
+    edges: np.ndarray,
+    overflow: np.ndarray,
+    size: np.ndarray,
+    early: np.ndarray,
+) -> BoxColumns:
+    """The numeric checks and repairs of the `n` boxes, of which those at `rows` passed the type and
+    label checks (`labels`; `edges` (4, rows): left, top, width, height as floats; `overflow` where an
+    integer was too large for a float) and the others have their `early` code."""
+    fix = np.zeros(n, dtype=np.int8)
+    late = np.zeros(n, dtype=np.int8)
+    clipped = np.zeros(n, dtype=bool)
+    xyxy = np.zeros((n, 4))
+    left, top, width, height = edges
     x1, y1, x2, y2 = left, top, left + width, top + height
     with np.errstate(invalid="ignore", over="ignore"):
         finite = ~overflow & np.all(np.isfinite([x1, y1, x2, y2, width, height]), axis=0)
@@ -179,6 +257,10 @@ def validate_boxes(raw: list[Any], size: np.ndarray, allowed: set[str] | None) -
     keep = np.zeros(n, dtype=bool)
     keep[rows] = ~outside & ~flat
     xyxy[rows] = np.stack([x1, y1, x2, y2], axis=1)
-    for i, name in zip(rows.tolist(), labels, strict=True):
-        label[i] = name
+    if len(rows) == n:
+        label = labels
+    else:
+        placed = np.full(n, None, dtype=object)
+        placed[rows] = np.array(labels, dtype=object).reshape(-1)
+        label = placed.tolist()
     return BoxColumns(keep=keep, xyxy=xyxy, label=label, early=early, fix=fix, clipped=clipped, late=late)

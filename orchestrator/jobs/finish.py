@@ -28,6 +28,7 @@ from orchestrator.outputs import (
     export_lines,
     read_augmented_manifest,
     read_source_lines,
+    read_worker_response_columns,
     read_worker_responses,
 )
 from orchestrator.storage import open_object, open_store
@@ -84,7 +85,7 @@ def finish_job(
         if spec.groundtruth is not None and spec.groundtruth.more_from:
             objects = _both_jobs_answers(spec, record, jobs, refs, report, boto3_session)
         else:
-            objects = read_worker_responses(job_folder, refs, spec.labels, report)
+            objects = read_worker_response_columns(job_folder, refs, spec.labels, report)
         manifest_store = job_folder
         manifest_key = RECONSOLIDATED_MANIFEST_KEY if spec.backend == "groundtruth" else OUTPUT_MANIFEST_KEY
         targets = OutputTargets(

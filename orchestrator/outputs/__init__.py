@@ -34,6 +34,7 @@ _EXPORTS = {
         "consolidation_entry",
         "drop_worker_responses",
         "read_worker_responses",
+        "read_worker_response_columns",
         "worker_response_key",
         "write_consolidation_response",
         "write_worker_responses",

@@ -35,7 +35,7 @@ from orchestrator.consolidation import (
     ObjectAnswers,
     WorkerAnswer,
     parse_consolidation_columns,
-    parse_worker_response,
+    parse_worker_responses,
 )
 from orchestrator.errors import InputError, NotFound
 from orchestrator.storage import ObjectStore, is_s3_uri, join_key, list_or_empty, open_object, open_store
@@ -194,7 +194,14 @@ def drop_worker_responses(store: ObjectStore, worker_ids: Iterable[str]) -> int:
 def read_worker_responses(
     store: ObjectStore, source_refs: Mapping[str, str], labels: list[str] | None, report: AnswerReport
 ) -> list[ObjectAnswers]:
-    """Every object's answers from `annotations/worker-response/`, in id order.
+    """`read_worker_response_columns` as `ObjectAnswers`, for the callers that take single objects."""
+    return read_worker_response_columns(store, source_refs, labels, report).objects()
+
+
+def read_worker_response_columns(
+    store: ObjectStore, source_refs: Mapping[str, str], labels: list[str] | None, report: AnswerReport
+) -> AnswerColumns:
+    """Every object's answers from `annotations/worker-response/`, in id order, as columns.
 
     Only an object's latest iteration counts: a later one is a new labeling round of the object (a
     reviewer rejected the earlier answers, docs/review.md). Within it, a worker's answer in a later
@@ -222,24 +229,15 @@ def read_worker_responses(
     keys = [key for object_id in ids for _, _, key in sorted(files[object_id])]
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         contents = dict(zip(keys, pool.map(store.get, keys), strict=True))
-    objects = []
-    for object_id in ids:
-        answers: dict[str, WorkerAnswer] = {}
-        for _, _, key in sorted(files[object_id]):
-            try:
-                parsed = parse_worker_response(
-                    contents[key], object_id, source_refs[object_id], labels, report
-                )
-            except InputError:
-                report.add("bad_json", store.uri(key))  # one torn file must not lose the whole job
-                continue
-            answers.update((answer.worker_id, answer) for answer in parsed.answers)
-        objects.append(
-            ObjectAnswers(
-                dataset_object_id=object_id, source_ref=source_refs[object_id], answers=list(answers.values())
-            )
+    responses = (
+        (
+            object_id,
+            source_refs[object_id],
+            ((store.uri(key), contents.pop(key)) for _, _, key in sorted(files[object_id])),
         )
-    return objects
+        for object_id in ids
+    )
+    return parse_worker_responses(responses, labels, report)
 
 
 def job_output_folder(uri: str, boto3_session=None) -> ObjectStore | None:
@@ -277,8 +275,7 @@ def read_answers(
 
     `source_refs` maps object ids (input line indexes) to source-refs; only a folder needs it.
     """
-    answers = read_answer_columns(uri, source_refs, labels, report, boto3_session)
-    return answers if isinstance(answers, list) else answers.objects()
+    return read_answer_columns(uri, source_refs, labels, report, boto3_session).objects()
 
 
 def read_answer_columns(
@@ -287,14 +284,14 @@ def read_answer_columns(
     labels: list[str],
     report: AnswerReport,
     boto3_session=None,
-) -> AnswerColumns | list[ObjectAnswers]:
-    """`read_answers`, a payload's answers left as columns for `consolidate_and_write` (no model per box)."""
+) -> AnswerColumns:
+    """`read_answers` as columns for `consolidate_and_write` (no model per box)."""
     folder = job_output_folder(uri, boto3_session)
     if folder is None:
         return parse_consolidation_columns(
             read_object(uri, boto3_session), labels, report, fetch=lambda ref: read_object(ref, boto3_session)
         )
-    return read_worker_responses(folder, source_refs, labels, report)
+    return read_worker_response_columns(folder, source_refs, labels, report)
 
 
 def consolidation_entry(dataset_object_id: str, content: dict) -> dict:
