@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["loads"]
+__all__ = ["loads", "loads_utf8"]
 
 _decode = msgspec.json.Decoder().decode
 
@@ -23,3 +23,12 @@ def loads(text: str | bytes) -> Any:
         return _decode(text)
     except (msgspec.MsgspecError, ValueError, RecursionError):
         return json.loads(text)
+
+
+def loads_utf8(data: bytes) -> Any:
+    """msgspec's reading of UTF-8 `data`, with no fallback: the value `json.loads` gives for the same
+    text, or ValueError where msgspec refuses it (and the standard library may still read it)."""
+    try:
+        return _decode(data)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
 # Lower layers first; a module may import its own layer and the layers before it, never a later one.
 LAYERS = [
-    {"errors", "config", "spec", "redact", "fastjson", "storage", "aws", "service_model", "iam_policy", "templates"},
+    {"errors", "config", "spec", "redact", "fastjson", "storage", "aws", "service_model", "iam_policy"}
+    | {"templates"},
     {"manifest", "consolidation"},
     {"outputs"},
     {"review"},

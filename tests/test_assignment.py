@@ -18,7 +18,8 @@ def test_the_same_assignment_as_scipy_optimize(shape):
     for _ in range(50):
         cost = rng.random(shape) * (rng.random(shape) > 0.5)  # zeros too, as the vote's matrices have
         for maximize in (True, False):
-            ours, theirs = linear_sum_assignment(cost, maximize=maximize), scipy_solver(cost, maximize=maximize)
+            ours = linear_sum_assignment(cost, maximize=maximize)
+            theirs = scipy_solver(cost, maximize=maximize)
             assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.fastjson import loads
+from orchestrator.fastjson import loads, loads_utf8
 
 
 def outcome(text):
@@ -56,7 +56,7 @@ EDGES = [
     "12345678901234567891",
     "1.7976931348623157e308",
     "0.1e-999",
-    '{"boundingBox": {"boundingBoxes": [{"label": "a", "left": 1.5e2, "top": -0, "width": 2, "height": 1e0}]}}',
+    '{"b": {"boundingBoxes": [{"label": "a", "left": 1.5e2, "top": -0, "width": 2, "height": 1e0}]}}',
 ]
 
 
@@ -77,7 +77,7 @@ JSON_VALUES = st.recursive(
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=4), kids, max_size=4),
     max_leaves=12,
 )
 TOKENS = st.sampled_from(
@@ -97,3 +97,19 @@ def test_any_json_value_reads_the_same(value, as_bytes):
 @given(st.lists(TOKENS, max_size=14).map("".join))
 def test_text_near_json_reads_or_fails_the_same(text):
     assert fast_outcome(text) == outcome(text)
+
+
+@pytest.mark.parametrize("text", EDGES, ids=range(len(EDGES)))
+def test_loads_utf8_reads_as_the_standard_library_or_refuses(text):
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    try:
+        value = loads_utf8(data)
+    except ValueError:
+        return  # the caller reads it the slow way
+    assert ("value", repr(value)) == outcome(data.decode("utf-8"))
+
+
+def test_loads_utf8_refuses_what_only_the_standard_library_reads():
+    for data in (b"NaN", b"1e400", b'"\\ud800"', b"\xef\xbb\xbf[1]", b'"\xff"'):
+        with pytest.raises(ValueError):
+            loads_utf8(data)

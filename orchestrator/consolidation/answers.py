@@ -48,6 +48,7 @@ Only a payload that is not JSON at all raises `InputError` (naming the line for 
 
 from __future__ import annotations
 
+import codecs
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -64,7 +65,7 @@ from orchestrator.consolidation.columns import BOX_KEYS as _BOX_KEYS
 from orchestrator.consolidation.columns import MAX_COORDINATE, read_typical_answer, validate_boxes
 from orchestrator.consolidation.iou import box_iou, iou
 from orchestrator.errors import InputError
-from orchestrator.fastjson import loads
+from orchestrator.fastjson import loads, loads_utf8
 
 # A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
 # validator call per box), so building many boxes stays cheap.
@@ -658,6 +659,12 @@ def _optional_seconds(value: Any) -> float | None:
 
 def _load_items(data: bytes | str) -> list[Any]:
     """A JSON array, one JSON object, or JSON Lines; raises InputError only if that is not JSON at all."""
+    if isinstance(data, bytes) and not data.startswith(codecs.BOM_UTF8):
+        # The whole payload read from its bytes, without a decoded copy: the one large string of a run.
+        try:
+            return _items(loads_utf8(data))
+        except ValueError:
+            pass
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
@@ -669,13 +676,7 @@ def _load_items(data: bytes | str) -> list[Any]:
     except (ValueError, RecursionError):
         pass
     else:
-        if isinstance(whole, list):
-            return whole
-        if isinstance(whole, dict):
-            return [whole]
-        raise InputError(
-            f"consolidation payload is a JSON {type(whole).__name__}, not an array or JSON Lines"
-        )
+        return _items(whole)
     items = []
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
@@ -685,6 +686,14 @@ def _load_items(data: bytes | str) -> list[Any]:
         except (ValueError, RecursionError) as exc:
             raise InputError(f"consolidation payload line {number} is not JSON: {exc}") from None
     return items
+
+
+def _items(whole: Any) -> list[Any]:
+    if isinstance(whole, list):
+        return whole
+    if isinstance(whole, dict):
+        return [whole]
+    raise InputError(f"consolidation payload is a JSON {type(whole).__name__}, not an array or JSON Lines")
 
 
 def parse_consolidation_payload(
