@@ -647,23 +647,26 @@ def _match_round(
     # of times: local indexes of each pair in its image's matrix, and (after the loop) dropping the
     # assigned cells that are not candidate pairs (the zero cells: candidates have IoU >= threshold > 0).
     pair_stop = np.append(pair_start[1:], len(c))
-    local_row = row_of - np.repeat(row_start, pair_stop - pair_start)
-    local_col = col_of - np.repeat(col_start, pair_stop - pair_start)
+    pair_image = np.repeat(np.arange(len(images)), pair_stop - pair_start)  # among the contested images
+    local_row = row_of - row_start[pair_image]
+    local_col = col_of - col_start[pair_image]
+    # Images whose matrices have one shape are filled at once, as one stack, and solved one by one: the
+    # loop then only calls the solver.
+    shapes, shape_of = np.unique(
+        np.stack([row_stop - row_start, col_stop - col_start], axis=1), axis=0, return_inverse=True
+    )
     assigned_rows, assigned_cols = [], []
-    for p0, p1, r0, r1, k0, k1 in zip(
-        pair_start.tolist(),
-        pair_stop.tolist(),
-        row_start.tolist(),
-        row_stop.tolist(),
-        col_start.tolist(),
-        col_stop.tolist(),
-        strict=True,
-    ):
-        matrix = np.zeros((r1 - r0, k1 - k0))
-        matrix[local_row[p0:p1], local_col[p0:p1]] = iou[p0:p1]
-        r, k = linear_sum_assignment(matrix, maximize=True)
-        assigned_rows.append(r + r0)
-        assigned_cols.append(k + k0)
+    for n, (height, width) in enumerate(shapes.tolist()):
+        group = np.flatnonzero(shape_of.reshape(-1) == n)
+        slot = np.full(len(images), -1)
+        slot[group] = np.arange(len(group))
+        in_group = slot[pair_image] >= 0
+        stack = np.zeros((len(group), height, width))
+        stack[slot[pair_image[in_group]], local_row[in_group], local_col[in_group]] = iou[in_group]
+        solved = [linear_sum_assignment(matrix, maximize=True) for matrix in stack]
+        counts = [len(r) for r, _ in solved]
+        assigned_rows.append(np.concatenate([r for r, _ in solved]) + np.repeat(row_start[group], counts))
+        assigned_cols.append(np.concatenate([k for _, k in solved]) + np.repeat(col_start[group], counts))
     r, k = np.concatenate(assigned_rows), np.concatenate(assigned_cols)
     good = np.isin(r * len(cols) + k, row_of * len(cols) + col_of)
     keep_c.append(rows[r[good]])

@@ -235,9 +235,8 @@ def augmented_line(
 
 def dump_lines(lines: Iterable[Mapping]) -> bytes:
     """JSON Lines, one compact object a line, UTF-8, as Ground Truth writes manifests."""
-    return "".join(
-        json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines
-    ).encode()
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # once, not once a line
+    return "".join(encode(line) + "\n" for line in lines).encode()
 
 
 def write_augmented_manifest(store: ObjectStore, key: str, lines: Iterable[Mapping]) -> str:
