@@ -9,7 +9,7 @@ process. Best of `--repeats` each, interleaved.
 
     .venv/bin/python -m benchmarks.consolidate_cli
     .venv/bin/python -m benchmarks.consolidate_cli --compare /tmp/labeljob-8f5445d   # an older checkout too
-    .venv/bin/python -m benchmarks.consolidate_cli --memory      # peak RSS at 10^4, 10^5, 10^6 boxes
+    .venv/bin/python -m benchmarks.consolidate_cli --memory [--compare DIR]   # peak RSS at 10^4 .. 10^6 boxes
 """
 
 from __future__ import annotations
@@ -58,14 +58,14 @@ WBF = "WBF alone (ensemble-boxes call, inputs prepared)"
 LABELJOB = "`labeljob consolidate`, process start to exit"
 
 
-def run_cli(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """Wall and CPU seconds (user + system) and peak RSS in MB of one run of `argv`, which must exit 0."""
+def run_cli(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one run of `argv`, which must exit 0."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(argv)} failed")
-    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 
 def run_wbf(inputs: list) -> tuple[float, float]:
@@ -83,12 +83,23 @@ def without_dates(path: Path) -> list[dict]:
     return lines
 
 
-def peak_memory(workers: int) -> None:
-    """Peak RSS of one `labeljob consolidate` run at about 10^4, 10^5 and 10^6 boxes."""
+# Runs a command and prints its exit code and peak RSS in KB. A child forked from this benchmark would
+# start with the benchmark's own resident pages (the simulated crowd: gigabytes at 10^6 boxes) counted
+# in its peak; forked from this small process, labeljob's peak is its own.
+PEAK_RSS = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
+)
+
+
+def peak_memory(workers: int, roots: dict[str, Path]) -> None:
+    """Peak RSS of one `labeljob consolidate` run per checkout at about 10^4, 10^5 and 10^6 boxes."""
     labeljob = str(Path(sys.executable).with_name("labeljob"))
     scenario = SCENARIOS[0]
-    print("| boxes | images | payload MB | peak RSS MB | RSS / payload |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| boxes | images | payload MB | " + " | ".join(f"peak RSS MB, {name}" for name in roots) + " |")
+    print("|---:|---:|---:|" + "---:|" * len(roots))
     for target in (10**4, 10**5, 10**6):
         images = round(target / (5.2 * workers))  # the base scenario draws about 5.2 boxes per answer
         data = synthetic(type(scenario)(scenario.name, workers_per_image=workers), images, 0)
@@ -99,9 +110,20 @@ def peak_memory(workers: int) -> None:
             (folder / "labels.json").write_text(json.dumps(data.labels))
             argv = [labeljob, "--quiet", "consolidate", str(folder / "payload.json")]
             argv += ["--out", str(folder / "out.manifest"), "--labels", str(folder / "labels.json")]
-            rss = run_cli(argv, {**os.environ, "PYTHONPATH": str(ROOT)})[2]
+            peaks = []
+            for root in roots.values():
+                out = subprocess.run(
+                    [sys.executable, "-c", PEAK_RSS, *argv],
+                    env={**os.environ, "PYTHONPATH": str(root)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()
+                if out[0] != "0":
+                    raise SystemExit(f"{' '.join(argv)} failed")
+                peaks.append(int(out[1]) / 1024)
             mb = (folder / "payload.json").stat().st_size / 1e6
-        print(f"| {n_boxes:,} | {images:,} | {mb:.1f} | {rss:,.0f} | {rss / mb:.1f} |")
+        print(f"| {n_boxes:,} | {images:,} | {mb:.1f} | " + " | ".join(f"{p:,.0f}" for p in peaks) + " |")
 
 
 def main() -> None:
@@ -115,7 +137,10 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak RSS at 10^4, 10^5 and 10^6 boxes instead")
     args = parser.parse_args()
     if args.memory:
-        peak_memory(args.workers)
+        peak_memory(
+            args.workers,
+            {"this checkout": ROOT, **({str(args.compare): args.compare} if args.compare else {})},
+        )
         return
 
     scenario = SCENARIOS[0]
@@ -146,9 +171,7 @@ def main() -> None:
             run_cli(*runs[name][:2])  # caches bytecode, warms the disk
         best = dict.fromkeys([WBF, *roots], (float("inf"), float("inf")))
         for _ in range(args.repeats):
-            timings = {WBF: run_wbf(inputs)} | {
-                name: run_cli(argv, e)[:2] for name, (argv, e, _) in runs.items()
-            }
+            timings = {WBF: run_wbf(inputs)} | {name: run_cli(argv, e) for name, (argv, e, _) in runs.items()}
             best = {name: tuple(map(min, best[name], timings[name])) for name in best}
         outputs = [without_dates(out) for _, _, out in runs.values()]
         payload_mb = (folder / "payload.json").stat().st_size / 1e6
