@@ -312,3 +312,34 @@ def test_the_result_does_not_depend_on_the_order_of_objects_workers_or_boxes(
     assert first.results_ == [by_id[r.dataset_object_id] for r in first.results_]
     assert first.skills_ == second.skills_
     assert first.workers_ == second.workers_
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=30), st.lists(st.integers(0, 5), max_size=30), st.integers(1, 40))
+def test_cross_pairs_a_block_at_a_time_are_the_same_pairs_in_the_same_order(image_a, image_b, block):
+    import numpy as np
+
+    a, b = np.array(image_a, dtype=np.int64), np.array(image_b, dtype=np.int64)
+    whole = iou_vote._cross_pairs(a, b, 6)
+    original = iou_vote.BLOCK_PAIRS
+    iou_vote.BLOCK_PAIRS = block
+    try:
+        blocks = list(iou_vote._cross_pair_blocks(a, b, 6))
+    finally:
+        iou_vote.BLOCK_PAIRS = original
+    largest_image = int((np.bincount(a, minlength=6) * np.bincount(b, minlength=6)).max())
+    assert all(len(i) <= block + largest_image for i, _ in blocks)
+    joined = [np.concatenate(side).tolist() for side in zip(*blocks, strict=True)]
+    assert joined == [side.tolist() for side in whole]
+
+
+def test_a_job_voted_in_blocks_of_a_few_pairs_gives_the_same_results(monkeypatch):
+    from orchestrator.consolidation.simulated_crowd import CrowdSimulator, synthetic_dataset
+
+    labels = ["class0", "class1"]
+    objects = CrowdSimulator(3, labels=labels).simulate(synthetic_dataset(60, 4.0, 2, 3), workers_per_image=6)
+    expected = IoUVote().fit(objects, labels=labels)
+    monkeypatch.setattr(iou_vote, "BLOCK_PAIRS", 5)
+    got = IoUVote().fit(objects, labels=labels)
+    assert repr(got.results_) == repr(expected.results_) and got.workers_ == expected.workers_
+    assert sum(len(r.boxes) for r in expected.results_) > 100

@@ -418,7 +418,8 @@ class _ColumnBuilder:
         # from x2 in the last bit; every later step reads the edges that way.
         ltwh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
         xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
-        box_labels = [columns.label[i] for i in kept.tolist()]
+        every = len(kept) == len(columns.label)
+        box_labels = columns.label if every else [columns.label[i] for i in kept.tolist()]
         box_answer = answer[kept]
         bounds = np.searchsorted(box_answer, np.arange(len(pending) + 1)).tolist()
         suspect = _may_have_near_duplicates(box_answer, xyxy, box_labels, len(pending))
@@ -477,7 +478,12 @@ class _ColumnBuilder:
             answer_fields=[answers[a].fields for a in final],
             box_answer=box_position[chosen],
             ltwh=ltwh[chosen],
-            labels=[self.labels[i] for i in chosen.tolist()],
+            labels=(
+                self.labels
+                if len(chosen) == len(self.labels)  # every box, and `chosen` is sorted: in their order
+                and np.array_equal(chosen, np.arange(len(chosen)))
+                else [self.labels[i] for i in chosen.tolist()]
+            ),
         )
 
 

@@ -174,12 +174,11 @@ def validate_boxes(raw: list[Any], size: np.ndarray, allowed: set[str] | None) -
         converted = [_floats(column) for column in columns]
         edges = np.array([c[0] for c in converted]).reshape(4, -1)
         overflow = np.any([c[1] for c in converted], axis=0)
-    if allowed is not None:
+    if allowed is not None and not set(labels) <= allowed:
         known = _flags(map(allowed.__contains__, labels), len(labels))
-        if not known.all():
-            early[rows[~known]] = EARLY_DROPS.index("unknown_label")
-            rows, labels = rows[known], list(compress(labels, known))
-            edges, overflow = edges[:, known], overflow[known]
+        early[rows[~known]] = EARLY_DROPS.index("unknown_label")
+        rows, labels = rows[known], list(compress(labels, known))
+        edges, overflow = edges[:, known], overflow[known]
     return _checked(n, rows, labels, edges, overflow, size, early)
 
 

@@ -34,7 +34,7 @@ matched when its cluster was kept and it carries the winning label.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +54,8 @@ LOW_SUPPORT = 0.7  # a kept box below this support is flagged "low_support" for 
 FEW_WORKERS = 3  # fewer answers than this: flagged "few_workers" (no majority beyond a pair)
 MIN_EVIDENCE = 5  # boxes drawn + consensus boxes seen before a worker can be flagged low quality
 _TOL = 1e-9
+# Candidate pairs of a block of images, measured together (`_cross_pair_blocks`).
+BLOCK_PAIRS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -613,14 +615,17 @@ def _match_round(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matches (cluster ids, box indexes) of a round's boxes, sorted by image, to the clusters;
     `cluster_box` and `boxes` are edges first (4, n)."""
-    c, b = _cross_pairs(cluster_image, box_image, n_images)
-    iou = edge_iou(cluster_box[:, c], boxes[:, b], area(cluster_box)[c], area(boxes)[b])
-    ok = iou >= iou_threshold
-    c, b, iou = c[ok], b[ok], iou[ok]
+    cluster_area, box_area = area(cluster_box), area(boxes)
+    candidates = []
+    for c, b in _cross_pair_blocks(cluster_image, box_image, n_images):
+        iou = edge_iou(cluster_box[:, c], boxes[:, b], cluster_area[c], box_area[b])
+        ok = iou >= iou_threshold
+        candidates.append((c[ok], b[ok], iou[ok]))
+    c, b, iou = (np.concatenate(column) for column in zip(*candidates, strict=True))
     # Where some cluster or box has two candidates the Hungarian algorithm decides; elsewhere every
     # candidate pair is the optimal assignment already.
     crowded = (np.bincount(c, minlength=len(cluster_image))[c] > 1) | (
-        np.bincount(b, minlength=len(boxes))[b] > 1
+        np.bincount(b, minlength=boxes.shape[1])[b] > 1
     )
     if not crowded.any():
         return c, b
@@ -674,6 +679,29 @@ def _match_round(
     return np.concatenate(keep_c), np.concatenate(keep_b)
 
 
+def _cross_pair_blocks(
+    image_a: np.ndarray, image_b: np.ndarray, n_images: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`_cross_pairs`, in the same order, a run of images at a time: about `BLOCK_PAIRS` pairs per block
+    (an image with more is one block), so the arrays of a block stay in the processor's cache and a
+    job of any size holds one block's pairs at a time, not every pair of every image."""
+    sort_a = np.argsort(image_a, kind="stable")
+    sort_b = np.argsort(image_b, kind="stable")
+    n_a = np.bincount(image_a, minlength=n_images)
+    n_b = np.bincount(image_b, minlength=n_images)
+    start_a = np.concatenate([[0], np.cumsum(n_a)])
+    start_b = np.concatenate([[0], np.cumsum(n_b)])
+    pairs = np.cumsum(n_a * n_b)
+    total = int(pairs[-1]) if n_images else 0
+    ends = np.searchsorted(pairs, np.arange(BLOCK_PAIRS, total + BLOCK_PAIRS, BLOCK_PAIRS), side="right")
+    bounds = np.unique(np.concatenate([[0], np.minimum(ends, n_images), [n_images]])).tolist()
+    for first, stop in zip(bounds[:-1], bounds[1:], strict=False):
+        rows_a = sort_a[start_a[first] : start_a[stop]]
+        rows_b = sort_b[start_b[first] : start_b[stop]]
+        i, j = _cross_pairs(image_a[rows_a] - first, image_b[rows_b] - first, stop - first)
+        yield rows_a[i], rows_b[j]
+
+
 def _cross_pairs(image_a: np.ndarray, image_b: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
     """Every (i, j) with image_a[i] == image_b[j], grouped by image, i then j ascending."""
     sort_a = np.argsort(image_a, kind="stable")
@@ -711,11 +739,13 @@ def _merge_split(
         mean /= weight_sum
         mean_area = area(mean)
         live = np.flatnonzero(active[cluster_image])
-        a, b = _cross_pairs(cluster_image[live], cluster_image[live], n_images)
-        a, b = live[a[a < b]], live[b[a < b]]
-        iou = edge_iou(mean[:, a], mean[:, b], mean_area[a], mean_area[b])
-        ok = iou >= iou_threshold
-        a, b, iou = a[ok], b[ok], iou[ok]
+        candidates = []
+        for a, b in _cross_pair_blocks(cluster_image[live], cluster_image[live], n_images):
+            a, b = live[a[a < b]], live[b[a < b]]
+            iou = edge_iou(mean[:, a], mean[:, b], mean_area[a], mean_area[b])
+            ok = iou >= iou_threshold
+            candidates.append((a[ok], b[ok], iou[ok]))
+        a, b, iou = (np.concatenate(column) for column in zip(*candidates, strict=True))
         if len(a):
             members = np.zeros((n, int(rank.max()) + 1), dtype=bool)
             members[cluster, rank] = True
