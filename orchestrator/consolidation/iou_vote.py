@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -365,6 +366,17 @@ def _validate(
     return xyxy, keep
 
 
+@dataclass(frozen=True)
+class _Consensus:
+    """Per kept cluster: its box (x1, y1, x2, y2), confidence and members' mean IoU to the box; per
+    box of the job, its IoU to its kept cluster's box (0 elsewhere)."""
+
+    box: np.ndarray
+    confidence: np.ndarray
+    mean_iou: np.ndarray
+    matched_iou: np.ndarray
+
+
 class _Vote:
     """One voting pass over a job with fixed worker weights: clusters, kept boxes, per-box matches."""
 
@@ -409,15 +421,7 @@ class _Vote:
         kept_index = np.cumsum(kept) - 1  # cluster -> row among kept clusters
         n_kept = int(kept.sum())
         member = kept[self.cluster]  # boxes in kept clusters
-        row, slot = kept_index[self.cluster[member]], self.rank[member]
-        box, agreement = _box_and_agreement(
-            row,
-            slot,
-            self.xyxy[member],
-            self.weight[member],
-            self.n_workers[self.cluster_image[kept]],
-            coordinates,
-        )
+        row = kept_index[self.cluster[member]]
 
         n_labels = max(len(self.job.label_names), 1)
         label_weight = np.bincount(
@@ -429,21 +433,41 @@ class _Vote:
         self.label_disagreement = top < self.kept_weight - _TOL
         self.label_share = top / self.kept_weight
 
-        member_iou = paired_iou(self.xyxy[member], box[row])
-        votes = np.bincount(row, minlength=n_kept)
-        self.box, self.box_label, self.votes = box, winner, votes
+        self.box_label, self.votes = winner, np.bincount(row, minlength=n_kept)
         self.support = support[kept]
-        self.mean_iou = np.bincount(row, weights=member_iou, minlength=n_kept) / np.maximum(votes, 1)
-        self.confidence = self.support * agreement
         self.kept, self.kept_image = kept, self.cluster_image[kept]
         self.rejected_image = np.bincount(self.cluster_image[~kept], minlength=self.job.n_images) > 0
         # A box matches the consensus if its cluster was kept and it carries the winning label.
         self.matched = np.zeros(len(self.cluster), dtype=bool)
         self.matched[member] = self.label[member] == winner[row]
-        self.matched_iou = np.zeros(len(self.cluster))
-        self.matched_iou[member] = member_iou
         self.box_row = np.full(len(self.cluster), -1)
         self.box_row[member] = row
+        self.coordinates = coordinates
+
+    @cached_property
+    def consensus(self) -> _Consensus:
+        """The kept clusters' boxes and how closely their members agree: what the results and the
+        workers' report show. No weight depends on them (`worker_f1` reads which clusters were kept
+        and their labels), so the first pass of agreement weighting never computes them."""
+        member = self.box_row >= 0
+        row = self.box_row[member]
+        box, agreement = _box_and_agreement(
+            row,
+            self.rank[member],
+            self.xyxy[member],
+            self.weight[member],
+            self.n_workers[self.kept_image],
+            self.coordinates,
+        )
+        member_iou = paired_iou(self.xyxy[member], box[row])
+        matched_iou = np.zeros(len(self.cluster))
+        matched_iou[member] = member_iou
+        return _Consensus(
+            box=box,
+            confidence=self.support * agreement,
+            mean_iou=np.bincount(row, weights=member_iou, minlength=len(box)) / np.maximum(self.votes, 1),
+            matched_iou=matched_iou,
+        )
 
     def _worker_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         job, n = self.job, len(self.job.worker_ids)
@@ -453,8 +477,7 @@ class _Vote:
         boxes = np.bincount(box_worker, minlength=n)
         matched = np.bincount(box_worker, weights=self.matched, minlength=n)
         expected = np.bincount(job.ans_worker, weights=kept_per_image[job.ans_image], minlength=n)
-        iou_sum = np.bincount(box_worker, weights=np.where(self.matched, self.matched_iou, 0.0), minlength=n)
-        return answers, boxes, matched, expected, iou_sum
+        return answers, boxes, matched, expected, box_worker
 
     def worker_f1(self) -> np.ndarray:
         """Each worker's F1 against this pass's consensus over the job (1.0 when both drew nothing)."""
@@ -462,7 +485,9 @@ class _Vote:
         return np.divide(2 * matched, boxes + expected, out=np.ones(len(boxes)), where=boxes + expected > 0)
 
     def worker_quality(self, weights: np.ndarray, low_quality_f1: float) -> dict[str, WorkerQuality]:
-        answers, boxes, matched, expected, iou_sum = self._worker_counts()
+        answers, boxes, matched, expected, box_worker = self._worker_counts()
+        iou = np.where(self.matched, self.consensus.matched_iou, 0.0)
+        iou_sum = np.bincount(box_worker, weights=iou, minlength=len(self.job.worker_ids))
         f1 = self.worker_f1()
         quality = {}
         for i, worker in enumerate(self.job.worker_ids):
@@ -483,11 +508,11 @@ class _Vote:
         job = self.job
         # Kept boxes grouped by image, in coordinate order inside an image. Columns become Python lists
         # once (tolist), not one numpy scalar at a time: this loop runs once per box of the job.
-        order = np.lexsort(
-            (self.box_label, self.box[:, 3], self.box[:, 2], self.box[:, 1], self.box[:, 0], self.kept_image)
-        )
+        consensus = self.consensus
+        box = consensus.box
+        order = np.lexsort((self.box_label, box[:, 3], box[:, 2], box[:, 1], box[:, 0], self.kept_image))
         bounds = np.searchsorted(self.kept_image[order], np.arange(job.n_images + 1)).tolist()
-        box = self.box[order]
+        box = box[order]
         members = self._members()
         columns = zip(  # in the order of ConsolidatedBox's fields
             [job.label_names[k] for k in self.box_label[order].tolist()],
@@ -495,10 +520,10 @@ class _Vote:
             box[:, 1].tolist(),
             (box[:, 2] - box[:, 0]).tolist(),
             (box[:, 3] - box[:, 1]).tolist(),
-            self.confidence[order].tolist(),
+            consensus.confidence[order].tolist(),
             self.support[order].tolist(),
             self.votes[order].tolist(),
-            self.mean_iou[order].tolist(),
+            consensus.mean_iou[order].tolist(),
             [members[k] for k in order.tolist()],
             self.label_share[order].tolist(),
             strict=True,
