@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from typing import Literal
 
 import numpy as np
@@ -311,7 +312,8 @@ class _Job:
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
         box_answer = position[answers.box_answer]
-        box_label = np.array([label_index.get(label, -1) for label in answers.labels], dtype=np.int64)
+        n_boxes = len(answers.labels)
+        box_label = np.fromiter(map(label_index.get, answers.labels, repeat(-1)), np.int64, n_boxes)
         ltwh = answers.ltwh
         xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
         ans_image, ans_worker = ans_image[order], ans_worker[order]
