@@ -60,9 +60,10 @@ _TOL = 1e-9
 BLOCK_PAIRS = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConsolidatedBox:
-    """One consolidated object: its box, label and how much the crowd agreed on it."""
+    """One consolidated object: its box, label and how much the crowd agreed on it. A plain record
+    (slots, not frozen: a job makes one per box, and a frozen dataclass costs twice as much to build)."""
 
     label: str
     left: float
@@ -78,7 +79,7 @@ class ConsolidatedBox:
     """Weighted share of the members that gave the winning label."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ObjectResult:
     """The consolidated boxes of one dataset object, with diagnostics for review."""
 
