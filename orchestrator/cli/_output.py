@@ -105,12 +105,21 @@ class Output:
             self.err.print(redact_text(text), markup=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"Warning: {redact_text(text)}", markup=False, style="yellow")
+        self._message(f"Warning: {redact_text(text)}", style="yellow")
 
     def error(self, text: str, hint: str | None = None) -> None:
-        self.err.print(f"Error: {redact_text(text)}", markup=False, style="red")
+        self._message(f"Error: {redact_text(text)}", style="red")
         if hint:
-            self.err.print(f"Hint: {redact_text(hint)}", markup=False)
+            self._message(f"Hint: {redact_text(hint)}")
+
+    def _message(self, text: str, style: str | None = None) -> None:
+        # Colour is for a person at a terminal; a scheduler's log or a pipe gets the plain line, without
+        # importing rich for it.
+        if "err" not in self.__dict__ and not sys.stderr.isatty():
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+            return
+        self.err.print(text, markup=False, style=style)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None = None) -> Iterator:

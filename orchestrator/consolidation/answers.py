@@ -453,17 +453,32 @@ class _ColumnBuilder:
         box_answer = np.concatenate(self.box_answer)
         ltwh = np.concatenate(self.ltwh)
         box_kept = np.concatenate(self.box_kept)
-        by_object: list[list[int]] = [[] for _ in object_ids]
-        for a in np.flatnonzero(readable).tolist():
-            by_object[self.owner[a]].append(a)
-        final = []
-        for object_id, own in zip(object_ids, by_object, strict=True):
-            chosen: dict[str, int] = {}  # worker id -> its answer; a later file's takes an earlier's place
-            for _, run in groupby(own, key=self.file.__getitem__):
-                run = list(run)
-                for i in _last_per_worker([answers[a].worker_id for a in run], report, f"object {object_id}"):
-                    chosen[answers[run[i]].worker_id] = run[i]
-            final.extend(chosen.values())
+        # Readable answers grouped by object, in input order within an object.
+        kept = np.flatnonzero(readable)
+        owner = np.asarray(self.owner, dtype=np.int64)[kept]
+        by_object = np.argsort(owner, kind="stable")
+        grouped = kept[by_object]
+        worker_code: dict[str, int] = {}
+        worker = np.fromiter(
+            (worker_code.setdefault(answers[a].worker_id, len(worker_code)) for a in grouped.tolist()),
+            np.int64,
+            len(grouped),
+        )
+        pair = owner[by_object] * max(len(worker_code), 1) + worker
+        if len(np.unique(pair)) == len(pair):
+            final = grouped.tolist()  # no worker answered an object twice: every answer stays, in order
+        else:
+            final = []
+            bounds = np.searchsorted(owner[by_object], np.arange(len(object_ids) + 1)).tolist()
+            for object_id, start, stop in zip(object_ids, bounds[:-1], bounds[1:], strict=True):
+                # worker id -> its answer; a later file's answer takes an earlier one's place
+                chosen: dict[str, int] = {}
+                for _, run in groupby(grouped[start:stop].tolist(), key=self.file.__getitem__):
+                    run = list(run)
+                    ids = [answers[a].worker_id for a in run]
+                    for i in _last_per_worker(ids, report, f"object {object_id}"):
+                        chosen[answers[run[i]].worker_id] = run[i]
+                final.extend(chosen.values())
         position = np.full(len(answers), -1)
         position[final] = np.arange(len(final))
         box_position = position[box_answer]

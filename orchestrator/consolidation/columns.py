@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -165,7 +165,9 @@ def validate_boxes(raw: list[Any], size: np.ndarray, allowed: set[str] | None) -
         # Every field is present and of its JSON type: `_typed`'s checks would pass them all.
         rows = np.arange(n)
         labels = list(map(attrgetter("label"), raw))
-        edges = np.array([np.fromiter(map(attrgetter(key), raw), np.float64, n) for key in _EDGES])
+        # One pass over the boxes, each read once: they lie all over memory, and four passes cost four.
+        edges = np.fromiter(chain.from_iterable(map(attrgetter(*_EDGES), raw)), np.float64, 4 * n)
+        edges = edges.reshape(n, 4).T
         overflow = np.zeros(n, dtype=bool)
     else:
         if TypedBox in kinds:
