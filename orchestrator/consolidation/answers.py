@@ -760,7 +760,7 @@ def parse_consolidation_columns(
         answers = [
             answer
             for n, annotation in enumerate(_as_list(item.get("annotations"), report, where))
-            if (answer := _read_annotation(annotation, report, f"{where}, annotation {n}", fetch))
+            if (answer := _read_annotation(annotation, report, where, n, fetch))
         ]
         if object_id in objects:
             report.add("duplicate_object", where, "annotations merged")
@@ -800,9 +800,22 @@ def _source_ref(data_object: Any, report: AnswerReport, where: str) -> str:
 def _read_annotation(
     annotation: Any,
     report: AnswerReport,
-    where: str,
+    object_where: str,
+    n: int,
     fetch: Callable[[str], bytes | str] | None,
 ) -> _Pending | None:
+    """Annotation `n` of an object up to its raw boxes, or None (the reason counted)."""
+    if type(annotation) is dict:
+        # Nearly every annotation: a worker id, inline content and a typical answer. It is read here
+        # without the checks below, which it would all pass; this runs once per answer of a job.
+        worker_id, data = annotation.get("workerId"), annotation.get("annotationData")
+        if type(worker_id) is str and worker_id.strip() and type(data) is dict:
+            content = data.get("content")
+            if type(content) is str and (typical := read_typical_answer(content)) is not None:
+                where = f"{object_where}, annotation {n}, worker {worker_id}"
+                fields = {"submitted_at": None, "time_spent_seconds": None}
+                return _Pending(worker_id, where, *typical, fields)
+    where = f"{object_where}, annotation {n}"
     if not isinstance(annotation, dict):
         report.add("not_an_object", where, f"annotation is {type(annotation).__name__}")
         return None
@@ -821,7 +834,7 @@ def _read_annotation(
     if not isinstance(content, str | bytes | dict):
         report.add("missing_content", where)
         return None
-    typical = read_typical_answer(content) if isinstance(content, str | bytes) else None
+    typical = read_typical_answer(content) if isinstance(content, bytes) else None
     if typical is not None:
         return _Pending(worker_id, where, *typical, {"submitted_at": None, "time_spent_seconds": None})
     return _read_element(content, worker_id, report, where)
