@@ -302,14 +302,14 @@ class _Job:
                 f"{answers.worker_ids[later]!r} answered twice; "
                 "parse answers with orchestrator.consolidation.answers, which keeps one answer per worker"
             )
-        # An image's size is the one given by the first worker id (by sort order) that gives one.
-        given: dict[int, tuple[str, int, int]] = {}
-        for image, worker, (width, height) in zip(
-            ans_image.tolist(), answers.worker_ids, answers.image_sizes, strict=True
-        ):
-            if width and height and (image not in given or (worker, width, height) < given[image]):
-                given[image] = (worker, width, height)
-        sizes = [given[i][1:] if i in given else (None, None) for i in range(len(answers))]
+        # An image's size is the one given by the first worker id (by sort order) that gives one: the
+        # first answer with a size in `order` (by image, then worker id) of each image.
+        sized = np.fromiter((bool(w and h) for w, h in answers.image_sizes), bool, len(answers.image_sizes))
+        candidates = order[sized[order]]
+        first = np.unique(ans_image[candidates], return_index=True)[1]
+        sizes: list[tuple[int | None, int | None]] = [(None, None)] * len(answers)
+        for answer in candidates[first].tolist():
+            sizes[ans_image[answer]] = answers.image_sizes[answer]
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
         box_answer = position[answers.box_answer]
@@ -577,8 +577,8 @@ class _Vote:
         worker = self.job.ans_worker[self.answer[member]]
         order = np.lexsort((worker, row))
         bounds = np.searchsorted(row[order], np.arange(len(self.support) + 1)).tolist()
-        names = [self.job.worker_ids[w] for w in worker[order].tolist()]
-        return [tuple(names[bounds[k] : bounds[k + 1]]) for k in range(len(self.support))]
+        names = list(map(self.job.worker_ids.__getitem__, worker[order].tolist()))
+        return [tuple(names[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _cluster(
