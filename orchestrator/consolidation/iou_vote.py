@@ -195,6 +195,7 @@ class IoUVote:
             if gold:
                 agreement = gold_weights(gold, job.worker_ids, agreement)
             weights = np.maximum(agreement, MIN_WEIGHT)
+            del vote  # the first pass's arrays go before the second pass makes its own
             vote = self._vote(job, weights)
         self.skills_ = {w: float(weights[i]) for i, w in enumerate(job.worker_ids)}
         self.workers_ = vote.worker_quality(weights, self.low_quality_f1)

@@ -237,7 +237,8 @@ def dump_lines(lines: Iterable[Mapping]) -> bytes:
     """JSON Lines, one compact object a line, UTF-8, as Ground Truth writes manifests."""
     # One encoder for every line; a line is a tree, so the encoder's search for cycles is only cost.
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-    return "".join(encode(line) + "\n" for line in lines).encode()
+    # Each line encoded on its own: a job's whole text is never held as a string beside its bytes.
+    return b"".join((encode(line) + "\n").encode() for line in lines)
 
 
 def write_augmented_manifest(store: ObjectStore, key: str, lines: Iterable[Mapping]) -> str:
