@@ -487,20 +487,21 @@ class _ColumnBuilder:
         box_position = position[box_answer]
         chosen = np.flatnonzero(box_kept & (box_position >= 0))
         chosen = chosen[np.argsort(box_position[chosen], kind="stable")]
+        kept_answers = list(map(answers.__getitem__, final))
         return AnswerColumns(
             object_ids=object_ids,
             source_refs=source_refs,
-            answer_object=np.array([self.owner[a] for a in final], dtype=np.int64),
-            worker_ids=[answers[a].worker_id for a in final],
-            image_sizes=[(answers[a].width, answers[a].height) for a in final],
-            answer_fields=[answers[a].fields for a in final],
+            answer_object=np.asarray(self.owner, dtype=np.int64)[final],
+            worker_ids=list(map(attrgetter("worker_id"), kept_answers)),
+            image_sizes=list(map(attrgetter("width", "height"), kept_answers)),
+            answer_fields=list(map(attrgetter("fields"), kept_answers)),
             box_answer=box_position[chosen],
             ltwh=ltwh[chosen],
             labels=(
                 self.labels
                 if len(chosen) == len(self.labels)  # every box, and `chosen` is sorted: in their order
                 and np.array_equal(chosen, np.arange(len(chosen)))
-                else [self.labels[i] for i in chosen.tolist()]
+                else list(map(self.labels.__getitem__, chosen.tolist()))
             ),
         )
 

@@ -183,17 +183,16 @@ def label_value(result: ObjectResult, labels: list[str]) -> tuple[dict, list[flo
     """
     annotations, confidences, class_map = [], [], {}
     for box in result.boxes:
+        label, x, y = box.label, box.left, box.top
         try:
-            class_id = labels.index(box.label)
+            class_id = labels.index(label)
         except ValueError:
-            raise ValueError(f"label {box.label!r} is not in the label list {labels}") from None
-        left, top = round(box.left), round(box.top)
-        right, bottom = round(box.left + box.width), round(box.top + box.height)
-        annotations.append(
-            {"class_id": class_id, "left": left, "top": top, "width": right - left, "height": bottom - top}
-        )
+            raise ValueError(f"label {label!r} is not in the label list {labels}") from None
+        left, top = round(x), round(y)
+        width, height = round(x + box.width) - left, round(y + box.height) - top
+        annotations.append({"class_id": class_id, "left": left, "top": top, "width": width, "height": height})
         confidences.append(round(box.confidence, CONFIDENCE_DIGITS))
-        class_map[str(class_id)] = box.label
+        class_map[str(class_id)] = label
     sizes = []
     if result.image_width is not None and result.image_height is not None:
         sizes.append({"width": result.image_width, "height": result.image_height, "depth": IMAGE_DEPTH})
