@@ -761,13 +761,20 @@ def _merge_split(
     # Only images that merged something in the last round are looked at again: elsewhere no pair
     # qualified and no cluster changed, so none would now.
     active = np.ones(n_images, dtype=bool)
+    # A cluster holding a box of every worker who drew in its image shares a worker with every other
+    # cluster there, so it can merge with none: only the others are paired.
+    box_image = cluster_image[cluster]
+    drew = np.zeros((n_images, int(rank.max(initial=0)) + 1), dtype=bool)
+    drew[box_image, rank] = True
+    drawing = drew.sum(axis=1)
     while len(cluster):
         n = len(cluster_image)
         weight_sum = np.bincount(cluster, weights=weight, minlength=n)
         mean = np.stack([np.bincount(cluster, weights=weight * xyxy[:, d], minlength=n) for d in range(4)])
         mean /= weight_sum
         mean_area = area(mean)
-        live = np.flatnonzero(active[cluster_image])
+        full = np.bincount(cluster, minlength=n) == drawing[cluster_image]
+        live = np.flatnonzero(active[cluster_image] & ~full)
         candidates = []
         for a, b in _cross_pair_blocks(cluster_image[live], cluster_image[live], n_images):
             a, b = live[a[a < b]], live[b[a < b]]
