@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.consolidation import (
     AnswerReport,
@@ -20,8 +22,10 @@ from orchestrator.errors import InputError
 from orchestrator.outputs import (
     AugmentedLine,
     augmented_line,
+    augmented_line_text,
     creation_date,
     detect_attr,
+    dump_lines,
     read_augmented_manifest,
     read_worker_responses,
     worker_response_key,
@@ -404,3 +408,46 @@ def test_a_job_folder_reads_into_columns_as_its_files_read_one_by_one(tmp_path):
     assert [(a["worker_id"], a["boxes"][0]["left"]) for a in got[0][1]] == [("w2", 7), ("w1", 9), ("w3", 4)]
     assert report.counts["duplicate_worker_answer"] == 1 and report.counts["bad_json"] == 1
     assert report.counts["all_boxes_dropped"] == 2  # w5 and w4: labels not in the job
+
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | TEXT,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(TEXT, kids, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def output_case(draw):
+    labels = draw(st.lists(TEXT, min_size=1, max_size=4, unique=True))
+    boxes = [
+        ConsolidatedBox(
+            draw(st.sampled_from(labels)),
+            draw(st.floats(-1e6, 1e6)),
+            draw(st.floats(-1e6, 1e6)),
+            draw(st.floats(0.001, 1e5)),
+            draw(st.floats(0.001, 1e5)),
+            draw(st.floats(0, 1)),
+            1.0,
+            3,
+            0.9,
+            ("w1",),
+        )
+        for _ in range(draw(st.integers(0, 4)))
+    ]
+    size = draw(st.sampled_from([(640, 480), (None, None), (1, 10**6)]))
+    source = draw(st.dictionaries(TEXT, JSON_VALUE, max_size=3))
+    if draw(st.booleans()):
+        source = {"source-ref": draw(TEXT), **source}
+    return source, result(boxes, size=size), labels, draw(TEXT), draw(TEXT), draw(TEXT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(output_case())
+def test_a_line_written_as_text_is_the_encoded_line_to_the_byte(case):
+    """The manifest is written from `augmented_line_text`; the dicts of `augmented_line` are what every
+    reader and the consolidation response see: the two must be one format."""
+    source, res, labels, attr, job, stamp = case
+    line = augmented_line(source, res, labels, attr, job, stamp)
+    assert augmented_line_text(source, res, labels, attr, job, stamp).encode() == dump_lines([line])

@@ -7,6 +7,7 @@ _EXPORTS = {
     "augmented_manifest": [
         "AugmentedLine",
         "augmented_line",
+        "augmented_line_text",
         "creation_date",
         "detect_attr",
         "label_value",

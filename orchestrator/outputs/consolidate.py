@@ -38,6 +38,7 @@ from orchestrator.errors import InputError
 from orchestrator.manifest import read_manifest, write_jsonl
 from orchestrator.outputs.augmented_manifest import (
     augmented_line,
+    augmented_line_text,
     creation_date,
     write_augmented_manifest,
     write_workers_report,
@@ -182,8 +183,8 @@ def consolidate_and_write(
         paths["worker_responses"] = folder.uri(WORKER_RESPONSE_PREFIX)
 
     stamp = creation_date(created)
-    lines = [
-        augmented_line(
+    line_args = [
+        (
             source_lines.get(r.dataset_object_id, {"source-ref": r.source_ref}),
             r,
             labels,
@@ -193,10 +194,12 @@ def consolidate_and_write(
         )
         for r in results
     ]
-    paths["manifest"] = write_augmented_manifest(*targets.manifest, lines)
+    texts = [augmented_line_text(*args) for args in line_args]
+    paths["manifest"] = write_augmented_manifest(*targets.manifest, texts)
     if targets.workers_report is not None:
         paths["workers_report"] = write_workers_report(*targets.workers_report, model.workers_, gold)
     if folder is not None:
+        lines = [augmented_line(*args) for args in line_args]
         entries = [
             consolidation_entry(
                 r.dataset_object_id, {attr: line[attr], f"{attr}-metadata": line[f"{attr}-metadata"]}
