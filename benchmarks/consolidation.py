@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.box_metrics import Boxes, coco_ap, detection_metrics
 from orchestrator.consolidation import (
+    AnswerColumns,
     Box,
     CrowdSimulator,
     IoUVote,
@@ -389,6 +390,12 @@ def run_speed(n_images: int, repeats: int = 1) -> str:
         IoUVote(**params).fit(warm, data.labels)
         seconds = best_time(lambda p=params: IoUVote(**p).fit(data.objects, data.labels), repeats)
         timings.append((f"{name} (fit only)", seconds))
+    # And from the columns `labeljob consolidate` reads a payload into, prepared beforehand like WBF's
+    # inputs: `fit` alone as the command runs it.
+    columns = AnswerColumns.from_objects(data.objects)
+    for name, params in FIT_ONLY.items():
+        seconds = best_time(lambda p=params: IoUVote(**p).fit(columns, data.labels), repeats)
+        timings.append((f"{name} (fit only, from AnswerColumns)", seconds))
     wbf_rate = n_boxes / timings[0][1]
     lines = [
         f"{n_images:,} images, {n_boxes:,} worker boxes ({n_boxes / n_images:.1f} per image), one process, "
