@@ -16,6 +16,8 @@ def lazy_exports(package: str, exports: dict[str, list[str]]) -> Callable[[str],
     module_of = {name: module for module, names in exports.items() for name in names}
 
     def __getattr__(name: str) -> Any:
+        if name in exports:  # a submodule, as `import package` then `package.submodule` allows
+            return importlib.import_module(f"{package}.{name}")
         if name not in module_of:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{package}.{module_of[name]}"), name)

@@ -187,3 +187,15 @@ def test_a_payload_read_a_few_answers_at_a_time_gives_the_same_columns(monkeypat
     monkeypatch.setattr(answers_module, "CHUNK_ANSWERS", 3)
     assert read() == whole
     assert whole[1]["duplicate_object"] == 10 and whole[1]["duplicate_worker_answer"] > 40
+
+
+def test_a_payloads_columns_pickle_and_own_their_answer_fields():
+    import copy
+    import pickle
+
+    texts = [to_text({"b": {"boundingBoxes": [], "inputImageProperties": {"width": 9, "height": 9}}})] * 2
+    answers = parse_consolidation_columns(payload(texts), LABELS, AnswerReport())
+    assert pickle.loads(pickle.dumps(answers)).answer_fields == answers.answer_fields
+    copy.deepcopy(answers).answer_fields[0]["submitted_at"] = "changed"
+    answers.answer_fields[0]["submitted_at"] = "mine"
+    assert answers.answer_fields[1]["submitted_at"] is None

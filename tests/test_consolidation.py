@@ -343,3 +343,14 @@ def test_a_job_voted_in_blocks_of_a_few_pairs_gives_the_same_results(monkeypatch
     got = IoUVote().fit(objects, labels=labels)
     assert repr(got.results_) == repr(expected.results_) and got.workers_ == expected.workers_
     assert sum(len(r.boxes) for r in expected.results_) > 100
+
+
+def test_iou_of_integer_pixels_and_of_two_single_boxes_is_a_float():
+    import numpy as np
+
+    from orchestrator.consolidation import box_iou
+    from orchestrator.consolidation.iou import iou
+
+    pixels = box_iou(np.array([[0, 0, 10, 10]]), np.array([[5, 5, 15, 15], [20, 20, 30, 30]]))
+    assert pixels.tolist() == [[25 / 175, 0.0]]
+    assert float(iou(np.array([0, 0, 1, 1.0]), np.array([0, 0, 2, 2.0]))) == 0.25

@@ -451,3 +451,14 @@ def test_a_line_written_as_text_is_the_encoded_line_to_the_byte(case):
     source, res, labels, attr, job, stamp = case
     line = augmented_line(source, res, labels, attr, job, stamp)
     assert augmented_line_text(source, res, labels, attr, job, stamp).encode() == dump_lines([line])
+
+
+def test_text_lines_of_hand_built_results_encode_as_their_dicts():
+    """Results built outside IoUVote may carry numpy floats or a NaN confidence, or name the label
+    attribute source-ref: the text is still the encoder's."""
+    import numpy as np
+
+    boxes = [cbox("dog", 1.5, 2.5, 3.0, 4.0, np.float64(0.8333)), cbox("car", 0, 0, 5, 5, float("nan"))]
+    for attr in ("bbox", "source-ref"):
+        args = ({"source-ref": "s3://b/x.jpg", "k": [1.0, None]}, result(boxes), LABELS, attr, "j", "2026")
+        assert augmented_line_text(*args).encode() == dump_lines([augmented_line(*args)])

@@ -116,3 +116,12 @@ def test_the_consolidation_lambda_never_imports_the_job_layer_or_the_portal(tmp_
     assert "orchestrator.consolidation.iou_vote" in modules
     banned = ("orchestrator.jobs", "orchestrator.backends", "orchestrator.outputs.consolidate", "fastapi")
     assert loaded(modules, banned + ("sqlalchemy", "orchestrator.outputs.exports")) == []
+
+
+def test_a_lazy_package_gives_its_submodules_as_attributes():
+    code = (
+        "import orchestrator.manifest as m, orchestrator.consolidation as c\n"
+        "print(m.jsonl.__name__, c.iou.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["orchestrator.manifest.jsonl", "orchestrator.consolidation.iou"]

@@ -52,11 +52,10 @@ import codecs
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, compress, groupby
 from operator import attrgetter
-from types import MappingProxyType
 from typing import Annotated, Any
 
 import numpy as np
@@ -228,7 +227,7 @@ class _Pending:
     boxes: list[Any]
     width: int | None
     height: int | None
-    fields: Mapping[str, Any]  # the other `WorkerAnswer` fields (a dict where they are set later)
+    fields: dict[str, Any]  # the other `WorkerAnswer` fields
 
 
 def _read_element(
@@ -275,7 +274,7 @@ class AnswerColumns:
     answer_object: np.ndarray  # (A,) object of each answer
     worker_ids: list[str]  # (A,)
     image_sizes: list[tuple[int | None, int | None]]  # (A,)
-    answer_fields: list[Mapping[str, Any]]  # (A,) the other `WorkerAnswer` fields
+    answer_fields: list[dict[str, Any]]  # (A,) the other `WorkerAnswer` fields
     box_answer: np.ndarray  # (N,) answer of each box
     ltwh: np.ndarray  # (N, 4) left, top, width, height
     labels: list[str]  # (N,)
@@ -345,8 +344,11 @@ class AnswerColumns:
 
 
 _ANSWER_FIELDS = {"submitted_at", "time_spent_seconds", "accepted_at", "worker_metadata"}
-# The other fields of a payload's answer, which has no times: one read-only mapping for them all.
-_NO_TIMES: Mapping[str, Any] = MappingProxyType({"submitted_at": None, "time_spent_seconds": None})
+
+
+def _no_times() -> dict[str, Any]:
+    """The other fields of a payload's answer, which carries no times."""
+    return {"submitted_at": None, "time_spent_seconds": None}
 
 
 def _answer_columns(
@@ -817,7 +819,7 @@ def _read_annotation(
             content = data.get("content")
             if type(content) is str and (typical := read_typical_answer(content)) is not None:
                 where = f"{object_where}, annotation {n}, worker {worker_id}"
-                return _Pending(worker_id, where, *typical, _NO_TIMES)
+                return _Pending(worker_id, where, *typical, _no_times())
     where = f"{object_where}, annotation {n}"
     if not isinstance(annotation, dict):
         report.add("not_an_object", where, f"annotation is {type(annotation).__name__}")
@@ -839,7 +841,7 @@ def _read_annotation(
         return None
     typical = read_typical_answer(content) if isinstance(content, bytes) else None
     if typical is not None:
-        return _Pending(worker_id, where, *typical, _NO_TIMES)
+        return _Pending(worker_id, where, *typical, _no_times())
     return _read_element(content, worker_id, report, where)
 
 

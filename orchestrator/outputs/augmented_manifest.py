@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -255,6 +256,8 @@ def augmented_line_text(
     """`augmented_line` as one line of JSON Lines (`dump_lines`' text for it, newline included), written
     directly: half the time of building the dicts and encoding them, for the manifest of every job.
     `tests/test_output.py` holds the two to the same bytes."""
+    if attr == "source-ref":  # the label replaces the source-ref in the dict: only the encoder writes that
+        return _ENCODE(augmented_line(source_line, result, labels, attr, job_name, created)) + "\n"
     boxes, confidences, class_map = _boxes(result, labels)
     head = [f'{{"source-ref":{_ENCODE(source_line.get("source-ref", result.source_ref))}']
     head += [f"{_STRING(key)}:{_ENCODE(value)}" for key, value in _other_keys(source_line, attr).items()]
@@ -262,8 +265,7 @@ def augmented_line_text(
     if result.image_width is not None and result.image_height is not None:
         size = _SIZE % (result.image_width, result.image_height, IMAGE_DEPTH)
     annotations = ",".join(_ANNOTATION % box for box in boxes)
-    # A confidence is finite (a share times a mean IoU, rounded): its repr is the encoder's text.
-    objects = ",".join(_CONFIDENCE % repr(c) for c in confidences)
+    objects = ",".join(_CONFIDENCE % _float(c) for c in confidences)
     classes = ",".join(f'"{k}":{_STRING(v)}' for k, v in class_map)
     return (
         ",".join(head)
@@ -272,6 +274,12 @@ def augmented_line_text(
         + f',"type":"{OBJECT_DETECTION}","human-annotated":"yes","creation-date":{_STRING(created)}'
         + f',"job-name":{_STRING(_job_name(job_name))}}}}}\n'
     )
+
+
+def _float(value: float) -> str:
+    """The encoder's text for a number: a finite float's repr (numpy's floats made Python's first)."""
+    number = float(value)
+    return repr(number) if math.isfinite(number) else _ENCODE(number)
 
 
 # The pieces `dump_lines`' encoder writes, for `augmented_line_text`.
