@@ -199,3 +199,38 @@ def test_a_payloads_columns_pickle_and_own_their_answer_fields():
     copy.deepcopy(answers).answer_fields[0]["submitted_at"] = "changed"
     answers.answer_fields[0]["submitted_at"] = "mine"
     assert answers.answer_fields[1]["submitted_at"] is None
+
+
+def test_a_payload_read_from_bytes_item_by_item_is_the_payload_read_from_text():
+    """`labeljob consolidate` reads a payload's bytes as an array of items, each parsed when it is read;
+    the same payload as text is parsed whole."""
+    items = [
+        {"datasetObjectId": "0", "dataObject": {"s3Uri": "s3://b/0.jpg"}, "annotations": [
+            {"workerId": "w1", "annotationData": {"content": to_text(drawn)}}
+            for drawn in ({"b": {"boundingBoxes": [{"label": "car", "left": 1e400, "top": 0, "width": 5,
+                                                    "height": 5}]}},
+                          {"b": {"boundingBoxes": [{"label": "car", "left": 10**30, "top": 0, "width": 5,
+                                                    "height": 5}]}})
+        ]},
+        "not an item",
+        {"datasetObjectId": 7, "annotations": [{"workerId": "é", "annotationData": {"content": {"x": {}}}}]},
+    ]  # fmt: skip
+    text = json.dumps(items, ensure_ascii=False).replace('"left": 1e400', '"left": Infinity')
+
+    def read(data) -> tuple[str, dict]:
+        report = AnswerReport()
+        answers = parse_consolidation_columns(data, LABELS, report)
+        return exact([a for obj in answers.objects() for a in obj.answers]), dict(report.counts)
+
+    assert read(text.encode()) == read(text)
+    assert read(text.encode())[1]["not_an_object"] == 1
+
+
+def test_a_payload_array_with_a_string_that_is_not_utf8_is_refused_as_before():
+    import pytest
+
+    from orchestrator.errors import InputError
+
+    data = b'[{"datasetObjectId": "0", "annotations": [{"workerId": "\xff", "annotationData": {}}]}]'
+    with pytest.raises(InputError, match=r"consolidation payload is not UTF-8 text: .* position 56: invalid start byte"):
+        parse_consolidation_columns(data, LABELS, AnswerReport())

@@ -113,3 +113,23 @@ def test_loads_utf8_refuses_what_only_the_standard_library_reads():
     for data in (b"NaN", b"1e400", b'"\\ud800"', b"\xef\xbb\xbf[1]", b'"\xff"'):
         with pytest.raises(ValueError):
             loads_utf8(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=5))
+def test_an_arrays_elements_read_one_by_one_are_its_elements(values):
+    from orchestrator.fastjson import array_items
+
+    data = json.dumps(values).encode()
+    elements = array_items(data)
+    if elements is None:  # only NaN and Infinity, which are not JSON, keep msgspec from splitting it
+        assert b"NaN" in data or b"Infinity" in data
+        return
+    assert repr([loads(element) for element in elements]) == repr(json.loads(data))
+
+
+def test_only_an_array_is_split():
+    from orchestrator.fastjson import array_items
+
+    for data in (b'{"a": [1]}', b"1", b"[1, 2", b"[NaN]", b"[1]\n[2]"):
+        assert array_items(data) is None

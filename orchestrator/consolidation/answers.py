@@ -58,6 +58,7 @@ from itertools import chain, compress, groupby
 from operator import attrgetter
 from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,7 +66,7 @@ from orchestrator.consolidation.columns import BOX_KEYS as _BOX_KEYS
 from orchestrator.consolidation.columns import MAX_COORDINATE, read_typical_answer, validate_boxes
 from orchestrator.consolidation.iou import box_iou, iou
 from orchestrator.errors import InputError
-from orchestrator.fastjson import loads, loads_utf8
+from orchestrator.fastjson import array_items, loads, loads_utf8
 
 # A coordinate must be a finite number; sizes must be positive. Enforced by pydantic-core (no Python
 # validator call per box), so building many boxes stays cheap.
@@ -385,6 +386,7 @@ class _ColumnBuilder:
         self.box_answer: list[np.ndarray] = []
         self.ltwh: list[np.ndarray] = []
         self.labels: list[str] = []
+        self.label_names: dict[str, str] = {}
         self.box_kept: list[np.ndarray] = []
 
     def next_file(self) -> None:
@@ -445,7 +447,8 @@ class _ColumnBuilder:
         self.readable.append(readable)
         self.box_answer.append(box_answer + first)
         self.ltwh.append(ltwh)
-        self.labels.extend(box_labels)
+        # One string per label name, not one per box: a million boxes' labels would hold 50 MB.
+        self.labels.extend(map(self.label_names.setdefault, box_labels, box_labels))
         self.box_kept.append(box_kept)
         self.answers.extend(pending)
         self.chunk = []
@@ -685,18 +688,21 @@ def _optional_seconds(value: Any) -> float | None:
 
 
 def _load_items(data: bytes | str) -> list[Any]:
-    """A JSON array, one JSON object, or JSON Lines; raises InputError only if that is not JSON at all."""
+    """A JSON array, one JSON object, or JSON Lines; raises InputError only if that is not JSON at all.
+
+    An array given as bytes comes as its elements' text (`fastjson.array_items`), for `_item` to read
+    one at a time: a payload's parsed JSON is never held whole, only its bytes."""
     if isinstance(data, bytes) and not data.startswith(codecs.BOM_UTF8):
-        # The whole payload read from its bytes, without a decoded copy: the one large string of a run.
+        elements = array_items(data)
+        if elements is not None:
+            return elements
+        # Not an array: read whole from its bytes, without a decoded copy.
         try:
             return _items(loads_utf8(data))
         except ValueError:
             pass
     if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"consolidation payload is not UTF-8 text: {exc}") from None
+        data = _utf8_text(data)
     data = data.lstrip("\ufeff")
     try:
         whole = loads(data)
@@ -713,6 +719,25 @@ def _load_items(data: bytes | str) -> list[Any]:
         except (ValueError, RecursionError) as exc:
             raise InputError(f"consolidation payload line {number} is not JSON: {exc}") from None
     return items
+
+
+def _utf8_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"consolidation payload is not UTF-8 text: {exc}") from None
+
+
+def _item(element: Any, index: int, data: bytes | str) -> Any:
+    """A payload's item: an element of `_load_items`' array read now, anything else as it is."""
+    if not isinstance(element, msgspec.Raw):
+        return element
+    try:
+        return loads(element)
+    except (ValueError, RecursionError) as exc:
+        # The split checked the syntax, so this is a string that is not UTF-8.
+        _utf8_text(data)  # raises what the whole payload's reading raises
+        raise InputError(f"consolidation payload item {index} is not JSON: {exc}") from None
 
 
 def _items(whole: Any) -> list[Any]:
@@ -753,7 +778,7 @@ def parse_consolidation_columns(
     items = _load_items(data)
     for index in range(len(items)):
         # Each item is let go once read: its answers' text is then held only until its chunk is validated.
-        item, items[index] = items[index], None
+        item, items[index] = _item(items[index], index, data), None
         where = f"item {index}"
         if not isinstance(item, dict):
             report.add("not_an_object", where, f"item is {type(item).__name__}")

@@ -833,7 +833,12 @@ def _box_and_agreement(
         # threshold, and an unweighted median keeps averaging the middle pair where weights would pick
         # one box (measured against a skill-weighted median: better on real and simulated crowds alike).
         box[rows] = _median(edges) if coordinates == "median" else np.nanmean(edges, axis=1)
-        agreement[rows] = _pairwise_agreement(edges, weights)
+        # The pairs of members, m x m per cluster, a block of clusters at a time: all at once they
+        # were a job's largest arrays.
+        step = max(BLOCK_PAIRS // (m * m), 1)
+        for start in range(0, len(rows), step):
+            block = slice(start, start + step)
+            agreement[rows[block]] = _pairwise_agreement(edges[block], weights[block])
     return box, agreement
 
 
