@@ -232,5 +232,6 @@ def test_a_payload_array_with_a_string_that_is_not_utf8_is_refused_as_before():
     from orchestrator.errors import InputError
 
     data = b'[{"datasetObjectId": "0", "annotations": [{"workerId": "\xff", "annotationData": {}}]}]'
-    with pytest.raises(InputError, match=r"consolidation payload is not UTF-8 text: .* position 56: invalid start byte"):
+    refused = r"consolidation payload is not UTF-8 text: .* position 56: invalid start byte"
+    with pytest.raises(InputError, match=refused):
         parse_consolidation_columns(data, LABELS, AnswerReport())
