@@ -10,6 +10,7 @@ process. Best of `--repeats` each, interleaved.
     .venv/bin/python -m benchmarks.consolidate_cli
     .venv/bin/python -m benchmarks.consolidate_cli --compare /tmp/labeljob-8f5445d   # an older checkout too
     .venv/bin/python -m benchmarks.consolidate_cli --memory [--compare DIR]   # peak RSS at 10^4 .. 10^6 boxes
+    .venv/bin/python -m benchmarks.consolidate_cli --stages [--images 32051]  # CPU and RSS by stage
 """
 
 from __future__ import annotations
@@ -126,6 +127,62 @@ def peak_memory(workers: int, roots: dict[str, Path]) -> None:
         print(f"| {n_boxes:,} | {images:,} | {mb:.1f} | " + " | ".join(f"{p:,.0f}" for p in peaks) + " |")
 
 
+# One process doing `labeljob consolidate`'s work a stage at a time, as the command does it (cyclic
+# collector off): CPU seconds and peak RSS after each stage.
+STAGES = """
+import gc, json, resource, sys, time
+from datetime import UTC, datetime
+gc.disable()
+def mark(name, start):
+    cpu = time.process_time()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"| {name} | {cpu - start:.2f} | {peak:,.0f} |")
+    return cpu
+print("| stage | CPU s | peak RSS MB after |")
+print("|---|---:|---:|")
+start = mark("interpreter", 0.0)
+from orchestrator.consolidation import AnswerReport, IoUVote
+from orchestrator.outputs import augmented_line_text, creation_date, read_answer_columns
+from orchestrator.outputs import write_augmented_manifest
+from orchestrator.spec import ConsolidationSpec
+from orchestrator.storage import LocalStore
+start = mark("imports", start)
+payload, labels_file, out = sys.argv[1:]
+labels = json.load(open(labels_file))
+answers = read_answer_columns(payload, {}, labels, AnswerReport())
+start = mark("read and validate the answers", start)
+model = IoUVote(**ConsolidationSpec().model_dump()).fit(answers.answered(), labels=labels)
+start = mark("IoUVote.fit", start)
+stamp = creation_date(datetime.now(UTC))
+lines = [
+    augmented_line_text({"source-ref": r.source_ref}, r, labels, "bbox", "bench", stamp)
+    for r in model.results_
+]
+write_augmented_manifest(LocalStore(out), "out.manifest", lines)
+mark("output lines, written", start)
+"""
+
+
+def stages(images: int, workers: int) -> None:
+    """CPU and peak RSS by stage of one in-process run of `labeljob consolidate`'s work."""
+    scenario = SCENARIOS[0]
+    data = synthetic(type(scenario)(scenario.name, workers_per_image=workers), images, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "payload.json").write_text(json.dumps(payload(data.objects)))
+        (folder / "labels.json").write_text(json.dumps(data.labels))
+        del data
+        argv = [sys.executable, "-c", STAGES, str(folder / "payload.json"), str(folder / "labels.json"), tmp]
+        # Started from a small launcher, as in `--memory`: a child of this process would count its pages.
+        launcher = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode, as an installed package has
+        warm = subprocess.run(argv, env=env, capture_output=True)
+        if warm.returncode:
+            raise SystemExit(warm.stderr.decode()[-2000:])
+        subprocess.run([sys.executable, "-c", launcher, *argv], env=env, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8000)
@@ -135,7 +192,13 @@ def main() -> None:
         "--compare", type=Path, metavar="DIR", help="also run the labeljob of this checkout (an older commit)"
     )
     parser.add_argument("--memory", action="store_true", help="peak RSS at 10^4, 10^5 and 10^6 boxes instead")
+    parser.add_argument(
+        "--stages", action="store_true", help="CPU and peak RSS by stage, in one process, instead"
+    )
     args = parser.parse_args()
+    if args.stages:
+        stages(args.images, args.workers)
+        return
     if args.memory:
         peak_memory(
             args.workers,
