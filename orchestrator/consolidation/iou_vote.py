@@ -63,7 +63,8 @@ BLOCK_PAIRS = 1 << 16
 @dataclass(slots=True)
 class ConsolidatedBox:
     """One consolidated object: its box, label and how much the crowd agreed on it. A plain record
-    (slots, not frozen: a job makes one per box, and a frozen dataclass costs twice as much to build)."""
+    (slots, not frozen: a job makes one per box, and a frozen dataclass sets each field through
+    `object.__setattr__`)."""
 
     label: str
     left: float
